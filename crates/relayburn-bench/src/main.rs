@@ -1,0 +1,3 @@
+fn main() {
+    println!("relayburn-bench {}", env!("CARGO_PKG_VERSION"));
+}

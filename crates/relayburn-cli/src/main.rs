@@ -1,0 +1,3 @@
+fn main() {
+    println!("burn {}", env!("CARGO_PKG_VERSION"));
+}

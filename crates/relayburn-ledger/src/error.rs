@@ -1,0 +1,66 @@
+//! The library's error type.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the library can fail with. I/O errors always name the file.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("neither RELAYBURN_HOME nor HOME is set")]
+    NoHome,
+    #[error("invalid sessionId for content path: {0:?}")]
+    InvalidSessionId(String),
+    #[error(
+        "could not acquire lock after {attempts} attempts (~{budget_ms}ms) - {detail}: {path}"
+    )]
+    LockTimeout {
+        path: PathBuf,
+        attempts: u32,
+        budget_ms: u64,
+        /// "held by live process …" or "lock appears stale but unlink kept failing".
+        detail: String,
+    },
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("malformed {what} in {path}: {reason}")]
+    Malformed {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("archive {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+impl Error {
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Attach a path and an operation to an `io::Result`.
+pub trait IoContext<T> {
+    fn ctx(self, op: &'static str, path: &std::path::Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, op: &'static str, path: &std::path::Path) -> Result<T> {
+        self.map_err(|e| Error::io(op, path, e))
+    }
+}

@@ -1,0 +1,294 @@
+//! Id hashes, content fingerprints (SPEC §4) and the index sidecars
+//! `ledger.idx` / `ledger.content.idx`.
+
+use std::borrow::Cow;
+
+use sha2::{Digest, Sha256};
+
+use crate::json::{format_number, Value};
+use crate::records::Kind;
+
+/// How many content fingerprints the window keeps.
+pub const CONTENT_WINDOW: usize = 10_000;
+
+/// A 64-bit hash: the first 16 hex characters of a SHA-256 digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Hash16(pub u64);
+
+impl Hash16 {
+    /// Hash a key string (as Node hashes a JS string: UTF-8).
+    pub fn of(key: &str) -> Hash16 {
+        let d = Sha256::digest(key.as_bytes());
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&d[..8]);
+        Hash16(u64::from_be_bytes(b))
+    }
+
+    /// Parse a 16-hex-character line of an index file.
+    pub fn parse_hex(s: &str) -> Option<Hash16> {
+        if s.len() != 16 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        u64::from_str_radix(s, 16).ok().map(Hash16)
+    }
+
+    /// The 16 lowercase hex characters the index files hold.
+    pub fn hex(&self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
+
+impl std::fmt::Display for Hash16 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Why a record cannot be hashed: the reference would throw a TypeError.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("record cannot be hashed: {0}")]
+pub struct HashError(pub &'static str);
+
+/// A record value as JavaScript's template literal prints it: absent is
+/// `undefined`.
+fn tmpl<'a>(v: Option<&'a Value>) -> Cow<'a, str> {
+    match v {
+        None => Cow::Borrowed("undefined"),
+        Some(v) => v.js_to_string(),
+    }
+}
+
+/// As `Array#join` prints an element: absent and null are empty.
+fn joined<'a>(v: Option<&'a Value>) -> Cow<'a, str> {
+    match v {
+        None | Some(Value::Null) => Cow::Borrowed(""),
+        Some(v) => v.js_to_string(),
+    }
+}
+
+/// `r.field ?? ''` then joined.
+fn nullish_empty<'a>(v: Option<&'a Value>) -> Cow<'a, str> {
+    joined(v)
+}
+
+/// Property access on a record; `null`/absent records throw in the reference.
+fn rec(r: &Value) -> Result<&Value, HashError> {
+    match r {
+        Value::Null => Err(HashError("record is null or missing")),
+        other => Ok(other),
+    }
+}
+
+/// `source|sessionId|messageId` (template string).
+pub fn turn_id(r: &Value) -> Result<Hash16, HashError> {
+    let r = rec(r)?;
+    Ok(Hash16::of(&format!(
+        "{}|{}|{}",
+        tmpl(r.get("source")),
+        tmpl(r.get("sessionId")),
+        tmpl(r.get("messageId"))
+    )))
+}
+
+/// `source|sessionId|ts` (template string).
+pub fn compaction_id(r: &Value) -> Result<Hash16, HashError> {
+    let r = rec(r)?;
+    Ok(Hash16::of(&format!(
+        "{}|{}|{}",
+        tmpl(r.get("source")),
+        tmpl(r.get("sessionId")),
+        tmpl(r.get("ts"))
+    )))
+}
+
+/// `source|sessionId|relationshipType|relatedSessionId|agentId|parentToolUseId`
+/// (joined, optional parts `?? ''`).
+pub fn relationship_id(r: &Value) -> Result<Hash16, HashError> {
+    let r = rec(r)?;
+    Ok(Hash16::of(&format!(
+        "{}|{}|{}|{}|{}|{}",
+        joined(r.get("source")),
+        joined(r.get("sessionId")),
+        joined(r.get("relationshipType")),
+        nullish_empty(r.get("relatedSessionId")),
+        nullish_empty(r.get("agentId")),
+        nullish_empty(r.get("parentToolUseId"))
+    )))
+}
+
+/// `source|sessionId|toolUseId|eventIndex` (joined).
+pub fn tool_result_event_id(r: &Value) -> Result<Hash16, HashError> {
+    let r = rec(r)?;
+    Ok(Hash16::of(&format!(
+        "{}|{}|{}|{}",
+        joined(r.get("source")),
+        joined(r.get("sessionId")),
+        joined(r.get("toolUseId")),
+        joined(r.get("eventIndex"))
+    )))
+}
+
+/// `source|sessionId|userUuid` (template string).
+pub fn user_turn_id(r: &Value) -> Result<Hash16, HashError> {
+    let r = rec(r)?;
+    Ok(Hash16::of(&format!(
+        "{}|{}|{}",
+        tmpl(r.get("source")),
+        tmpl(r.get("sessionId")),
+        tmpl(r.get("userUuid"))
+    )))
+}
+
+/// The id hash of a record of `kind` (stamps have none).
+pub fn record_id(kind: Kind, r: &Value) -> Option<Result<Hash16, HashError>> {
+    Some(match kind {
+        Kind::Turn => turn_id(r),
+        Kind::Compaction => compaction_id(r),
+        Kind::Relationship => relationship_id(r),
+        Kind::ToolResultEvent => tool_result_event_id(r),
+        Kind::UserTurn => user_turn_id(r),
+        Kind::Stamp => return None,
+    })
+}
+
+/// The result of JavaScript's binary `+` on two JSON-ish operands.
+enum JsSum {
+    Num(f64),
+    Str(String),
+}
+
+fn js_add(a: Option<&Value>, b: Option<&Value>) -> JsSum {
+    fn prim(v: Option<&Value>) -> Result<f64, String> {
+        match v {
+            None => Ok(f64::NAN),
+            Some(Value::Null) => Ok(0.0),
+            Some(Value::Bool(b)) => Ok(if *b { 1.0 } else { 0.0 }),
+            Some(Value::Number(n)) => Ok(*n),
+            // Strings, arrays and objects turn the sum into concatenation.
+            Some(other) => Err(other.js_to_string().into_owned()),
+        }
+    }
+    fn text(v: Option<&Value>) -> String {
+        match v {
+            None => "undefined".into(),
+            Some(v) => v.js_to_string().into_owned(),
+        }
+    }
+    match (prim(a), prim(b)) {
+        (Ok(x), Ok(y)) => JsSum::Num(x + y),
+        _ => JsSum::Str(format!("{}{}", text(a), text(b))),
+    }
+}
+
+fn sum_text(s: JsSum) -> String {
+    match s {
+        JsSum::Num(n) => format_number(n),
+        JsSum::Str(s) => s,
+    }
+}
+
+/// The turn content fingerprint:
+/// `ts|model|(input+output)|cacheRead|(cacheCreate5m+cacheCreate1h)|argsPrefix`.
+pub fn turn_fingerprint(r: &Value) -> Result<Hash16, HashError> {
+    let r = rec(r)?;
+    let calls = match r.get("toolCalls") {
+        None | Some(Value::Null) => return Err(HashError("turn has no toolCalls")),
+        Some(v) => v,
+    };
+    // `toolCalls.length > 0 && typeof toolCalls[0]?.argsHash === 'string'`
+    let first_len = match calls {
+        Value::Array(a) => a.len(),
+        Value::String(s) => s.utf16_len(),
+        _ => 0,
+    };
+    let prefix = if first_len > 0 {
+        match calls
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|c| c.get("argsHash"))
+        {
+            Some(Value::String(s)) => {
+                let units: Vec<u16> = match s.as_str() {
+                    Some(t) => t.encode_utf16().take(4).collect(),
+                    None => s.to_lossy().encode_utf16().take(4).collect(),
+                };
+                String::from_utf16_lossy(&units)
+            }
+            _ => String::new(),
+        }
+    } else {
+        String::new()
+    };
+    let usage = match r.get("usage") {
+        None | Some(Value::Null) => return Err(HashError("turn has no usage")),
+        Some(u) => u,
+    };
+    let key = format!(
+        "{}|{}|{}|{}|{}|{}",
+        joined(r.get("ts")),
+        joined(r.get("model")),
+        sum_text(js_add(usage.get("input"), usage.get("output"))),
+        joined(usage.get("cacheRead")),
+        sum_text(js_add(
+            usage.get("cacheCreate5m"),
+            usage.get("cacheCreate1h")
+        )),
+        prefix
+    );
+    Ok(Hash16::of(&key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::parse;
+
+    fn sha16(s: &str) -> String {
+        let d = Sha256::digest(s.as_bytes());
+        d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn key_strings_follow_js_conversions() {
+        let t = parse(r#"{"source":"codex","sessionId":"s","messageId":"m"}"#).unwrap();
+        assert_eq!(turn_id(&t).unwrap().hex(), sha16("codex|s|m"));
+        let t = parse(r#"{"source":"codex","sessionId":"s"}"#).unwrap();
+        assert_eq!(turn_id(&t).unwrap().hex(), sha16("codex|s|undefined"));
+        let r = parse(r#"{"source":"spawn-env","sessionId":"s","relationshipType":"subagent","relatedSessionId":"p"}"#).unwrap();
+        assert_eq!(
+            relationship_id(&r).unwrap().hex(),
+            sha16("spawn-env|s|subagent|p||")
+        );
+        let e = parse(r#"{"source":"codex","sessionId":"s","toolUseId":"t","eventIndex":1e21}"#)
+            .unwrap();
+        assert_eq!(
+            tool_result_event_id(&e).unwrap().hex(),
+            sha16("codex|s|t|1e+21")
+        );
+        let e = parse(r#"{"source":"codex","sessionId":"s","toolUseId":"t"}"#).unwrap();
+        assert_eq!(tool_result_event_id(&e).unwrap().hex(), sha16("codex|s|t|"));
+        assert!(turn_id(&Value::Null).is_err());
+    }
+
+    #[test]
+    fn fingerprint_uses_double_sums() {
+        let t = parse(r#"{"ts":"T","model":"M","usage":{"input":0.1,"output":0.2,"cacheRead":1.5,"cacheCreate5m":1e21,"cacheCreate1h":1},"toolCalls":[{"argsHash":"abcdef"}]}"#).unwrap();
+        assert_eq!(
+            turn_fingerprint(&t).unwrap().hex(),
+            sha16("T|M|0.30000000000000004|1.5|1e+21|abcd")
+        );
+        let t = parse(r#"{"ts":"T","model":"M","usage":{"input":1},"toolCalls":[]}"#).unwrap();
+        assert_eq!(turn_fingerprint(&t).unwrap().hex(), sha16("T|M|NaN||NaN|"));
+        let t = parse(r#"{"ts":"T","model":"M","usage":{"input":"5","output":7,"cacheRead":0,"cacheCreate5m":0,"cacheCreate1h":0},"toolCalls":[{}]}"#).unwrap();
+        assert_eq!(turn_fingerprint(&t).unwrap().hex(), sha16("T|M|57|0|0|"));
+        let t = parse(r#"{"ts":"T","model":"M","toolCalls":[]}"#).unwrap();
+        assert!(turn_fingerprint(&t).is_err());
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let h = Hash16::of("x");
+        assert_eq!(Hash16::parse_hex(&h.hex()), Some(h));
+        assert_eq!(Hash16::parse_hex("xyz"), None);
+    }
+}

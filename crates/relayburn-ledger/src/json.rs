@@ -1,0 +1,1072 @@
+//! Lossless JSON with JavaScript semantics.
+//!
+//! The reference reads every line with `JSON.parse` and writes with
+//! `JSON.stringify`, so a line is only byte-identical across the two
+//! implementations if this module reproduces V8's observable behaviour:
+//! numbers are doubles printed by `Number#toString`, objects keep
+//! insertion order (with array-index keys hoisted, as JS property order
+//! demands), a duplicate key keeps its first position and its last value,
+//! and strings may hold lone UTF-16 surrogates. Parsing, serialising and
+//! dropping are iterative so hostile nesting cannot overflow the stack.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fmt;
+
+/// Nesting deeper than this is rejected as malformed input.
+pub const MAX_DEPTH: usize = 100_000;
+
+/// A JavaScript string: UTF-8 when it is valid Unicode, UTF-16 code units
+/// when it holds a lone surrogate (which a Rust `str` cannot represent).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum JsString {
+    Utf8(Box<str>),
+    Utf16(Box<[u16]>),
+}
+
+impl JsString {
+    /// The string when it is valid Unicode.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            JsString::Utf8(s) => Some(s),
+            JsString::Utf16(_) => None,
+        }
+    }
+
+    /// The string with lone surrogates replaced by U+FFFD, which is also
+    /// what Node hashes when a JS string is fed to `createHash().update`.
+    pub fn to_lossy(&self) -> Cow<'_, str> {
+        match self {
+            JsString::Utf8(s) => Cow::Borrowed(s),
+            JsString::Utf16(u) => Cow::Owned(String::from_utf16_lossy(u)),
+        }
+    }
+
+    /// Length in UTF-16 code units, as JavaScript's `.length`.
+    pub fn utf16_len(&self) -> usize {
+        match self {
+            JsString::Utf8(s) => s.encode_utf16().count(),
+            JsString::Utf16(u) => u.len(),
+        }
+    }
+
+    fn units(&self) -> Cow<'_, [u16]> {
+        match self {
+            JsString::Utf8(s) => Cow::Owned(s.encode_utf16().collect()),
+            JsString::Utf16(u) => Cow::Borrowed(u),
+        }
+    }
+
+    /// JavaScript `<` on strings: code-unit order, which differs from byte
+    /// order only for characters above U+FFFF against U+E000..U+FFFF.
+    pub fn js_cmp(&self, other: &JsString) -> std::cmp::Ordering {
+        match (self, other) {
+            (JsString::Utf8(a), JsString::Utf8(b)) => js_str_cmp(a, b),
+            _ => self.units().cmp(&other.units()),
+        }
+    }
+
+    fn from_units(units: Vec<u16>) -> JsString {
+        match String::from_utf16(&units) {
+            Ok(s) => JsString::Utf8(s.into_boxed_str()),
+            Err(_) => JsString::Utf16(units.into_boxed_slice()),
+        }
+    }
+}
+
+/// Compare two strings the way JavaScript's relational operators do.
+pub fn js_str_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    // Byte order equals code-point order; it only disagrees with UTF-16
+    // order when a supplementary character meets U+E000..U+FFFF.
+    let fast = a.as_bytes().cmp(b.as_bytes());
+    let needs_units = |s: &str| s.bytes().any(|c| c >= 0xEE);
+    if !needs_units(a) || !needs_units(b) {
+        return fast;
+    }
+    a.encode_utf16().cmp(b.encode_utf16())
+}
+
+impl From<&str> for JsString {
+    fn from(s: &str) -> Self {
+        JsString::Utf8(s.into())
+    }
+}
+impl From<String> for JsString {
+    fn from(s: String) -> Self {
+        JsString::Utf8(s.into_boxed_str())
+    }
+}
+
+impl fmt::Debug for JsString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = String::new();
+        write_string(&mut out, self);
+        f.write_str(&out)
+    }
+}
+
+impl PartialEq<str> for JsString {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == Some(other)
+    }
+}
+
+/// A parsed JSON value with JavaScript semantics.
+#[derive(Clone, PartialEq, Default)]
+pub enum Value {
+    #[default]
+    Null,
+    Bool(bool),
+    Number(f64),
+    String(JsString),
+    Array(Vec<Value>),
+    Object(Object),
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_json())
+    }
+}
+
+impl Drop for Value {
+    fn drop(&mut self) {
+        // Flatten nested containers onto a heap stack so that dropping a
+        // value nested 100,000 deep cannot overflow the thread's stack.
+        let shallow = match self {
+            Value::Array(a) => a.iter().all(|v| !v.is_container()),
+            Value::Object(o) => o.entries.iter().all(|(_, v)| !v.is_container()),
+            _ => true,
+        };
+        if shallow {
+            return;
+        }
+        let mut stack: Vec<Value> = Vec::new();
+        take_children(self, &mut stack);
+        while let Some(mut v) = stack.pop() {
+            take_children(&mut v, &mut stack);
+        }
+    }
+}
+
+fn take_children(v: &mut Value, stack: &mut Vec<Value>) {
+    match v {
+        Value::Array(a) => stack.extend(a.drain(..).filter(|c| c.is_container())),
+        Value::Object(o) => stack.extend(
+            o.entries
+                .drain(..)
+                .map(|(_, c)| c)
+                .filter(|c| c.is_container()),
+        ),
+        _ => {}
+    }
+}
+
+impl Value {
+    fn is_container(&self) -> bool {
+        matches!(self, Value::Array(_) | Value::Object(_))
+    }
+
+    pub fn str(s: &str) -> Value {
+        Value::String(JsString::from(s))
+    }
+
+    /// The value as a valid-Unicode string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => s.as_str(),
+            _ => None,
+        }
+    }
+
+    pub fn as_js_string(&self) -> Option<&JsString> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Number(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    pub fn as_object(&self) -> Option<&Object> {
+        match self {
+            Value::Object(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    pub fn as_object_mut(&mut self) -> Option<&mut Object> {
+        match self {
+            Value::Object(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    pub fn as_array(&self) -> Option<&[Value]> {
+        match self {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Move the object out, leaving `Null` behind.
+    pub fn into_object(mut self) -> Option<Object> {
+        match &mut self {
+            Value::Object(o) => Some(std::mem::take(o)),
+            _ => None,
+        }
+    }
+
+    /// Move the array out, leaving `Null` behind.
+    pub fn into_array(mut self) -> Option<Vec<Value>> {
+        match &mut self {
+            Value::Array(a) => Some(std::mem::take(a)),
+            _ => None,
+        }
+    }
+
+    /// JavaScript truthiness.
+    pub fn is_truthy(&self) -> bool {
+        match self {
+            Value::Null => false,
+            Value::Bool(b) => *b,
+            Value::Number(n) => *n != 0.0 && !n.is_nan(),
+            Value::String(s) => s.utf16_len() > 0,
+            _ => true,
+        }
+    }
+
+    /// Member access that mirrors `obj.key` (undefined on non-objects).
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.as_object().and_then(|o| o.get(key))
+    }
+
+    /// `JSON.stringify(value)`.
+    pub fn to_json(&self) -> String {
+        let mut out = String::new();
+        write_value(&mut out, self);
+        out
+    }
+
+    /// Append `JSON.stringify(value)` to `out`.
+    pub fn write_json(&self, out: &mut String) {
+        write_value(out, self);
+    }
+
+    /// The string JavaScript's `String(value)` gives for a primitive, as used
+    /// by template strings and `Array#join` when hashing keys.
+    pub fn js_to_string(&self) -> Cow<'_, str> {
+        match self {
+            Value::Null => Cow::Borrowed("null"),
+            Value::Bool(true) => Cow::Borrowed("true"),
+            Value::Bool(false) => Cow::Borrowed("false"),
+            Value::Number(n) => Cow::Owned(format_number(*n)),
+            Value::String(s) => s.to_lossy(),
+            Value::Array(a) => {
+                // Array#toString joins elements with commas; null and
+                // undefined elements become empty strings.
+                let parts: Vec<String> = a
+                    .iter()
+                    .map(|v| match v {
+                        Value::Null => String::new(),
+                        other => other.js_to_string().into_owned(),
+                    })
+                    .collect();
+                Cow::Owned(parts.join(","))
+            }
+            Value::Object(_) => Cow::Borrowed("[object Object]"),
+        }
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Value::str(s)
+    }
+}
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Value::String(JsString::from(s))
+    }
+}
+impl From<f64> for Value {
+    fn from(n: f64) -> Self {
+        Value::Number(n)
+    }
+}
+impl From<bool> for Value {
+    fn from(b: bool) -> Self {
+        Value::Bool(b)
+    }
+}
+impl From<Object> for Value {
+    fn from(o: Object) -> Self {
+        Value::Object(o)
+    }
+}
+
+/// A JavaScript plain object: own properties in JS enumeration order
+/// (array-index keys ascending, then the rest in insertion order).
+#[derive(Clone, Default)]
+pub struct Object {
+    entries: Vec<(JsString, Value)>,
+    /// How many leading entries are array-index keys.
+    index_keys: usize,
+}
+
+impl PartialEq for Object {
+    /// Structural equality as JSON values: same keys with equal values,
+    /// regardless of order (what a JSON comparison of two documents means).
+    fn eq(&self, other: &Object) -> bool {
+        self.entries.len() == other.entries.len()
+            && self
+                .entries
+                .iter()
+                .all(|(k, v)| other.get_js(k).is_some_and(|w| w == v))
+    }
+}
+
+impl fmt::Debug for Object {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = String::new();
+        write_object_shallow_for_debug(&mut out, self);
+        f.write_str(&out)
+    }
+}
+
+fn write_object_shallow_for_debug(out: &mut String, o: &Object) {
+    let v = Value::Object(o.clone());
+    v.write_json(out);
+}
+
+/// The numeric value of `key` when JavaScript treats it as an array index.
+fn array_index(key: &JsString) -> Option<u32> {
+    let s = key.as_str()?;
+    let b = s.as_bytes();
+    if b.is_empty() || b.len() > 10 || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if b.len() > 1 && b[0] == b'0' {
+        return None;
+    }
+    let n: u64 = s.parse().ok()?;
+    // 2^32 - 1 is not an array index.
+    if n < u32::MAX as u64 {
+        Some(n as u32)
+    } else {
+        None
+    }
+}
+
+impl Object {
+    pub fn new() -> Object {
+        Object::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn position(&self, key: &str) -> Option<usize> {
+        self.entries.iter().position(|(k, _)| k == key)
+    }
+
+    fn position_js(&self, key: &JsString) -> Option<usize> {
+        self.entries.iter().position(|(k, _)| k == key)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    pub fn get_js(&self, key: &JsString) -> Option<&Value> {
+        self.position_js(key).map(|i| &self.entries[i].1)
+    }
+
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Value> {
+        let i = self.position(key)?;
+        Some(&mut self.entries[i].1)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.position(key).is_some()
+    }
+
+    /// JavaScript property assignment: an existing key keeps its place and
+    /// takes the new value; a new key goes where JS enumeration puts it.
+    pub fn insert(&mut self, key: impl Into<JsString>, value: Value) {
+        let key = key.into();
+        if let Some(i) = self.position_js(&key) {
+            self.entries[i].1 = value;
+            return;
+        }
+        self.push_new(key, value);
+    }
+
+    /// Insert a key known not to be present.
+    fn push_new(&mut self, key: JsString, value: Value) {
+        match array_index(&key) {
+            Some(n) => {
+                let at = self.entries[..self.index_keys]
+                    .partition_point(|(k, _)| array_index(k).is_some_and(|m| m < n));
+                self.entries.insert(at, (key, value));
+                self.index_keys += 1;
+            }
+            None => self.entries.push((key, value)),
+        }
+    }
+
+    /// `delete obj[key]`.
+    pub fn remove(&mut self, key: &str) -> Option<Value> {
+        let i = self.position(key)?;
+        if i < self.index_keys {
+            self.index_keys -= 1;
+        }
+        Some(self.entries.remove(i).1)
+    }
+
+    /// Own enumerable properties in JavaScript order.
+    pub fn iter(&self) -> impl Iterator<Item = (&JsString, &Value)> {
+        self.entries.iter().map(|(k, v)| (k, v))
+    }
+}
+
+impl FromIterator<(JsString, Value)> for Object {
+    fn from_iter<I: IntoIterator<Item = (JsString, Value)>>(iter: I) -> Self {
+        let mut o = Object::new();
+        for (k, v) in iter {
+            o.insert(k, v);
+        }
+        o
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Serialisation (JSON.stringify)
+// ---------------------------------------------------------------------------
+
+/// `Number#toString` for a double; non-finite values serialise as `null`
+/// in JSON, which callers handle before reaching here.
+pub fn format_number(n: f64) -> String {
+    if n.is_nan() {
+        return "NaN".into();
+    }
+    if n.is_infinite() {
+        return if n > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
+    }
+    if n == 0.0 {
+        return "0".into();
+    }
+    let mut buf = ryu_js::Buffer::new();
+    buf.format_finite(n).to_owned()
+}
+
+fn write_number(out: &mut String, n: f64) {
+    if !n.is_finite() {
+        out.push_str("null");
+    } else if n == 0.0 {
+        out.push('0');
+    } else if n.fract() == 0.0 && n.abs() < 1e15 {
+        // Integers are by far the most common numbers; itoa-style output
+        // matches Number#toString for them.
+        use std::fmt::Write;
+        let _ = write!(out, "{}", n as i64);
+    } else {
+        let mut buf = ryu_js::Buffer::new();
+        out.push_str(buf.format_finite(n));
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn push_u_escape(out: &mut String, unit: u16) {
+    out.push_str("\\u");
+    for shift in [12, 8, 4, 0] {
+        out.push(HEX[((unit >> shift) & 0xF) as usize] as char);
+    }
+}
+
+fn write_str_body(out: &mut String, s: &str) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: Option<&str> = match b {
+            b'"' => Some("\\\""),
+            b'\\' => Some("\\\\"),
+            b'\n' => Some("\\n"),
+            b'\r' => Some("\\r"),
+            b'\t' => Some("\\t"),
+            0x08 => Some("\\b"),
+            0x0C => Some("\\f"),
+            0..=0x1F => None,
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        match esc {
+            Some(e) => out.push_str(e),
+            None => push_u_escape(out, b as u16),
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+}
+
+/// Append a JSON string literal exactly as `JSON.stringify` writes it.
+pub fn write_string(out: &mut String, s: &JsString) {
+    out.push('"');
+    match s {
+        JsString::Utf8(s) => write_str_body(out, s),
+        JsString::Utf16(units) => {
+            for r in char::decode_utf16(units.iter().copied()) {
+                match r {
+                    Ok(c) => {
+                        let mut b = [0u8; 4];
+                        write_str_body(out, c.encode_utf8(&mut b));
+                    }
+                    Err(e) => push_u_escape(out, e.unpaired_surrogate()),
+                }
+            }
+        }
+    }
+    out.push('"');
+}
+
+/// Append a JSON string literal for a plain `str`.
+pub fn write_str(out: &mut String, s: &str) {
+    out.push('"');
+    write_str_body(out, s);
+    out.push('"');
+}
+
+enum Frame<'a> {
+    Array(std::slice::Iter<'a, Value>, bool),
+    Object(std::slice::Iter<'a, (JsString, Value)>, bool),
+}
+
+fn write_value(out: &mut String, root: &Value) {
+    let mut stack: Vec<Frame<'_>> = Vec::new();
+    let mut next: Option<&Value> = Some(root);
+    loop {
+        if let Some(v) = next.take() {
+            match v {
+                Value::Null => out.push_str("null"),
+                Value::Bool(true) => out.push_str("true"),
+                Value::Bool(false) => out.push_str("false"),
+                Value::Number(n) => write_number(out, *n),
+                Value::String(s) => write_string(out, s),
+                Value::Array(a) => {
+                    out.push('[');
+                    stack.push(Frame::Array(a.iter(), true));
+                }
+                Value::Object(o) => {
+                    out.push('{');
+                    stack.push(Frame::Object(o.entries.iter(), true));
+                }
+            }
+        }
+        let Some(top) = stack.last_mut() else { break };
+        match top {
+            Frame::Array(it, first) => match it.next() {
+                Some(v) => {
+                    if !*first {
+                        out.push(',');
+                    }
+                    *first = false;
+                    next = Some(v);
+                }
+                None => {
+                    out.push(']');
+                    stack.pop();
+                }
+            },
+            Frame::Object(it, first) => match it.next() {
+                Some((k, v)) => {
+                    if !*first {
+                        out.push(',');
+                    }
+                    *first = false;
+                    write_string(out, k);
+                    out.push(':');
+                    next = Some(v);
+                }
+                None => {
+                    out.push('}');
+                    stack.pop();
+                }
+            },
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Parsing (JSON.parse)
+// ---------------------------------------------------------------------------
+
+/// Why a text is not JSON.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid JSON at byte {offset}: {reason}")]
+pub struct ParseError {
+    pub offset: usize,
+    pub reason: &'static str,
+}
+
+/// `JSON.parse(text)`: the whole text must be one value, with only JSON
+/// whitespace around it.
+pub fn parse(text: &str) -> Result<Value, ParseError> {
+    let mut p = Parser {
+        b: text.as_bytes(),
+        s: text,
+        i: 0,
+    };
+    p.skip_ws();
+    let v = p.parse_value()?;
+    p.skip_ws();
+    if p.i != p.b.len() {
+        return Err(p.err("unexpected data after the value"));
+    }
+    Ok(v)
+}
+
+/// The characters `String.prototype.trim` removes.
+pub fn is_js_whitespace(c: char) -> bool {
+    matches!(
+        c,
+        '\u{9}' | '\u{A}' | '\u{B}' | '\u{C}' | '\u{D}' | ' ' | '\u{A0}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200A}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202F}'
+                | '\u{205F}'
+                | '\u{3000}'
+                | '\u{FEFF}'
+    )
+}
+
+/// `String.prototype.trim`.
+pub fn js_trim(s: &str) -> &str {
+    s.trim_matches(is_js_whitespace)
+}
+
+struct Parser<'a> {
+    b: &'a [u8],
+    s: &'a str,
+    i: usize,
+}
+
+enum Open {
+    Array(Vec<Value>),
+    Object(Object, JsString, Option<HashSet<JsString>>),
+}
+
+impl<'a> Parser<'a> {
+    fn err(&self, reason: &'static str) -> ParseError {
+        ParseError {
+            offset: self.i,
+            reason,
+        }
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(&c) = self.b.get(self.i) {
+            if matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+                self.i += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn expect_lit(&mut self, lit: &'static [u8]) -> Result<(), ParseError> {
+        if self.b[self.i..].starts_with(lit) {
+            self.i += lit.len();
+            Ok(())
+        } else {
+            Err(self.err("unexpected token"))
+        }
+    }
+
+    fn parse_value(&mut self) -> Result<Value, ParseError> {
+        let mut stack: Vec<Open> = Vec::new();
+        loop {
+            // Parse one value, or open a container.
+            self.skip_ws();
+            let mut value = match self.peek() {
+                None => return Err(self.err("unexpected end of input")),
+                Some(b'[') => {
+                    self.i += 1;
+                    self.skip_ws();
+                    if self.peek() == Some(b']') {
+                        self.i += 1;
+                        Value::Array(Vec::new())
+                    } else {
+                        if stack.len() >= MAX_DEPTH {
+                            return Err(self.err("nesting too deep"));
+                        }
+                        stack.push(Open::Array(Vec::new()));
+                        continue;
+                    }
+                }
+                Some(b'{') => {
+                    self.i += 1;
+                    self.skip_ws();
+                    if self.peek() == Some(b'}') {
+                        self.i += 1;
+                        Value::Object(Object::new())
+                    } else {
+                        if stack.len() >= MAX_DEPTH {
+                            return Err(self.err("nesting too deep"));
+                        }
+                        let key = self.parse_key()?;
+                        stack.push(Open::Object(Object::new(), key, None));
+                        continue;
+                    }
+                }
+                Some(b'"') => Value::String(self.parse_string()?),
+                Some(b't') => {
+                    self.expect_lit(b"true")?;
+                    Value::Bool(true)
+                }
+                Some(b'f') => {
+                    self.expect_lit(b"false")?;
+                    Value::Bool(false)
+                }
+                Some(b'n') => {
+                    self.expect_lit(b"null")?;
+                    Value::Null
+                }
+                Some(b'-' | b'0'..=b'9') => Value::Number(self.parse_number()?),
+                Some(_) => return Err(self.err("unexpected token")),
+            };
+            // Attach the value to its parent, closing containers as they end.
+            loop {
+                let Some(top) = stack.last_mut() else {
+                    return Ok(value);
+                };
+                self.skip_ws();
+                match top {
+                    Open::Array(items) => {
+                        items.push(value);
+                        match self.peek() {
+                            Some(b',') => {
+                                self.i += 1;
+                                break;
+                            }
+                            Some(b']') => {
+                                self.i += 1;
+                                let Some(Open::Array(items)) = stack.pop() else {
+                                    unreachable!("top of stack is an array")
+                                };
+                                value = Value::Array(items);
+                            }
+                            _ => return Err(self.err("expected ',' or ']'")),
+                        }
+                    }
+                    Open::Object(obj, key, seen) => {
+                        let key = std::mem::replace(key, JsString::Utf8("".into()));
+                        insert_parsed(obj, seen, key, value);
+                        match self.peek() {
+                            Some(b',') => {
+                                self.i += 1;
+                                self.skip_ws();
+                                let k = self.parse_key()?;
+                                if let Some(Open::Object(_, slot, _)) = stack.last_mut() {
+                                    *slot = k;
+                                }
+                                break;
+                            }
+                            Some(b'}') => {
+                                self.i += 1;
+                                let Some(Open::Object(obj, _, _)) = stack.pop() else {
+                                    unreachable!("top of stack is an object")
+                                };
+                                value = Value::Object(obj);
+                            }
+                            _ => return Err(self.err("expected ',' or '}'")),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A key and its colon.
+    fn parse_key(&mut self) -> Result<JsString, ParseError> {
+        if self.peek() != Some(b'"') {
+            return Err(self.err("expected a string key"));
+        }
+        let k = self.parse_string()?;
+        self.skip_ws();
+        if self.peek() != Some(b':') {
+            return Err(self.err("expected ':'"));
+        }
+        self.i += 1;
+        Ok(k)
+    }
+
+    fn parse_number(&mut self) -> Result<f64, ParseError> {
+        let start = self.i;
+        let b = self.b;
+        let mut i = self.i;
+        if b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        match b.get(i) {
+            Some(b'0') => i += 1,
+            Some(b'1'..=b'9') => {
+                while matches!(b.get(i), Some(b'0'..=b'9')) {
+                    i += 1;
+                }
+            }
+            _ => {
+                self.i = i;
+                return Err(self.err("invalid number"));
+            }
+        }
+        let int_end = i;
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+            let d = i;
+            while matches!(b.get(i), Some(b'0'..=b'9')) {
+                i += 1;
+            }
+            if i == d {
+                self.i = i;
+                return Err(self.err("invalid number"));
+            }
+        }
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            i += 1;
+            if matches!(b.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            let d = i;
+            while matches!(b.get(i), Some(b'0'..=b'9')) {
+                i += 1;
+            }
+            if i == d {
+                self.i = i;
+                return Err(self.err("invalid number"));
+            }
+        }
+        self.i = i;
+        let text = &self.s[start..i];
+        // Short plain integers are exact in an i64 and a double.
+        if i == int_end && i - start <= 15 {
+            if let Ok(n) = text.parse::<i64>() {
+                if n == 0 && text.starts_with('-') {
+                    return Ok(-0.0);
+                }
+                return Ok(n as f64);
+            }
+        }
+        text.parse::<f64>().map_err(|_| self.err("invalid number"))
+    }
+
+    fn parse_string(&mut self) -> Result<JsString, ParseError> {
+        debug_assert_eq!(self.peek(), Some(b'"'));
+        self.i += 1;
+        let start = self.i;
+        // Fast path: no escapes.
+        loop {
+            match self.b.get(self.i) {
+                None => return Err(self.err("unterminated string")),
+                Some(b'"') => {
+                    let s = &self.s[start..self.i];
+                    self.i += 1;
+                    return Ok(JsString::Utf8(s.into()));
+                }
+                Some(b'\\') => break,
+                Some(0..=0x1F) => return Err(self.err("control character in string")),
+                Some(_) => self.i += 1,
+            }
+        }
+        let mut buf = String::with_capacity(self.i - start + 16);
+        buf.push_str(&self.s[start..self.i]);
+        // Code units of a string that turned out to hold a lone surrogate.
+        let mut units: Option<Vec<u16>> = None;
+        let mut pending_high: Option<u16> = None;
+        loop {
+            let run_start = self.i;
+            while let Some(&c) = self.b.get(self.i) {
+                if c == b'"' || c == b'\\' || c < 0x20 {
+                    break;
+                }
+                self.i += 1;
+            }
+            if self.i > run_start {
+                let run = &self.s[run_start..self.i];
+                flush_high(&mut buf, &mut units, &mut pending_high);
+                match &mut units {
+                    Some(u) => u.extend(run.encode_utf16()),
+                    None => buf.push_str(run),
+                }
+            }
+            match self.b.get(self.i) {
+                None => return Err(self.err("unterminated string")),
+                Some(b'"') => {
+                    self.i += 1;
+                    flush_high(&mut buf, &mut units, &mut pending_high);
+                    return Ok(match units {
+                        Some(u) => JsString::from_units(u),
+                        None => JsString::Utf8(buf.into_boxed_str()),
+                    });
+                }
+                Some(b'\\') => {
+                    self.i += 1;
+                    let e = self.peek().ok_or_else(|| self.err("unterminated string"))?;
+                    self.i += 1;
+                    let ch = match e {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => {
+                            let unit = self.parse_hex4()?;
+                            push_unit(&mut buf, &mut units, &mut pending_high, unit);
+                            continue;
+                        }
+                        _ => return Err(self.err("invalid escape")),
+                    };
+                    flush_high(&mut buf, &mut units, &mut pending_high);
+                    match &mut units {
+                        Some(u) => u.push(ch as u16),
+                        None => buf.push(ch),
+                    }
+                }
+                Some(_) => return Err(self.err("control character in string")),
+            }
+        }
+    }
+
+    fn parse_hex4(&mut self) -> Result<u16, ParseError> {
+        let h = self
+            .b
+            .get(self.i..self.i + 4)
+            .ok_or_else(|| self.err("invalid unicode escape"))?;
+        let mut n: u16 = 0;
+        for &c in h {
+            let d = (c as char)
+                .to_digit(16)
+                .ok_or_else(|| self.err("invalid unicode escape"))?;
+            n = n * 16 + d as u16;
+        }
+        self.i += 4;
+        Ok(n)
+    }
+}
+
+/// Switch a string under construction to UTF-16 code units.
+fn to_units(buf: &mut String, units: &mut Option<Vec<u16>>) {
+    if units.is_none() {
+        *units = Some(buf.encode_utf16().collect());
+        buf.clear();
+    }
+}
+
+/// A high surrogate not followed by a low one stays a lone code unit.
+fn flush_high(buf: &mut String, units: &mut Option<Vec<u16>>, pending: &mut Option<u16>) {
+    if let Some(h) = pending.take() {
+        to_units(buf, units);
+        if let Some(u) = units {
+            u.push(h);
+        }
+    }
+}
+
+fn push_unit(buf: &mut String, units: &mut Option<Vec<u16>>, pending: &mut Option<u16>, unit: u16) {
+    match unit {
+        0xD800..=0xDBFF => {
+            flush_high(buf, units, pending);
+            *pending = Some(unit);
+        }
+        0xDC00..=0xDFFF => {
+            if let Some(h) = pending.take() {
+                let c = 0x10000 + (((h as u32) - 0xD800) << 10) + ((unit as u32) - 0xDC00);
+                let ch = char::from_u32(c).unwrap_or('\u{FFFD}');
+                match units {
+                    Some(u) => {
+                        let mut b = [0u16; 2];
+                        u.extend_from_slice(ch.encode_utf16(&mut b));
+                    }
+                    None => buf.push(ch),
+                }
+            } else {
+                to_units(buf, units);
+                if let Some(u) = units {
+                    u.push(unit);
+                }
+            }
+        }
+        _ => {
+            flush_high(buf, units, pending);
+            let ch = char::from_u32(unit as u32).unwrap_or('\u{FFFD}');
+            match units {
+                Some(u) => u.push(unit),
+                None => buf.push(ch),
+            }
+        }
+    }
+}
+
+/// Duplicate keys: the first position, the last value (as `JSON.parse`).
+/// Large objects get a hash set so hostile input stays linear.
+fn insert_parsed(
+    obj: &mut Object,
+    seen: &mut Option<HashSet<JsString>>,
+    key: JsString,
+    value: Value,
+) {
+    const LINEAR: usize = 32;
+    if let Some(set) = seen {
+        if set.contains(&key) {
+            obj.insert(key, value);
+        } else {
+            set.insert(key.clone());
+            obj.push_new(key, value);
+        }
+        return;
+    }
+    obj.insert(key, value);
+    if obj.len() > LINEAR {
+        *seen = Some(obj.entries.iter().map(|(k, _)| k.clone()).collect());
+    }
+}
+
+/// Build an object from `(key, value)` pairs (keys as string slices).
+#[macro_export]
+macro_rules! js_object {
+    ($($k:expr => $v:expr),* $(,)?) => {{
+        #[allow(unused_mut)]
+        let mut o = $crate::json::Object::new();
+        $( o.insert($k, $crate::json::Value::from($v)); )*
+        o
+    }};
+}

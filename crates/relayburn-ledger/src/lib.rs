@@ -1,0 +1,19 @@
+//! The relayburn ledger: the local store in which `burn` records what AI
+//! coding agents spent.
+//!
+//! The on-disk format is shared with the TypeScript package
+//! `@relayburn/ledger` 1.10.0; both can work on one home at the same time.
+//! See `SPEC.md` in the repository for the contract each module keeps.
+
+pub mod error;
+pub mod home;
+pub mod index;
+pub mod json;
+pub mod jsonl;
+pub mod lock;
+pub mod records;
+
+pub use error::{Error, Result};
+pub use home::LedgerHome;
+pub use json::{JsString, Object, Value};
+pub use records::Kind;
