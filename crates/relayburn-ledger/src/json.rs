@@ -111,6 +111,10 @@ impl PartialEq<str> for JsString {
     }
 }
 
+/// A `null` to borrow where a field is absent (`Value` has a destructor, so
+/// `&Value::Null` is not promoted to a `'static` borrow).
+pub static NULL: Value = Value::Null;
+
 /// A parsed JSON value with JavaScript semantics.
 #[derive(Clone, PartialEq, Default)]
 pub enum Value {

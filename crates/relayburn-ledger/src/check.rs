@@ -1,0 +1,527 @@
+//! A read-only consistency report over a home: what `burn state check`
+//! prints. It never writes; [`repair`] is the separate, explicit fix.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use crate::error::{IoContext, Result};
+use crate::home::LedgerHome;
+use crate::index::{self, Hash16, CONTENT_WINDOW};
+use crate::json::{Object, Value};
+use crate::jsonl::{for_each_logical, LineScanner, Parsed};
+use crate::records::{line_kind, Kind};
+
+/// How many example offsets/ids a report keeps per problem.
+const SAMPLES: usize = 20;
+
+/// A line the readers skip, with where it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadLine {
+    pub offset: u64,
+    pub length: u64,
+    pub reason: String,
+}
+
+/// A lockfile found in the home.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LockInfo {
+    pub path: PathBuf,
+    pub age_ms: i64,
+    /// What the holder wrote into the file (empty for the reference).
+    pub holder: String,
+    pub stale: bool,
+}
+
+/// Everything `check` found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CheckReport {
+    pub ledger_bytes: u64,
+    pub lines: u64,
+    pub kinds: Vec<(Kind, u64)>,
+    pub blank_lines: u64,
+    /// Complete lines that are not JSON.
+    pub malformed: Vec<BadLine>,
+    pub malformed_count: u64,
+    /// Records of a known kind that the reference could not hash (it would
+    /// throw on them, e.g. a turn without `usage`).
+    pub unhashable: Vec<BadLine>,
+    pub unhashable_count: u64,
+    /// The unterminated last line, if any.
+    pub torn_tail: Option<BadLine>,
+    pub index_exists: bool,
+    /// Ids of ledger records missing from `ledger.idx`.
+    pub index_missing: Vec<String>,
+    pub index_missing_count: u64,
+    /// Ids in `ledger.idx` that no ledger record has.
+    pub index_extra: Vec<String>,
+    pub index_extra_count: u64,
+    pub index_bad_lines: u64,
+    /// Fingerprints in the content window that no ledger turn has.
+    pub content_extra: Vec<String>,
+    pub content_extra_count: u64,
+    /// Recent fingerprints the window should hold but does not.
+    pub content_missing_count: u64,
+    pub archive: Option<ArchiveCursor>,
+    pub locks: Vec<LockInfo>,
+}
+
+/// The archive's cursor against the ledger.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchiveCursor {
+    pub offset: u64,
+    pub ledger_size: u64,
+    /// The cursor is past the end of the ledger (the next build resets).
+    pub beyond_end: bool,
+    /// The cursor is not at the start of a line.
+    pub mid_line: bool,
+    pub error: Option<String>,
+}
+
+impl CheckReport {
+    /// The problems, one sentence each; empty when the home is clean.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.malformed_count > 0 {
+            p.push(format!(
+                "{} malformed ledger line(s), first at byte {}",
+                self.malformed_count, self.malformed[0].offset
+            ));
+        }
+        if self.unhashable_count > 0 {
+            p.push(format!(
+                "{} record(s) of a known kind are missing required fields, first at byte {}",
+                self.unhashable_count, self.unhashable[0].offset
+            ));
+        }
+        if let Some(t) = &self.torn_tail {
+            p.push(format!(
+                "torn last line at byte {} ({} bytes without a newline)",
+                t.offset, t.length
+            ));
+        }
+        if self.index_missing_count > 0 {
+            p.push(format!(
+                "{} ledger id(s) missing from ledger.idx",
+                self.index_missing_count
+            ));
+        }
+        if self.index_extra_count > 0 {
+            p.push(format!(
+                "{} id(s) in ledger.idx have no ledger record",
+                self.index_extra_count
+            ));
+        }
+        if self.index_bad_lines > 0 {
+            p.push(format!(
+                "{} malformed line(s) in ledger.idx",
+                self.index_bad_lines
+            ));
+        }
+        if self.content_extra_count > 0 {
+            p.push(format!(
+                "{} fingerprint(s) in ledger.content.idx match no ledger turn",
+                self.content_extra_count
+            ));
+        }
+        if self.content_missing_count > 0 {
+            p.push(format!(
+                "{} recent fingerprint(s) missing from ledger.content.idx",
+                self.content_missing_count
+            ));
+        }
+        if let Some(a) = &self.archive {
+            if let Some(e) = &a.error {
+                p.push(format!("archive unreadable: {e}"));
+            }
+            if a.beyond_end {
+                p.push(format!(
+                    "archive cursor {} is past the ledger end {}",
+                    a.offset, a.ledger_size
+                ));
+            } else if a.mid_line {
+                p.push(format!(
+                    "archive cursor {} is not at a line start",
+                    a.offset
+                ));
+            }
+        }
+        for l in self.locks.iter().filter(|l| l.stale) {
+            p.push(format!(
+                "stale lockfile {} ({} ms old{})",
+                l.path.display(),
+                l.age_ms,
+                if l.holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(", holder {}", l.holder)
+                }
+            ));
+        }
+        p
+    }
+
+    /// The report as JSON for `--json`.
+    pub fn to_value(&self) -> Value {
+        let bad = |v: &[BadLine]| {
+            Value::Array(
+                v.iter()
+                    .map(|b| {
+                        let mut o = Object::new();
+                        o.insert("offset", Value::Number(b.offset as f64));
+                        o.insert("length", Value::Number(b.length as f64));
+                        o.insert("reason", Value::from(b.reason.as_str()));
+                        Value::Object(o)
+                    })
+                    .collect(),
+            )
+        };
+        let strs = |v: &[String]| Value::Array(v.iter().map(|s| Value::from(s.as_str())).collect());
+        let n = |x: u64| Value::Number(x as f64);
+        let mut ledger = Object::new();
+        ledger.insert("bytes", n(self.ledger_bytes));
+        ledger.insert("lines", n(self.lines));
+        let mut kinds = Object::new();
+        for (k, c) in &self.kinds {
+            kinds.insert(k.as_str(), n(*c));
+        }
+        ledger.insert("kinds", Value::Object(kinds));
+        ledger.insert("blankLines", n(self.blank_lines));
+        ledger.insert("malformedCount", n(self.malformed_count));
+        ledger.insert("malformed", bad(&self.malformed));
+        ledger.insert("unhashableCount", n(self.unhashable_count));
+        ledger.insert("unhashable", bad(&self.unhashable));
+        ledger.insert(
+            "tornTail",
+            match &self.torn_tail {
+                Some(t) => bad(std::slice::from_ref(t))
+                    .into_array()
+                    .and_then(|mut a| a.pop())
+                    .unwrap_or(Value::Null),
+                None => Value::Null,
+            },
+        );
+        let mut index = Object::new();
+        index.insert("exists", Value::Bool(self.index_exists));
+        index.insert("missingCount", n(self.index_missing_count));
+        index.insert("missing", strs(&self.index_missing));
+        index.insert("extraCount", n(self.index_extra_count));
+        index.insert("extra", strs(&self.index_extra));
+        index.insert("badLines", n(self.index_bad_lines));
+        let mut content = Object::new();
+        content.insert("extraCount", n(self.content_extra_count));
+        content.insert("extra", strs(&self.content_extra));
+        content.insert("missingCount", n(self.content_missing_count));
+        let archive = match &self.archive {
+            None => Value::Null,
+            Some(a) => {
+                let mut o = Object::new();
+                o.insert("offset", n(a.offset));
+                o.insert("ledgerSize", n(a.ledger_size));
+                o.insert("beyondEnd", Value::Bool(a.beyond_end));
+                o.insert("midLine", Value::Bool(a.mid_line));
+                o.insert(
+                    "error",
+                    a.error.as_deref().map(Value::from).unwrap_or(Value::Null),
+                );
+                Value::Object(o)
+            }
+        };
+        let locks = Value::Array(
+            self.locks
+                .iter()
+                .map(|l| {
+                    let mut o = Object::new();
+                    o.insert("path", Value::from(l.path.display().to_string()));
+                    o.insert("ageMs", Value::Number(l.age_ms as f64));
+                    o.insert("holder", Value::from(l.holder.as_str()));
+                    o.insert("stale", Value::Bool(l.stale));
+                    Value::Object(o)
+                })
+                .collect(),
+        );
+        let mut out = Object::new();
+        out.insert("ok", Value::Bool(self.problems().is_empty()));
+        out.insert(
+            "problems",
+            Value::Array(self.problems().into_iter().map(Value::from).collect()),
+        );
+        out.insert("ledger", Value::Object(ledger));
+        out.insert("index", Value::Object(index));
+        out.insert("contentIndex", Value::Object(content));
+        out.insert("archive", archive);
+        out.insert("locks", locks);
+        Value::Object(out)
+    }
+}
+
+fn push_sample<T>(v: &mut Vec<T>, count: &mut u64, item: T) {
+    *count += 1;
+    if v.len() < SAMPLES {
+        v.push(item);
+    }
+}
+
+/// Read everything and report; `progress(done_bytes, total_bytes)` is called
+/// as the ledger is scanned.
+pub fn check(home: &LedgerHome, progress: &mut dyn FnMut(u64, u64)) -> Result<CheckReport> {
+    let mut r = CheckReport::default();
+    let ledger = home.ledger();
+    let mut ids: HashSet<Hash16> = HashSet::new();
+    // Fingerprints in first-occurrence order, as the index rebuild keeps them.
+    let mut fps_seen: HashSet<Hash16> = HashSet::new();
+    let mut fps_order: Vec<Hash16> = Vec::new();
+    let mut kind_counts = [0u64; 6];
+    let mut last_line_end = 0u64;
+    if ledger.is_file() {
+        let total = std::fs::metadata(&ledger).ctx("stat", &ledger)?.len();
+        r.ledger_bytes = total;
+        let mut sc = LineScanner::open_at(&ledger, 0).ctx("open", &ledger)?;
+        let mut since_progress = 0u64;
+        while let Some(line) = sc.next_line().ctx("read", &ledger)? {
+            let len = line.bytes.len() as u64;
+            since_progress += len + 1;
+            if since_progress > (8 << 20) {
+                progress(line.offset, total);
+                since_progress = 0;
+            }
+            if !line.terminated {
+                r.torn_tail = Some(BadLine {
+                    offset: line.offset,
+                    length: len,
+                    reason: "no newline at end of file".into(),
+                });
+            } else {
+                last_line_end = line.offset + len + 1;
+            }
+            r.lines += 1;
+            if line.oversized {
+                push_sample(
+                    &mut r.malformed,
+                    &mut r.malformed_count,
+                    BadLine {
+                        offset: line.offset,
+                        length: len,
+                        reason: "line too long".into(),
+                    },
+                );
+                continue;
+            }
+            let offset = line.offset;
+            let terminated = line.terminated;
+            let mut handle = |p: Parsed| match p {
+                Parsed::Blank => r.blank_lines += 1,
+                Parsed::Malformed(why) => {
+                    // A torn tail is reported once, as torn.
+                    if terminated {
+                        push_sample(
+                            &mut r.malformed,
+                            &mut r.malformed_count,
+                            BadLine {
+                                offset,
+                                length: len,
+                                reason: why,
+                            },
+                        );
+                    }
+                }
+                Parsed::Value(v) => {
+                    let Some(kind) = line_kind(&v) else { return };
+                    kind_counts[kind as usize] += 1;
+                    if kind == Kind::Stamp {
+                        return;
+                    }
+                    let rec = v.get("record").unwrap_or(&crate::json::NULL);
+                    let id = index::record_id(kind, rec).and_then(|h| h.ok());
+                    let fp = if kind == Kind::Turn {
+                        index::turn_fingerprint(rec).ok()
+                    } else {
+                        None
+                    };
+                    match id {
+                        Some(id) if kind != Kind::Turn || fp.is_some() => {
+                            ids.insert(id);
+                            if let Some(fp) = fp {
+                                if fps_seen.insert(fp) {
+                                    fps_order.push(fp);
+                                }
+                            }
+                        }
+                        _ => push_sample(
+                            &mut r.unhashable,
+                            &mut r.unhashable_count,
+                            BadLine {
+                                offset,
+                                length: len,
+                                reason: format!("{} record lacks required fields", kind.as_str()),
+                            },
+                        ),
+                    }
+                }
+            };
+            for_each_logical(line.bytes, &mut handle);
+        }
+        progress(total, total);
+    }
+    r.kinds = Kind::ALL
+        .iter()
+        .map(|k| (*k, kind_counts[*k as usize]))
+        .collect();
+
+    // ledger.idx against the ledger.
+    let idx_path = home.ledger_index();
+    if idx_path.is_file() {
+        r.index_exists = true;
+        let text = std::fs::read_to_string(&idx_path).ctx("read", &idx_path)?;
+        let mut in_idx: HashSet<Hash16> = HashSet::new();
+        for l in text.split('\n').map(str::trim).filter(|l| !l.is_empty()) {
+            match Hash16::parse_hex(l) {
+                Some(h) => {
+                    in_idx.insert(h);
+                }
+                None => r.index_bad_lines += 1,
+            }
+        }
+        for h in &in_idx {
+            if !ids.contains(h) {
+                push_sample(&mut r.index_extra, &mut r.index_extra_count, h.hex());
+            }
+        }
+        for h in &ids {
+            if !in_idx.contains(h) {
+                push_sample(&mut r.index_missing, &mut r.index_missing_count, h.hex());
+            }
+        }
+    } else {
+        for h in &ids {
+            push_sample(&mut r.index_missing, &mut r.index_missing_count, h.hex());
+        }
+    }
+
+    // The content window against the ledger's turns.
+    let cidx = home.ledger_content_index();
+    let window: HashSet<Hash16> = if cidx.is_file() {
+        let text = std::fs::read_to_string(&cidx).ctx("read", &cidx)?;
+        text.split('\n')
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .filter_map(Hash16::parse_hex)
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    for h in &window {
+        if !fps_seen.contains(h) {
+            push_sample(&mut r.content_extra, &mut r.content_extra_count, h.hex());
+        }
+    }
+    // The most recent distinct fingerprints must be in the window; how many
+    // is bounded by what the window can hold.
+    let expect = fps_order.len().min(CONTENT_WINDOW / 2);
+    r.content_missing_count = fps_order[fps_order.len() - expect..]
+        .iter()
+        .filter(|h| !window.contains(h))
+        .count() as u64;
+
+    r.archive = archive_cursor(home, r.ledger_bytes, last_line_end);
+    r.locks = lockfiles(home)?;
+    Ok(r)
+}
+
+fn archive_cursor(
+    home: &LedgerHome,
+    ledger_size: u64,
+    last_line_end: u64,
+) -> Option<ArchiveCursor> {
+    let path = home.archive();
+    if !path.is_file() {
+        return None;
+    }
+    let read = || -> std::result::Result<u64, rusqlite::Error> {
+        let db = rusqlite::Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        db.query_row(
+            "SELECT ledger_offset_bytes FROM archive_state LIMIT 1",
+            [],
+            |row| row.get::<_, i64>(0),
+        )
+        .map(|v| v.max(0) as u64)
+    };
+    Some(match read() {
+        Ok(offset) => {
+            let beyond_end = offset > ledger_size;
+            let mid_line = !beyond_end
+                && offset != 0
+                && offset != last_line_end
+                && !is_line_start(home, offset).unwrap_or(true);
+            ArchiveCursor {
+                offset,
+                ledger_size,
+                beyond_end,
+                mid_line,
+                error: None,
+            }
+        }
+        Err(e) => ArchiveCursor {
+            offset: 0,
+            ledger_size,
+            beyond_end: false,
+            mid_line: false,
+            error: Some(e.to_string()),
+        },
+    })
+}
+
+/// Whether byte `offset` of the ledger follows a newline.
+fn is_line_start(home: &LedgerHome, offset: u64) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(home.ledger())?;
+    f.seek(SeekFrom::Start(offset - 1))?;
+    let mut b = [0u8; 1];
+    f.read_exact(&mut b)?;
+    Ok(b[0] == b'\n')
+}
+
+fn lockfiles(home: &LedgerHome) -> Result<Vec<LockInfo>> {
+    let mut out = Vec::new();
+    let dir = home.root();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(crate::Error::io("list", dir, e)),
+    };
+    let now = SystemTime::now();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.ends_with(".lock") {
+            continue;
+        }
+        let path = e.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let age_ms = match meta.modified().map(|m| now.duration_since(m)) {
+            Ok(Ok(d)) => d.as_millis() as i64,
+            Ok(Err(e)) => -(e.duration().as_millis() as i64),
+            Err(_) => 0,
+        };
+        let holder = if meta.is_file() {
+            std::fs::read(&path)
+                .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+                .unwrap_or_default()
+        } else {
+            "(not a regular file)".to_string()
+        };
+        out.push(LockInfo {
+            stale: age_ms > crate::lock::STALE_MS as i64 || !meta.is_file(),
+            path,
+            age_ms,
+            holder,
+        });
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
