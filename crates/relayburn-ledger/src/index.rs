@@ -24,9 +24,11 @@ impl Hash16 {
         Hash16(u64::from_be_bytes(b))
     }
 
-    /// Parse a 16-hex-character line of an index file.
+    /// Parse a 16-hex-character line of an index file (already trimmed, as
+    /// the reference trims each line). Only lowercase digits: the reference
+    /// compares lines as strings, so an uppercase line never equals a digest.
     pub fn parse_hex(s: &str) -> Option<Hash16> {
-        if s.len() != 16 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+        if s.len() != 16 || !s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
             return None;
         }
         u64::from_str_radix(s, 16).ok().map(Hash16)
@@ -187,6 +189,103 @@ fn sum_text(s: JsSum) -> String {
     }
 }
 
+/// `x.length > 0` for a JSON value: arrays and strings have a length; a
+/// plain object may carry a `length` property, compared as JavaScript does.
+fn length_is_positive(v: &Value) -> bool {
+    match v {
+        Value::Array(a) => !a.is_empty(),
+        Value::String(s) => s.utf16_len() > 0,
+        Value::Object(o) => o.get("length").is_some_and(|l| js_to_number(l) > 0.0),
+        _ => false,
+    }
+}
+
+/// `x[0]`: an array's first element, an object's `"0"` property; a
+/// string's first character is a string, whose `.argsHash` is undefined.
+fn first_element(v: &Value) -> Option<&Value> {
+    match v {
+        Value::Array(a) => a.first(),
+        Value::Object(o) => o.get("0"),
+        _ => None,
+    }
+}
+
+/// JavaScript's `ToNumber` as a relational comparison applies it.
+fn js_to_number(v: &Value) -> f64 {
+    match v {
+        Value::Null => 0.0,
+        Value::Bool(b) => f64::from(u8::from(*b)),
+        Value::Number(n) => *n,
+        Value::String(s) => js_string_to_number(&s.to_lossy()),
+        // Arrays become their joined text; objects "[object Object]" (NaN).
+        Value::Array(_) => js_string_to_number(&v.js_to_string()),
+        Value::Object(_) => f64::NAN,
+    }
+}
+
+/// `Number(text)`: trimmed; empty is 0; decimal literals, `Infinity` and
+/// unsigned `0x`/`0o`/`0b` integers; anything else is NaN.
+fn js_string_to_number(text: &str) -> f64 {
+    let t = crate::json::js_trim(text);
+    if t.is_empty() {
+        return 0.0;
+    }
+    let radix = match t.get(..2) {
+        Some("0x" | "0X") => 16,
+        Some("0o" | "0O") => 8,
+        Some("0b" | "0B") => 2,
+        _ => 10,
+    };
+    if radix != 10 {
+        let digits = &t[2..];
+        if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+            return f64::NAN;
+        }
+        return digits.chars().fold(0.0, |acc, c| {
+            acc * f64::from(radix) + f64::from(c.to_digit(radix).unwrap_or(0))
+        });
+    }
+    let unsigned = t.strip_prefix(['+', '-']).unwrap_or(t);
+    if unsigned == "Infinity" {
+        return if t.starts_with('-') {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        };
+    }
+    // A StrDecimalLiteral: digits, optional fraction, optional exponent,
+    // with at least one digit in the mantissa. Rust's parser also accepts
+    // "inf"/"nan", which the check below excludes.
+    let b = unsigned.as_bytes();
+    let mut i = 0;
+    let int_digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
+    i += int_digits;
+    let mut frac_digits = 0;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        frac_digits = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        i += frac_digits;
+    }
+    if int_digits + frac_digits == 0 {
+        return f64::NAN;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let exp_digits = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if exp_digits == 0 {
+            return f64::NAN;
+        }
+        i += exp_digits;
+    }
+    if i != b.len() {
+        return f64::NAN;
+    }
+    t.parse::<f64>().unwrap_or(f64::NAN)
+}
+
 /// The turn content fingerprint:
 /// `ts|model|(input+output)|cacheRead|(cacheCreate5m+cacheCreate1h)|argsPrefix`.
 pub fn turn_fingerprint(r: &Value) -> Result<Hash16, HashError> {
@@ -196,18 +295,11 @@ pub fn turn_fingerprint(r: &Value) -> Result<Hash16, HashError> {
         Some(v) => v,
     };
     // `toolCalls.length > 0 && typeof toolCalls[0]?.argsHash === 'string'`
-    let first_len = match calls {
-        Value::Array(a) => a.len(),
-        Value::String(s) => s.utf16_len(),
-        _ => 0,
-    };
-    let prefix = if first_len > 0 {
-        match calls
-            .as_array()
-            .and_then(|a| a.first())
-            .and_then(|c| c.get("argsHash"))
-        {
+    let prefix = if length_is_positive(calls) {
+        match first_element(calls).and_then(|c| c.get("argsHash")) {
             Some(Value::String(s)) => {
+                // `.slice(0, 4)` counts UTF-16 code units and may split a
+                // pair; the half left over hashes as U+FFFD.
                 let units: Vec<u16> = match s.as_str() {
                     Some(t) => t.encode_utf16().take(4).collect(),
                     None => s.to_lossy().encode_utf16().take(4).collect(),
@@ -283,6 +375,39 @@ mod tests {
         assert_eq!(turn_fingerprint(&t).unwrap().hex(), sha16("T|M|57|0|0|"));
         let t = parse(r#"{"ts":"T","model":"M","toolCalls":[]}"#).unwrap();
         assert!(turn_fingerprint(&t).is_err());
+    }
+
+    #[test]
+    fn string_to_number_follows_javascript() {
+        // Expected values: Node's `Number(text)`.
+        for (text, want) in [
+            ("1", 1.0),
+            (" 1 ", 1.0),
+            ("", 0.0),
+            ("  ", 0.0),
+            ("0x10", 16.0),
+            ("0X1f", 31.0),
+            ("0o7", 7.0),
+            ("0b11", 3.0),
+            ("+1", 1.0),
+            ("-1", -1.0),
+            ("1e3", 1000.0),
+            ("1.", 1.0),
+            ("  .5", 0.5),
+            ("Infinity", f64::INFINITY),
+            ("-Infinity", f64::NEG_INFINITY),
+            ("+Infinity", f64::INFINITY),
+            ("\u{a0}1\u{2028}", 1.0),
+            ("0.0000001", 1e-7),
+            ("00012", 12.0),
+        ] {
+            assert_eq!(js_string_to_number(text), want, "{text:?}");
+        }
+        for text in [
+            "-0x10", "infinity", "inf", "NaN", "1_0", "1n", "1 2", "- 1", "1e", "-", ".", "0x",
+        ] {
+            assert!(js_string_to_number(text).is_nan(), "{text:?}");
+        }
     }
 
     #[test]

@@ -13,7 +13,9 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
-/// Nesting deeper than this is rejected as malformed input.
+/// Containers nested deeper than this are rejected as malformed input.
+/// (`JSON.parse` has no limit, but `JSON.stringify` gives up near 5,000
+/// levels, so no line the reference writes comes close.)
 pub const MAX_DEPTH: usize = 100_000;
 
 /// A JavaScript string: UTF-8 when it is valid Unicode, UTF-16 code units
@@ -66,6 +68,12 @@ impl JsString {
         }
     }
 
+    /// A string from UTF-16 code units, in the form the parser produces
+    /// (UTF-8 unless it holds a lone surrogate), so equality stays exact.
+    pub fn from_utf16(units: Vec<u16>) -> JsString {
+        JsString::from_units(units)
+    }
+
     fn from_units(units: Vec<u16>) -> JsString {
         match String::from_utf16(&units) {
             Ok(s) => JsString::Utf8(s.into_boxed_str()),
@@ -116,7 +124,11 @@ impl PartialEq<str> for JsString {
 pub static NULL: Value = Value::Null;
 
 /// A parsed JSON value with JavaScript semantics.
-#[derive(Clone, PartialEq, Default)]
+///
+/// `Clone`, `PartialEq`, `Drop` and serialisation walk the tree with a heap
+/// stack, never by recursion, so a line nested [`MAX_DEPTH`] deep is safe
+/// on any thread.
+#[derive(Default)]
 pub enum Value {
     #[default]
     Null,
@@ -130,6 +142,134 @@ pub enum Value {
 impl fmt::Debug for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_json())
+    }
+}
+
+impl Clone for Value {
+    fn clone(&self) -> Value {
+        match self {
+            Value::Null => Value::Null,
+            Value::Bool(b) => Value::Bool(*b),
+            Value::Number(n) => Value::Number(*n),
+            Value::String(s) => Value::String(s.clone()),
+            Value::Array(_) | Value::Object(_) => clone_deep(self),
+        }
+    }
+}
+
+/// A container being copied: the source children still to visit, the
+/// copies made so far, and (for objects) the key of the child in progress.
+enum CloneFrame<'a> {
+    Array(std::slice::Iter<'a, Value>, Vec<Value>),
+    Object {
+        src: std::slice::Iter<'a, (JsString, Value)>,
+        entries: Vec<(JsString, Value)>,
+        index_keys: usize,
+        key: Option<JsString>,
+    },
+}
+
+impl<'a> CloneFrame<'a> {
+    /// Start copying `v`, or copy it at once when it is a scalar.
+    fn open(v: &'a Value) -> Result<CloneFrame<'a>, Value> {
+        match v {
+            Value::Array(a) => Ok(CloneFrame::Array(a.iter(), Vec::with_capacity(a.len()))),
+            Value::Object(o) => Ok(CloneFrame::Object {
+                src: o.entries.iter(),
+                entries: Vec::with_capacity(o.entries.len()),
+                index_keys: o.index_keys,
+                key: None,
+            }),
+            scalar => Err(scalar.clone()),
+        }
+    }
+
+    fn finish(self) -> Value {
+        match self {
+            CloneFrame::Array(_, items) => Value::Array(items),
+            CloneFrame::Object {
+                entries,
+                index_keys,
+                ..
+            } => Value::Object(Object {
+                entries,
+                index_keys,
+            }),
+        }
+    }
+
+    /// Attach a finished child copy.
+    fn attach(&mut self, child: Value) {
+        match self {
+            CloneFrame::Array(_, items) => items.push(child),
+            CloneFrame::Object { entries, key, .. } => {
+                let k = key.take().unwrap_or_else(|| JsString::Utf8("".into()));
+                entries.push((k, child));
+            }
+        }
+    }
+}
+
+fn clone_deep(root: &Value) -> Value {
+    let mut stack = match CloneFrame::open(root) {
+        Ok(frame) => vec![frame],
+        Err(scalar) => return scalar,
+    };
+    loop {
+        let Some(top) = stack.last_mut() else {
+            return Value::Null;
+        };
+        let child = match top {
+            CloneFrame::Array(it, _) => it.next(),
+            CloneFrame::Object { src, key, .. } => src.next().map(|(k, v)| {
+                *key = Some(k.clone());
+                v
+            }),
+        };
+        match child {
+            Some(c) => match CloneFrame::open(c) {
+                Ok(frame) => stack.push(frame),
+                Err(scalar) => top.attach(scalar),
+            },
+            None => {
+                let Some(done) = stack.pop().map(CloneFrame::finish) else {
+                    return Value::Null;
+                };
+                match stack.last_mut() {
+                    Some(parent) => parent.attach(done),
+                    None => return done,
+                }
+            }
+        }
+    }
+}
+
+impl PartialEq for Value {
+    /// Equality as JSON values: numbers as doubles (so `-0 == 0`), objects
+    /// regardless of key order.
+    fn eq(&self, other: &Value) -> bool {
+        let mut pending: Vec<(&Value, &Value)> = vec![(self, other)];
+        while let Some((a, b)) = pending.pop() {
+            match (a, b) {
+                (Value::Null, Value::Null) => {}
+                (Value::Bool(x), Value::Bool(y)) if x == y => {}
+                (Value::Number(x), Value::Number(y)) if x == y => {}
+                (Value::String(x), Value::String(y)) if x == y => {}
+                (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+                    pending.extend(x.iter().zip(y.iter()));
+                }
+                (Value::Object(x), Value::Object(y)) if x.len() == y.len() => {
+                    for (k, v) in &x.entries {
+                        match y.get_js(k) {
+                            Some(w) => pending.push((v, w)),
+                            None => return false,
+                        }
+                    }
+                }
+                _ => return false,
+            }
+        }
+        true
     }
 }
 
@@ -278,21 +418,32 @@ impl Value {
             Value::Bool(false) => Cow::Borrowed("false"),
             Value::Number(n) => Cow::Owned(format_number(*n)),
             Value::String(s) => s.to_lossy(),
-            Value::Array(a) => {
-                // Array#toString joins elements with commas; null and
-                // undefined elements become empty strings.
-                let parts: Vec<String> = a
-                    .iter()
-                    .map(|v| match v {
-                        Value::Null => String::new(),
-                        other => other.js_to_string().into_owned(),
-                    })
-                    .collect();
-                Cow::Owned(parts.join(","))
-            }
+            Value::Array(a) => Cow::Owned(join_array(a)),
             Value::Object(_) => Cow::Borrowed("[object Object]"),
         }
     }
+}
+
+/// `Array#toString`: elements joined with commas, null elements empty,
+/// nested arrays joined in place (walked without recursion).
+fn join_array(root: &[Value]) -> String {
+    let mut out = String::new();
+    let mut stack: Vec<(std::slice::Iter<'_, Value>, bool)> = vec![(root.iter(), true)];
+    while let Some((it, first)) = stack.last_mut() {
+        let Some(v) = it.next() else {
+            stack.pop();
+            continue;
+        };
+        if !std::mem::replace(first, false) {
+            out.push(',');
+        }
+        match v {
+            Value::Null => {}
+            Value::Array(inner) => stack.push((inner.iter(), true)),
+            other => out.push_str(&other.js_to_string()),
+        }
+    }
+    out
 }
 
 impl From<&str> for Value {
@@ -342,6 +493,14 @@ impl PartialEq for Object {
     }
 }
 
+impl Object {
+    /// Append `JSON.stringify(object)` to `out`.
+    pub fn write_json(&self, out: &mut String) {
+        out.push('{');
+        write_frames(out, vec![Frame::Object(self.entries.iter(), true)], None);
+    }
+}
+
 impl fmt::Debug for Object {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut out = String::new();
@@ -351,8 +510,7 @@ impl fmt::Debug for Object {
 }
 
 fn write_object_shallow_for_debug(out: &mut String, o: &Object) {
-    let v = Value::Object(o.clone());
-    v.write_json(out);
+    o.write_json(out);
 }
 
 /// The numeric value of `key` when JavaScript treats it as an array index.
@@ -568,8 +726,11 @@ enum Frame<'a> {
 }
 
 fn write_value(out: &mut String, root: &Value) {
-    let mut stack: Vec<Frame<'_>> = Vec::new();
-    let mut next: Option<&Value> = Some(root);
+    write_frames(out, Vec::new(), Some(root));
+}
+
+/// Write `next` (if any), then finish every open container on `stack`.
+fn write_frames<'a>(out: &mut String, mut stack: Vec<Frame<'a>>, mut next: Option<&'a Value>) {
     loop {
         if let Some(v) = next.take() {
             match v {
@@ -720,6 +881,9 @@ impl<'a> Parser<'a> {
             self.skip_ws();
             let mut value = match self.peek() {
                 None => return Err(self.err("unexpected end of input")),
+                Some(b'[' | b'{') if stack.len() >= MAX_DEPTH => {
+                    return Err(self.err("nesting too deep"));
+                }
                 Some(b'[') => {
                     self.i += 1;
                     self.skip_ws();
@@ -727,9 +891,6 @@ impl<'a> Parser<'a> {
                         self.i += 1;
                         Value::Array(Vec::new())
                     } else {
-                        if stack.len() >= MAX_DEPTH {
-                            return Err(self.err("nesting too deep"));
-                        }
                         stack.push(Open::Array(Vec::new()));
                         continue;
                     }
@@ -741,9 +902,6 @@ impl<'a> Parser<'a> {
                         self.i += 1;
                         Value::Object(Object::new())
                     } else {
-                        if stack.len() >= MAX_DEPTH {
-                            return Err(self.err("nesting too deep"));
-                        }
                         let key = self.parse_key()?;
                         stack.push(Open::Object(Object::new(), key, None));
                         continue;
