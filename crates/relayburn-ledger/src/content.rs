@@ -239,9 +239,11 @@ impl Ledger {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(result),
             Err(e) => return Err(Error::io("read directory", &dir, e)),
         };
+        // Full precision (the reference truncates to whole milliseconds), so
+        // that a zero age reliably takes a file written a moment ago.
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as f64)
+            .map(|d| d.as_secs_f64() * 1000.0)
             .unwrap_or(0.0);
         let cutoff = now_ms - older_than.as_millis() as f64;
         let mut sessions = Vec::new();

@@ -404,9 +404,13 @@ impl Rebuilder {
         let Some(kind) = line_kind(line) else { return };
         const NULL: &Value = &Value::Null;
         let rec = line.get("record").unwrap_or(NULL);
-        let Some(Ok(id)) = record_id(kind, rec) else {
-            self.skipped += 1;
-            return;
+        let id = match record_id(kind, rec) {
+            None => return,
+            Some(Ok(id)) => id,
+            Some(Err(_)) => {
+                self.skipped += 1;
+                return;
+            }
         };
         if self.seen_ids.insert(id) {
             self.ids.push(id);
