@@ -83,6 +83,36 @@ impl LedgerHome {
     }
 }
 
+/// A snapshot of the environment variables the ledger honours, taken in
+/// one place so the rest of the library receives them as data.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Env {
+    pub relayburn_home: Option<std::ffi::OsString>,
+    pub home: Option<std::ffi::OsString>,
+    /// `RELAYBURN_CONTENT_STORE`.
+    pub content_store: Option<String>,
+    /// `RELAYBURN_CONTENT_TTL_DAYS`.
+    pub content_ttl_days: Option<String>,
+}
+
+impl Env {
+    /// Read the process environment.
+    pub fn capture() -> Env {
+        let text = |k: &str| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned());
+        Env {
+            relayburn_home: std::env::var_os("RELAYBURN_HOME"),
+            home: std::env::var_os("HOME"),
+            content_store: text("RELAYBURN_CONTENT_STORE"),
+            content_ttl_days: text("RELAYBURN_CONTENT_TTL_DAYS"),
+        }
+    }
+
+    /// The home these variables select (see [`LedgerHome::resolve`]).
+    pub fn ledger_home(&self) -> Result<LedgerHome> {
+        LedgerHome::resolve(self.relayburn_home.clone(), self.home.clone())
+    }
+}
+
 /// `^[A-Za-z0-9][A-Za-z0-9._-]*$`, at most 128 characters, not `.`/`..`.
 pub fn is_valid_session_id(id: &str) -> bool {
     let b = id.as_bytes();

@@ -1,6 +1,8 @@
 //! Id hashes, content fingerprints (SPEC §4) and the index sidecars
 //! `ledger.idx` / `ledger.content.idx`.
 
+pub mod sidecar;
+
 use std::borrow::Cow;
 
 use sha2::{Digest, Sha256};

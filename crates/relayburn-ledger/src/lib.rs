@@ -6,15 +6,23 @@
 //! See `SPEC.md` in the repository for the contract each module keeps.
 
 pub mod check;
+pub mod content;
 pub mod error;
 pub mod home;
 pub mod index;
 pub mod json;
 pub mod jsonl;
+pub mod ledger;
 pub mod lock;
+pub mod query;
 pub mod records;
+pub mod rewrite;
+pub mod state;
+pub mod writer;
 
 pub use error::{Error, Result};
-pub use home::LedgerHome;
+pub use home::{Env, LedgerHome};
 pub use json::{JsString, Object, Value};
+pub use ledger::Ledger;
+pub use query::Query;
 pub use records::Kind;

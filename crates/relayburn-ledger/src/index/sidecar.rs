@@ -1,0 +1,572 @@
+//! The index sidecars `ledger.idx` and `ledger.content.idx` and the
+//! in-memory dedup state built from them (SPEC §4).
+//!
+//! The state reproduces what one process of the reference remembers: the
+//! id set loaded from `ledger.idx`, the last [`CONTENT_WINDOW`] lines of
+//! `ledger.content.idx`, and every id and fingerprint committed since.
+//! Unlike the reference it also follows what other processes wrote: each
+//! sync reads only what was appended to the three files since the last
+//! look (byte offsets), and reloads a file that shrank or was replaced.
+//! Scanning the ledger tail matters because the reference appends its
+//! index lines only after releasing the `ledger` lock.
+
+use std::collections::{HashSet, VecDeque};
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::home::LedgerHome;
+use crate::index::{record_id, turn_fingerprint, Hash16, CONTENT_WINDOW};
+use crate::json::Value;
+use crate::jsonl::{for_each_logical, LineScanner, Parsed};
+use crate::records::{line_kind, Kind};
+
+/// Which file a tracked offset belongs to, so a replaced file (a rename
+/// over it) is noticed even when it happens to be longer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    #[cfg(unix)]
+    pub(crate) fn of(m: &Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        }
+    }
+
+    #[cfg(not(unix))]
+    pub(crate) fn of(_m: &Metadata) -> FileId {
+        FileId { dev: 0, ino: 0 }
+    }
+}
+
+/// How far a file has been read, and which file that was.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Tracked {
+    pub(crate) id: Option<FileId>,
+    pub(crate) offset: u64,
+}
+
+/// Counts of a rebuilt index, as the reference's `rebuildIndex` returns
+/// them, plus how many ledger lines could not be indexed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RebuildIndexResult {
+    /// Distinct ids written to `ledger.idx`.
+    pub ids: usize,
+    /// Fingerprints written to `ledger.content.idx` (at most the window).
+    pub content: usize,
+    /// Lines of a known kind whose record could not be hashed (for example
+    /// a turn without `usage`). The reference aborts its rebuild on these.
+    pub skipped: usize,
+}
+
+impl RebuildIndexResult {
+    /// `{ids, content}`: the reference's result object.
+    pub fn to_json(&self) -> Value {
+        crate::records::obj([
+            ("ids", Value::Number(self.ids as f64)),
+            ("content", Value::Number(self.content as f64)),
+        ])
+    }
+}
+
+/// The dedup memory of one process.
+#[derive(Debug, Default)]
+pub(crate) struct IndexState {
+    pub(crate) loaded: bool,
+    pub(crate) ids: HashSet<Hash16>,
+    /// Fingerprints a turn is checked against: the window at load plus
+    /// everything seen since. Never trimmed, as in the reference.
+    pub(crate) content: HashSet<Hash16>,
+    /// Mirror of `ledger.content.idx`, in file order.
+    pub(crate) order: VecDeque<Hash16>,
+    pub(crate) ids_file: Tracked,
+    pub(crate) window_file: Tracked,
+    pub(crate) ledger_file: Tracked,
+}
+
+/// One index line: 16 lowercase hex digits after trimming. Anything else
+/// never matches a computed hash, so it is dropped.
+fn parse_index_line(line: &[u8]) -> Option<Hash16> {
+    let t = line.trim_ascii();
+    if t.len() != 16 || !t.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    std::str::from_utf8(t).ok().and_then(Hash16::parse_hex)
+}
+
+/// Read the newline-terminated lines of `path` from `from`; a final line
+/// without `\n` is left for next time (a writer may be mid-append).
+/// `None` when the file does not exist.
+fn read_index_lines(
+    path: &Path,
+    from: u64,
+    mut each: impl FnMut(Hash16),
+) -> Result<Option<Tracked>> {
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
+    let meta = f.metadata().ctx("stat", path)?;
+    if from > 0 {
+        f.seek(SeekFrom::Start(from)).ctx("seek", path)?;
+    }
+    let mut r = BufReader::with_capacity(1 << 16, f);
+    let mut offset = from;
+    let mut line = Vec::with_capacity(32);
+    loop {
+        line.clear();
+        let n = r.read_until(b'\n', &mut line).ctx("read", path)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            break;
+        }
+        offset += n as u64;
+        if let Some(h) = parse_index_line(&line) {
+            each(h);
+        }
+    }
+    Ok(Some(Tracked {
+        id: Some(FileId::of(&meta)),
+        offset,
+    }))
+}
+
+fn stat_opt(path: &Path) -> Result<Option<Metadata>> {
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("stat", path, e)),
+    }
+}
+
+/// The id and, for turns, fingerprint of one parsed ledger line; `Err`
+/// when the record cannot be hashed.
+pub(crate) fn line_hashes(line: &Value) -> Option<Result<(Hash16, Option<Hash16>), ()>> {
+    let kind = line_kind(line)?;
+    const NULL: &Value = &Value::Null;
+    let rec = line.get("record").unwrap_or(NULL);
+    let id = match record_id(kind, rec)? {
+        Ok(h) => h,
+        Err(_) => return Some(Err(())),
+    };
+    if kind != Kind::Turn {
+        return Some(Ok((id, None)));
+    }
+    match turn_fingerprint(rec) {
+        Ok(fp) => Some(Ok((id, Some(fp)))),
+        Err(_) => Some(Err(())),
+    }
+}
+
+impl IndexState {
+    /// Forget everything, as a new process would start.
+    pub(crate) fn reset(&mut self) {
+        *self = IndexState::default();
+    }
+
+    /// Bring the state up to date with the files on disk. Call with the
+    /// `ledger` lock held so the ledger cannot grow meanwhile.
+    pub(crate) fn sync(&mut self, home: &LedgerHome) -> Result<()> {
+        if !self.loaded {
+            return self.load(home);
+        }
+        if !self.sync_ledger(home)? {
+            return self.load(home);
+        }
+        self.sync_index_files(home)
+    }
+
+    /// Load as the reference's `loadIndex` does; the ledger's current size
+    /// is where later scans start.
+    fn load(&mut self, home: &LedgerHome) -> Result<()> {
+        self.reset();
+        let ids = &mut self.ids;
+        self.ids_file = read_index_lines(&home.ledger_index(), 0, |h| {
+            ids.insert(h);
+        })?
+        .unwrap_or_default();
+        self.reload_window(home)?;
+        self.ledger_file = match stat_opt(&home.ledger())? {
+            Some(m) => Tracked {
+                id: Some(FileId::of(&m)),
+                offset: m.len(),
+            },
+            None => Tracked::default(),
+        };
+        self.loaded = true;
+        Ok(())
+    }
+
+    /// Replace the window mirror by the last lines of the file on disk; the
+    /// fingerprints join the dedup set.
+    fn reload_window(&mut self, home: &LedgerHome) -> Result<()> {
+        let mut all = VecDeque::new();
+        let tracked = read_index_lines(&home.ledger_content_index(), 0, |h| {
+            all.push_back(h);
+            if all.len() > CONTENT_WINDOW {
+                all.pop_front();
+            }
+        })?;
+        self.window_file = tracked.unwrap_or_default();
+        self.content.extend(all.iter().copied());
+        self.order = all;
+        Ok(())
+    }
+
+    /// Scan what was appended to the ledger since the last look. Returns
+    /// `false` when the ledger shrank, vanished or was replaced: the caller
+    /// then reloads everything.
+    fn sync_ledger(&mut self, home: &LedgerHome) -> Result<bool> {
+        let path = home.ledger();
+        let meta = match stat_opt(&path)? {
+            Some(m) => m,
+            None => return Ok(self.ledger_file == Tracked::default()),
+        };
+        let id = FileId::of(&meta);
+        if self.ledger_file.id.is_some_and(|known| known != id)
+            || meta.len() < self.ledger_file.offset
+        {
+            return Ok(false);
+        }
+        if self.ledger_file.id.is_some() && meta.len() == self.ledger_file.offset {
+            return Ok(true);
+        }
+        let end = self.scan_ledger(&path, self.ledger_file.offset)?;
+        self.ledger_file = Tracked {
+            id: Some(id),
+            offset: end,
+        };
+        Ok(true)
+    }
+
+    /// Add the ids and fingerprints of every record from `from` to the end
+    /// of the ledger; returns the offset reached.
+    fn scan_ledger(&mut self, path: &Path, from: u64) -> Result<u64> {
+        let mut sc = LineScanner::open_at(path, from).ctx("read", path)?;
+        let ids = &mut self.ids;
+        let content = &mut self.content;
+        while let Some(line) = sc.next_line().ctx("read", path)? {
+            if line.oversized {
+                continue;
+            }
+            for_each_logical(line.bytes, |p| {
+                if let Parsed::Value(v) = p {
+                    if let Some(Ok((id, fp))) = line_hashes(&v) {
+                        ids.insert(id);
+                        if let Some(fp) = fp {
+                            content.insert(fp);
+                        }
+                    }
+                }
+            });
+        }
+        Ok(sc.position())
+    }
+
+    /// Pick up lines other processes appended to the two index files.
+    pub(crate) fn sync_index_files(&mut self, home: &LedgerHome) -> Result<()> {
+        let ids_path = home.ledger_index();
+        match stat_opt(&ids_path)? {
+            None => self.ids_file = Tracked::default(),
+            Some(m) => {
+                let replaced = self.ids_file.id.is_some_and(|k| k != FileId::of(&m))
+                    || m.len() < self.ids_file.offset;
+                // A replaced id file (another rebuild) can only have lost ids
+                // of records that are still in the ledger, so keep ours too.
+                let from = if replaced { 0 } else { self.ids_file.offset };
+                if replaced || m.len() > from {
+                    let ids = &mut self.ids;
+                    if let Some(t) = read_index_lines(&ids_path, from, |h| {
+                        ids.insert(h);
+                    })? {
+                        self.ids_file = t;
+                    }
+                }
+            }
+        }
+        let win_path = home.ledger_content_index();
+        match stat_opt(&win_path)? {
+            None => {
+                self.order.clear();
+                self.window_file = Tracked::default();
+            }
+            Some(m) => {
+                let replaced = self.window_file.id.is_some_and(|k| k != FileId::of(&m))
+                    || m.len() < self.window_file.offset;
+                if replaced {
+                    self.reload_window(home)?;
+                } else if m.len() > self.window_file.offset {
+                    let (content, order) = (&mut self.content, &mut self.order);
+                    if let Some(t) = read_index_lines(&win_path, self.window_file.offset, |h| {
+                        content.insert(h);
+                        order.push_back(h);
+                    })? {
+                        self.window_file = t;
+                    }
+                    self.bound_order();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Keep the mirror bounded. Trimming to one more than the window does
+    /// not change what the next write does: a mirror longer than the
+    /// window is always rewritten to its last `CONTENT_WINDOW` entries.
+    fn bound_order(&mut self) {
+        if self.order.len() > 2 * CONTENT_WINDOW {
+            let excess = self.order.len() - (CONTENT_WINDOW + 1);
+            self.order.drain(..excess);
+        }
+    }
+
+    /// Note that the ledger grew from `prev` to `new_len` by our own write.
+    pub(crate) fn ledger_appended(&mut self, id: FileId, prev: u64, new_len: u64) {
+        if !self.loaded {
+            return;
+        }
+        let in_step = match self.ledger_file.id {
+            Some(known) => known == id && self.ledger_file.offset == prev,
+            None => prev == 0 && self.ledger_file.offset == 0,
+        };
+        if in_step {
+            self.ledger_file = Tracked {
+                id: Some(id),
+                offset: new_len,
+            };
+        }
+    }
+
+    /// Append id hashes and fingerprints to the sidecars. Call with the
+    /// `ledger-index` lock held.
+    pub(crate) fn append_hashes(
+        &mut self,
+        home: &LedgerHome,
+        ids: &[Hash16],
+        fingerprints: &[Hash16],
+    ) -> Result<()> {
+        if ids.is_empty() && fingerprints.is_empty() {
+            return Ok(());
+        }
+        self.sync_index_files(home)?;
+        if !ids.is_empty() {
+            let path = home.ledger_index();
+            let (id, prev, len) = append_bytes(&path, &hash_lines(ids))?;
+            if self.ids_file.id.is_none_or(|k| k == id) && self.ids_file.offset <= prev {
+                self.ids_file = Tracked {
+                    id: Some(id),
+                    offset: len,
+                };
+            }
+        }
+        if !fingerprints.is_empty() {
+            self.order.extend(fingerprints.iter().copied());
+            let path = home.ledger_content_index();
+            if self.order.len() > CONTENT_WINDOW {
+                let excess = self.order.len() - CONTENT_WINDOW;
+                self.order.drain(..excess);
+                let body = hash_lines(self.order.iter());
+                self.window_file = replace_file(&path, &body)?;
+            } else {
+                let (id, prev, len) = append_bytes(&path, &hash_lines(fingerprints))?;
+                if self.window_file.id.is_none_or(|k| k == id) && self.window_file.offset <= prev {
+                    self.window_file = Tracked {
+                        id: Some(id),
+                        offset: len,
+                    };
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a full rebuild collects from the ledger: ids in first-seen order
+/// and the first occurrence of each fingerprint.
+#[derive(Default)]
+pub(crate) struct Rebuilder {
+    seen_ids: HashSet<Hash16>,
+    pub(crate) ids: Vec<Hash16>,
+    seen_content: HashSet<Hash16>,
+    pub(crate) content: Vec<Hash16>,
+    pub(crate) skipped: usize,
+}
+
+impl Rebuilder {
+    pub(crate) fn feed(&mut self, line: &Value) {
+        let Some(kind) = line_kind(line) else { return };
+        const NULL: &Value = &Value::Null;
+        let rec = line.get("record").unwrap_or(NULL);
+        let id = match record_id(kind, rec) {
+            None => return,
+            Some(Ok(id)) => id,
+            Some(Err(_)) => {
+                self.skipped += 1;
+                return;
+            }
+        };
+        if self.seen_ids.insert(id) {
+            self.ids.push(id);
+        }
+        if kind == Kind::Turn {
+            match turn_fingerprint(rec) {
+                Ok(fp) => {
+                    if self.seen_content.insert(fp) {
+                        self.content.push(fp);
+                    }
+                }
+                Err(_) => self.skipped += 1,
+            }
+        }
+    }
+
+    /// Feed every record of the ledger between two offsets; returns the
+    /// offset reached.
+    pub(crate) fn scan(&mut self, path: &Path, from: u64, to: Option<u64>) -> Result<u64> {
+        let mut f = File::open(path).ctx("open", path)?;
+        if from > 0 {
+            f.seek(SeekFrom::Start(from)).ctx("seek", path)?;
+        }
+        let src: Box<dyn Read> = match to {
+            Some(to) => Box::new(f.take(to.saturating_sub(from))),
+            None => Box::new(f),
+        };
+        let mut sc = LineScanner::new(src, from);
+        let mut reached = from;
+        while let Some(line) = sc.next_line().ctx("read", path)? {
+            // With a bound, stop before an unterminated line: it may still be
+            // being written, and the locked pass reads it again.
+            if to.is_some() && !line.terminated {
+                break;
+            }
+            if !line.oversized {
+                for_each_logical(line.bytes, |p| {
+                    if let Parsed::Value(v) = p {
+                        self.feed(&v);
+                    }
+                });
+            }
+            reached = sc.position();
+        }
+        Ok(reached)
+    }
+}
+
+/// `a\nb\n…\n` for hashes; empty for none.
+pub(crate) fn hash_lines<'a>(hashes: impl IntoIterator<Item = &'a Hash16>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for h in hashes {
+        out.extend_from_slice(h.hex().as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Append `payload` to `path` in one write, creating the file. A file that
+/// does not end with `\n` (a writer died mid-line) first gets one, so the
+/// fragment cannot swallow the new lines. A failed write is truncated back.
+/// Returns the file, its length before and after.
+pub(crate) fn append_bytes(path: &Path, payload: &[u8]) -> Result<(FileId, u64, u64)> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).ctx("create directory", dir)?;
+    }
+    let mut f = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .ctx("open", path)?;
+    let meta = f.metadata().ctx("stat", path)?;
+    let prev = meta.len();
+    let needs_newline = prev > 0 && last_byte(&mut f, prev).ctx("read", path)? != b'\n';
+    let owned;
+    let bytes: &[u8] = if needs_newline {
+        let mut v = Vec::with_capacity(payload.len() + 1);
+        v.push(b'\n');
+        v.extend_from_slice(payload);
+        owned = v;
+        &owned
+    } else {
+        payload
+    };
+    if let Err(e) = f.write_all(bytes) {
+        // Never leave a partial line a reader could take for a record.
+        let _ = f.set_len(prev);
+        return Err(Error::io("append to", path, e));
+    }
+    Ok((FileId::of(&meta), prev, prev + bytes.len() as u64))
+}
+
+fn last_byte(f: &mut File, len: u64) -> std::io::Result<u8> {
+    f.seek(SeekFrom::Start(len - 1))?;
+    let mut b = [0u8; 1];
+    f.read_exact(&mut b)?;
+    Ok(b[0])
+}
+
+/// Write `body` to `<path>.tmp` and rename it over `path`.
+pub(crate) fn replace_file(path: &Path, body: &[u8]) -> Result<Tracked> {
+    let tmp = tmp_path(path);
+    let mut f = File::create(&tmp).ctx("create", &tmp)?;
+    if let Err(e) = f.write_all(body) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io("write", &tmp, e));
+    }
+    let meta = f.metadata().ctx("stat", &tmp)?;
+    drop(f);
+    std::fs::rename(&tmp, path).ctx("rename into place", path)?;
+    Ok(Tracked {
+        id: Some(FileId::of(&meta)),
+        offset: meta.len(),
+    })
+}
+
+/// `<path>.tmp`, the name the reference uses for its atomic writes.
+pub(crate) fn tmp_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".tmp");
+    PathBuf::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_lines_need_lowercase_hex_and_a_newline() {
+        assert!(parse_index_line(b"0123456789abcdef").is_some());
+        assert!(parse_index_line(b"  0123456789abcdef\r").is_some());
+        assert!(parse_index_line(b"0123456789ABCDEF").is_none());
+        assert!(parse_index_line(b"0123456789abcde").is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.idx");
+        std::fs::write(&p, "0123456789abcdef\n\ngarbage\nfedcba9876543210").unwrap();
+        let mut got = Vec::new();
+        let t = read_index_lines(&p, 0, |h| got.push(h)).unwrap().unwrap();
+        assert_eq!(got, vec![Hash16(0x0123456789abcdef)]);
+        assert_eq!(t.offset, 25);
+    }
+
+    #[test]
+    fn append_repairs_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        append_bytes(&p, b"a\n").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(b"torn")
+            .unwrap();
+        let (_, prev, len) = append_bytes(&p, b"b\n").unwrap();
+        assert_eq!((prev, len), (6, 9));
+        assert_eq!(std::fs::read(&p).unwrap(), b"a\ntorn\nb\n");
+    }
+}

@@ -1,0 +1,67 @@
+//! Record builders shared by the behaviour tests.
+#![allow(dead_code)]
+
+use relayburn_ledger::{json, Ledger, LedgerHome, Query, Value};
+
+/// `{...base, ...overrides}`: existing keys keep their place.
+pub fn merge(base: &str, overrides: &str) -> Value {
+    let mut b = json::parse(base).unwrap();
+    let o = json::parse(overrides).unwrap();
+    let bo = b.as_object_mut().unwrap();
+    for (k, v) in o.as_object().unwrap().iter() {
+        bo.insert(k.clone(), v.clone());
+    }
+    b
+}
+
+pub const TURN: &str = r#"{"v":1,"source":"claude-code","sessionId":"s-1","messageId":"msg-1","turnIndex":0,"ts":"2026-04-20T00:00:00.000Z","model":"claude-sonnet-4-6","usage":{"input":100,"output":50,"reasoning":0,"cacheRead":1000,"cacheCreate5m":0,"cacheCreate1h":0},"toolCalls":[],"project":"/tmp/project"}"#;
+
+pub const USER_TURN: &str = r#"{"v":1,"source":"claude-code","sessionId":"s-1","userUuid":"user-1","ts":"2026-04-20T00:00:00.500Z","precedingMessageId":"msg-1","followingMessageId":"msg-2","blocks":[{"kind":"tool_result","toolUseId":"tu-1","byteLen":4000,"approxTokens":1000}]}"#;
+
+pub const RELATIONSHIP: &str = r#"{"v":1,"source":"claude-code","sessionId":"s-1","relatedSessionId":"s-parent","relationshipType":"continuation","ts":"2026-04-20T00:00:00.000Z"}"#;
+
+pub const TOOL_RESULT_EVENT: &str = r#"{"v":1,"source":"claude-code","sessionId":"s-1","messageId":"msg-1","toolUseId":"tu-1","eventIndex":0,"status":"completed","eventSource":"tool_result","ts":"2026-04-20T00:00:00.250Z"}"#;
+
+pub const COMPACTION: &str = r#"{"v":1,"source":"claude-code","sessionId":"s-1","ts":"2026-04-20T00:00:00.000Z","precedingMessageId":"msg-1","tokensBeforeCompact":12345}"#;
+
+pub const CONTENT: &str = r#"{"v":1,"source":"claude-code","sessionId":"s-1","messageId":"msg-1","ts":"2026-04-20T00:00:00.000Z","role":"assistant","kind":"text","text":"hello"}"#;
+
+pub fn turn(overrides: &str) -> Value {
+    merge(TURN, overrides)
+}
+
+pub fn obj(text: &str) -> Value {
+    json::parse(text).unwrap()
+}
+
+pub fn temp_ledger() -> (tempfile::TempDir, Ledger) {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(LedgerHome::new(dir.path())).unwrap();
+    (dir, ledger)
+}
+
+pub fn all<I: Iterator<Item = relayburn_ledger::Result<Value>>>(it: I) -> Vec<Value> {
+    it.collect::<Result<Vec<_>, _>>().unwrap()
+}
+
+pub fn turns(l: &Ledger, q: &Query) -> Vec<Value> {
+    all(l.query_turns(q).unwrap())
+}
+
+pub fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+pub fn enrichment<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get("enrichment")
+        .and_then(|e| e.get(key))
+        .and_then(Value::as_str)
+}
+
+pub fn size(p: &std::path::Path) -> u64 {
+    std::fs::metadata(p).unwrap().len()
+}
+
+pub fn q(text: &str) -> Query {
+    Query::from_json(&json::parse(text).unwrap())
+}
