@@ -5,12 +5,14 @@
 //! `@relayburn/ledger` 1.10.0; both can work on one home at the same time.
 //! See `SPEC.md` in the repository for the contract each module keeps.
 
+pub mod archive;
 pub mod error;
 pub mod home;
 pub mod index;
 pub mod json;
 pub mod jsonl;
 pub mod lock;
+pub mod query;
 pub mod records;
 
 pub use error::{Error, Result};
