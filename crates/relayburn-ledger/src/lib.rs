@@ -5,6 +5,7 @@
 //! `@relayburn/ledger` 1.10.0; both can work on one home at the same time.
 //! See `SPEC.md` in the repository for the contract each module keeps.
 
+pub mod archive;
 pub mod check;
 pub mod content;
 pub mod error;

@@ -1,0 +1,708 @@
+//! Applying a stretch of the ledger to an archive (SPEC §6).
+//!
+//! Two streaming passes over the stretch, so memory follows the stamps,
+//! not the ledger:
+//!
+//! 1. stamp lines only (found by a substring search, then parsed), which
+//!    go to the `stamps` table; all stamps are then read back in the
+//!    reference's fold order and indexed;
+//! 2. every line, parsed and folded on this thread and written by a
+//!    second thread that owns the SQLite connection, through a bounded
+//!    channel.
+//!
+//! Then come the refold of turns hit by new stamps and the re-derivation
+//! of touched sessions, both with the reference's SQL semantics.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+
+use rusqlite::{Connection, Statement};
+
+use crate::error::{Error, IoContext, Result};
+use crate::json::{self, Object, Value};
+use crate::jsonl::{parse_line, LineScanner, Parsed};
+use crate::records::{line_kind, Kind};
+
+use super::fold::{FoldStamp, Folded, StampIndex};
+use super::rows::{
+    bindable, compaction_row, record_mut, tool_result_event_row, turn_keys, turn_row, Sv, TurnRow,
+};
+use super::schema::{self, sql_err, STAMP_WILDCARD};
+use super::SkippedRecord;
+
+/// How the target archive relates to the stretch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// A live archive that already holds everything before `start`.
+    Incremental,
+    /// An empty archive without secondary indexes, filled from byte 0.
+    Fresh,
+}
+
+/// What one application did; the counters are the reference's.
+#[derive(Debug, Default)]
+pub(crate) struct Applied {
+    pub scanned_bytes: u64,
+    /// End of the last line that parsed as JSON (the next cursor).
+    pub safe_offset: u64,
+    pub turns: u64,
+    pub stamps: u64,
+    pub compactions: u64,
+    pub tool_result_events: u64,
+    pub sessions_touched: u64,
+    pub skipped: Vec<SkippedRecord>,
+}
+
+/// Rows handed from the parsing thread to the writing one.
+enum Item {
+    /// The row, and whether its key may already have tool calls.
+    Turn(Box<TurnRow>, bool),
+    Compaction([Sv; 5]),
+    ToolResultEvent(Box<[Sv; 14]>),
+}
+
+const BATCH: usize = 256;
+const CHANNEL_BATCHES: usize = 8;
+
+const INSERT_STAMP: &str = "INSERT OR REPLACE INTO stamps
+  (source, session_id, ts, selector_json, enrichment_json, ledger_offset_bytes)
+  VALUES ('*', ?1, ?2, ?3, ?4, ?5)";
+
+const UPSERT_TURN: &str = "INSERT INTO turns (
+  source, session_id, message_id, turn_index, ts, model, project, project_key,
+  activity, stop_reason, has_edits, retries, is_sidechain, subagent_id,
+  parent_subagent_id, parent_tool_use_id, subagent_type, subagent_description,
+  input_tokens, output_tokens, reasoning_tokens, cache_read_tokens,
+  cache_create_5m_tokens, cache_create_1h_tokens, workflow_id, agent_id,
+  persona, tier, enrichment_json, attribution_fidelity, tokens_present, cost_present
+) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+  ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32)
+ON CONFLICT (source, session_id, message_id) DO UPDATE SET
+  turn_index = excluded.turn_index, ts = excluded.ts, model = excluded.model,
+  project = excluded.project, project_key = excluded.project_key,
+  activity = excluded.activity, stop_reason = excluded.stop_reason,
+  has_edits = excluded.has_edits, retries = excluded.retries,
+  is_sidechain = excluded.is_sidechain, subagent_id = excluded.subagent_id,
+  parent_subagent_id = excluded.parent_subagent_id,
+  parent_tool_use_id = excluded.parent_tool_use_id,
+  subagent_type = excluded.subagent_type,
+  subagent_description = excluded.subagent_description,
+  input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens,
+  reasoning_tokens = excluded.reasoning_tokens,
+  cache_read_tokens = excluded.cache_read_tokens,
+  cache_create_5m_tokens = excluded.cache_create_5m_tokens,
+  cache_create_1h_tokens = excluded.cache_create_1h_tokens,
+  workflow_id = excluded.workflow_id, agent_id = excluded.agent_id,
+  persona = excluded.persona, tier = excluded.tier,
+  enrichment_json = excluded.enrichment_json,
+  attribution_fidelity = excluded.attribution_fidelity,
+  tokens_present = excluded.tokens_present, cost_present = excluded.cost_present";
+
+const DELETE_TOOL_CALLS: &str =
+    "DELETE FROM tool_calls WHERE source = ?1 AND session_id = ?2 AND message_id = ?3";
+
+const INSERT_TOOL_CALL: &str = "INSERT INTO tool_calls (
+  source, session_id, message_id, call_index, tool_use_id, tool_name, target,
+  args_hash, is_error, replaced_tools, collapsed_calls
+) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+
+const UPSERT_COMPACTION: &str = "INSERT OR REPLACE INTO compactions
+  (source, session_id, ts, preceding_message_id, tokens_before_compact)
+  VALUES (?1, ?2, ?3, ?4, ?5)";
+
+const UPSERT_TOOL_RESULT_EVENT: &str = "INSERT OR REPLACE INTO tool_result_events (
+  source, session_id, message_id, tool_use_id, call_index, event_index, status,
+  content_length, content_hash, is_error, subagent_session_id, agent_id,
+  event_source, ts
+) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+
+const REFOLD_TURN: &str = "UPDATE turns
+  SET workflow_id = ?1, agent_id = ?2, persona = ?3, tier = ?4, enrichment_json = ?5
+  WHERE source = ?6 AND session_id = ?7 AND message_id = ?8";
+
+/// Re-derives one session from its turns. The aggregate is the
+/// reference's: worst fidelity by rank (NULL classes ignored), "all full"
+/// only when some turn carries a class, models in first-seen order of the
+/// scan.
+const UPSERT_SESSION: &str = "INSERT INTO sessions (
+  source, session_id, project, project_key, started_at, ended_at, turn_count,
+  model_set_json, workflow_id, agent_id, parent_agent_id, has_subagent,
+  min_fidelity, has_full_attribution
+)
+SELECT source, session_id, MIN(project), MIN(project_key), MIN(ts), MAX(ts),
+  COUNT(*), json_group_array(DISTINCT model), MIN(workflow_id), MIN(agent_id),
+  MIN(parent_subagent_id), COALESCE(MAX(is_sidechain), 0),
+  CASE MIN(CASE attribution_fidelity
+             WHEN 'cost-only' THEN 1 WHEN 'aggregate-only' THEN 2
+             WHEN 'partial' THEN 3 WHEN 'usage-only' THEN 4 WHEN 'full' THEN 5
+             ELSE NULL END)
+    WHEN 1 THEN 'cost-only' WHEN 2 THEN 'aggregate-only' WHEN 3 THEN 'partial'
+    WHEN 4 THEN 'usage-only' WHEN 5 THEN 'full' ELSE NULL END,
+  CASE
+    WHEN SUM(CASE WHEN attribution_fidelity IS NOT NULL THEN 1 ELSE 0 END) = 0 THEN NULL
+    WHEN SUM(CASE WHEN attribution_fidelity IS NOT NULL AND attribution_fidelity <> 'full'
+                  THEN 1 ELSE 0 END) = 0 THEN 1
+    ELSE 0
+  END
+FROM turns
+WHERE source = ?1 AND session_id = ?2
+GROUP BY source, session_id
+ON CONFLICT (source, session_id) DO UPDATE SET
+  project = excluded.project, project_key = excluded.project_key,
+  started_at = excluded.started_at, ended_at = excluded.ended_at,
+  turn_count = excluded.turn_count, model_set_json = excluded.model_set_json,
+  workflow_id = excluded.workflow_id, agent_id = excluded.agent_id,
+  parent_agent_id = excluded.parent_agent_id, has_subagent = excluded.has_subagent,
+  min_fidelity = excluded.min_fidelity,
+  has_full_attribution = excluded.has_full_attribution";
+
+/// A stamp line of the stretch that the archive accepts.
+struct NewStamp {
+    selector: Value,
+    /// session bucket, ts, selector_json, enrichment_json, offset.
+    params: [Sv; 5],
+}
+
+/// Could this line be a stamp? `stamp` can only be spelled in JSON as
+/// those bytes or with a `\u` escape.
+fn maybe_stamp(bytes: &[u8]) -> bool {
+    memchr::memmem::find(bytes, b"stamp").is_some() || memchr::memmem::find(bytes, b"\\u").is_some()
+}
+
+/// The parameters of a stamp row; fails where the reference's build
+/// would throw on this stamp.
+fn stamp_params(line: &Value) -> std::result::Result<(Value, [Sv; 4]), String> {
+    let selector = match line.get("selector") {
+        None | Some(Value::Null) => return Err("stamp selector is missing".into()),
+        Some(s) => s,
+    };
+    let sid = selector.get("sessionId");
+    let bucket = match sid {
+        None | Some(Value::Null) => Sv::Text(STAMP_WILDCARD.into()),
+        Some(v) => bindable(v).ok_or("stamp selector.sessionId is not a string")?,
+    };
+    let ts = match line.get("ts").map(|v| (v, bindable(v))) {
+        None => return Err("stamp ts is missing".into()),
+        Some((_, None)) => return Err("stamp ts is not a string".into()),
+        Some((_, Some(Sv::Null))) => return Err("stamp ts is null".into()),
+        Some((_, Some(ts))) => ts,
+    };
+    let enrichment = match line.get("enrichment") {
+        None => return Err("stamp enrichment is missing".into()),
+        Some(Value::Null) => return Err("stamp enrichment is null".into()),
+        Some(e) => e,
+    };
+    // The refold looks turns up by these fields, binding them.
+    if sid.is_none() {
+        if let Some(m) = selector.get("messageId") {
+            bindable(m).ok_or("stamp selector.messageId is not a string")?;
+        } else if let Some(r) = selector.get("range").filter(|r| r.is_truthy()) {
+            for k in ["fromTs", "toTs"] {
+                if let Some(b) = r.get(k).filter(|b| b.is_truthy()) {
+                    bindable(b)
+                        .ok_or_else(|| format!("stamp selector.range.{k} is not a string"))?;
+                }
+            }
+        }
+    }
+    let mut alone = Folded::default();
+    alone.apply(enrichment);
+    alone.columns()?;
+    Ok((
+        selector.clone(),
+        [
+            bucket,
+            ts,
+            Sv::Text(selector.to_json()),
+            Sv::Text(enrichment.to_json()),
+        ],
+    ))
+}
+
+fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    sql_err(path)
+}
+
+/// Pass 1: the stamps of `[start, EOF)` and the end of its last complete
+/// line, which bounds pass 2 so both passes see the same lines.
+fn scan_stamps(
+    ledger: &Path,
+    start: u64,
+    skipped: &mut Vec<SkippedRecord>,
+) -> Result<(Vec<NewStamp>, u64)> {
+    let mut sc = LineScanner::open_at(ledger, start).ctx("read", ledger)?;
+    let mut stamps = Vec::new();
+    let mut limit = start;
+    while let Some(line) = sc.next_line().ctx("read", ledger)? {
+        if !line.terminated {
+            break;
+        }
+        limit = line.offset + line.bytes.len() as u64 + 1;
+        if line.oversized || !maybe_stamp(line.bytes) {
+            continue;
+        }
+        let Parsed::Value(v) = parse_line(line.bytes) else {
+            continue;
+        };
+        if line_kind(&v) != Some(Kind::Stamp) {
+            continue;
+        }
+        match stamp_params(&v) {
+            Ok((selector, [bucket, ts, sel_json, enr_json])) => stamps.push(NewStamp {
+                selector,
+                params: [bucket, ts, sel_json, enr_json, Sv::Int(line.offset as i64)],
+            }),
+            Err(reason) => skipped.push(SkippedRecord {
+                offset: line.offset,
+                kind: Kind::Stamp,
+                reason,
+            }),
+        }
+    }
+    Ok((stamps, limit))
+}
+
+/// Every stamp of the archive in the reference's fold order.
+fn load_stamps(conn: &Connection, path: &Path) -> Result<StampIndex> {
+    let e = db_err(path);
+    let mut stmt = conn
+        .prepare(
+            "SELECT selector_json, enrichment_json FROM stamps ORDER BY ts, ledger_offset_bytes",
+        )
+        .map_err(&e)?;
+    let mut rows = stmt.query([]).map_err(&e)?;
+    let mut out = Vec::new();
+    let parse_or_empty = |t: Option<String>| {
+        t.filter(|t| !t.is_empty())
+            .and_then(|t| json::parse(&t).ok())
+            .unwrap_or_else(|| Value::Object(Object::new()))
+    };
+    while let Some(r) = rows.next().map_err(&e)? {
+        let sel = text_col(r, 0).map_err(&e)?;
+        let enr = text_col(r, 1).map_err(&e)?;
+        out.push(FoldStamp {
+            selector: parse_or_empty(sel),
+            enrichment: parse_or_empty(enr),
+        });
+    }
+    Ok(StampIndex::new(out))
+}
+
+/// A column read as text, whatever its storage class.
+fn text_col(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<String>> {
+    use rusqlite::types::ValueRef;
+    Ok(match r.get_ref(i)? {
+        ValueRef::Null => None,
+        ValueRef::Text(t) | ValueRef::Blob(t) => Some(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Integer(i) => Some(i.to_string()),
+        ValueRef::Real(f) => Some(f.to_string()),
+    })
+}
+
+/// Apply `[start, EOF)` of `ledger` to `conn`, inside the caller's
+/// transaction. The caller owns the cursor and timestamps.
+pub(crate) fn apply_range(
+    conn: &mut Connection,
+    db_path: &Path,
+    ledger: &Path,
+    start: u64,
+    mode: Mode,
+) -> Result<Applied> {
+    let mut out = Applied {
+        safe_offset: start,
+        ..Applied::default()
+    };
+    let (new_stamps, limit) = scan_stamps(ledger, start, &mut out.skipped)?;
+    out.stamps = new_stamps.len() as u64;
+    {
+        let mut ins = conn.prepare_cached(INSERT_STAMP).map_err(db_err(db_path))?;
+        for s in &new_stamps {
+            ins.execute(rusqlite::params_from_iter(s.params.iter()))
+                .map_err(db_err(db_path))?;
+        }
+    }
+    let index = load_stamps(conn, db_path)?;
+
+    let mut sessions: HashSet<String> = HashSet::new();
+    for s in &new_stamps {
+        if let Some(sid) = s.selector.get("sessionId") {
+            sessions.insert(format!("*|{}", sid.js_to_string()));
+        }
+    }
+
+    let (tx, rx) = sync_channel::<Vec<Item>>(CHANNEL_BATCHES);
+    let mut exotic_turns = false;
+    let (parsed, written) = std::thread::scope(|scope| {
+        let conn_ref: &mut Connection = conn;
+        let writer = scope.spawn(move || write_items(conn_ref, db_path, rx, mode));
+        let parsed = parse_pass(
+            ledger,
+            start,
+            limit,
+            &index,
+            mode,
+            tx,
+            &mut out,
+            &mut sessions,
+            &mut exotic_turns,
+        );
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(Error::InvalidInput("archive writer thread panicked".into())));
+        (parsed, written)
+    });
+    // A write error explains a failed send, so it is reported first.
+    written?;
+    parsed?;
+
+    if mode == Mode::Fresh {
+        schema::create_secondary_indexes(conn, db_path)?;
+        schema::create_fidelity_index(conn, db_path)?;
+    }
+
+    // Refold turns hit by new stamps. A fresh build already folded every
+    // turn with every stamp; only turns whose key fields are not plain
+    // strings can fold differently from their stored copy, so only then
+    // is the reference's refold replayed.
+    let refold_needed = match mode {
+        Mode::Incremental => !new_stamps.is_empty(),
+        Mode::Fresh => exotic_turns && !new_stamps.is_empty(),
+    };
+    if refold_needed {
+        refold(conn, db_path, &index, &new_stamps, &mut sessions)?;
+    }
+    out.sessions_touched = rebuild_sessions(conn, db_path, &sessions)?;
+    out.skipped.sort_by_key(|s| s.offset);
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn parse_pass(
+    ledger: &Path,
+    start: u64,
+    limit: u64,
+    index: &StampIndex,
+    mode: Mode,
+    tx: SyncSender<Vec<Item>>,
+    out: &mut Applied,
+    sessions: &mut HashSet<String>,
+    exotic_turns: &mut bool,
+) -> Result<()> {
+    let mut sc = LineScanner::open_at(ledger, start).ctx("read", ledger)?;
+    let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
+    let mut last_session_key = String::new();
+    let closed = || Error::InvalidInput("archive writer stopped".into());
+    while let Some(line) = sc.next_line().ctx("read", ledger)? {
+        if line.offset >= limit || !line.terminated {
+            break;
+        }
+        if line.oversized {
+            continue;
+        }
+        let len = line.bytes.len() as u64 + 1;
+        let offset = line.offset;
+        let Parsed::Value(mut v) = parse_line(line.bytes) else {
+            continue;
+        };
+        out.scanned_bytes += len;
+        out.safe_offset = offset + len;
+        let kind = line_kind(&v);
+        let item = match kind {
+            Some(Kind::Turn) => {
+                match turn_item(
+                    &mut v,
+                    index,
+                    mode,
+                    &mut last_session_key,
+                    sessions,
+                    exotic_turns,
+                ) {
+                    Ok(item) => {
+                        out.turns += 1;
+                        Some(item)
+                    }
+                    Err(reason) => {
+                        out.skipped.push(SkippedRecord {
+                            offset,
+                            kind: Kind::Turn,
+                            reason,
+                        });
+                        None
+                    }
+                }
+            }
+            Some(Kind::Compaction) => {
+                match record_mut(&mut v, "compaction").and_then(compaction_row) {
+                    Ok(row) => {
+                        out.compactions += 1;
+                        Some(Item::Compaction(row))
+                    }
+                    Err(reason) => {
+                        out.skipped.push(SkippedRecord {
+                            offset,
+                            kind: Kind::Compaction,
+                            reason,
+                        });
+                        None
+                    }
+                }
+            }
+            Some(Kind::ToolResultEvent) => {
+                match record_mut(&mut v, "tool_result_event").and_then(tool_result_event_row) {
+                    Ok(row) => {
+                        out.tool_result_events += 1;
+                        Some(Item::ToolResultEvent(Box::new(row)))
+                    }
+                    Err(reason) => {
+                        out.skipped.push(SkippedRecord {
+                            offset,
+                            kind: Kind::ToolResultEvent,
+                            reason,
+                        });
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        if let Some(item) = item {
+            batch.push(item);
+            if batch.len() >= BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                tx.send(full).map_err(|_| closed())?;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        tx.send(batch).map_err(|_| closed())?;
+    }
+    Ok(())
+}
+
+fn turn_item(
+    line: &mut Value,
+    index: &StampIndex,
+    mode: Mode,
+    last_session_key: &mut String,
+    sessions: &mut HashSet<String>,
+    exotic_turns: &mut bool,
+) -> std::result::Result<Item, String> {
+    let rec = match line.get("record") {
+        Some(r @ Value::Object(_)) => r,
+        _ => return Err("turn line has no record object".into()),
+    };
+    let cols = index.fold(rec).columns()?;
+    let exotic = ["source", "sessionId", "messageId", "ts"]
+        .iter()
+        .any(|k| rec.get(k).and_then(Value::as_str).is_none());
+    let keys = turn_keys(rec.as_object().map_or(&Object::new(), |o| o));
+    let rec = record_mut(line, "turn")?;
+    let row = turn_row(rec, cols)?;
+    if keys.session_key != *last_session_key {
+        if !sessions.contains(&keys.session_key) {
+            sessions.insert(keys.session_key.clone());
+        }
+        *last_session_key = keys.session_key;
+    }
+    if exotic {
+        *exotic_turns = true;
+    }
+    let may_have_calls = mode == Mode::Incremental || exotic;
+    Ok(Item::Turn(Box::new(row), may_have_calls))
+}
+
+struct Writer<'c> {
+    upsert_turn: Statement<'c>,
+    delete_calls: Statement<'c>,
+    insert_call: Statement<'c>,
+    compaction: Statement<'c>,
+    tool_result_event: Statement<'c>,
+}
+
+fn key_hash(cols: &[Sv]) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for c in cols {
+        match c {
+            Sv::Text(s) => s.hash(&mut h),
+            _ => return None,
+        }
+    }
+    Some(h.finish())
+}
+
+fn write_items(
+    conn: &mut Connection,
+    path: &Path,
+    rx: Receiver<Vec<Item>>,
+    mode: Mode,
+) -> Result<()> {
+    let e = db_err(path);
+    let mut w = Writer {
+        upsert_turn: conn.prepare(UPSERT_TURN).map_err(&e)?,
+        delete_calls: conn.prepare(DELETE_TOOL_CALLS).map_err(&e)?,
+        insert_call: conn.prepare(INSERT_TOOL_CALL).map_err(&e)?,
+        compaction: conn.prepare(UPSERT_COMPACTION).map_err(&e)?,
+        tool_result_event: conn.prepare(UPSERT_TOOL_RESULT_EVENT).map_err(&e)?,
+    };
+    // In a fresh archive a key seen for the first time has no tool calls
+    // to delete; hashes only skip deletes, so a collision costs a delete.
+    let mut seen: HashSet<u64> = HashSet::new();
+    for batch in rx {
+        for item in batch {
+            match item {
+                Item::Turn(row, may_have_calls) => {
+                    let key = &row.cols[..3];
+                    w.upsert_turn
+                        .execute(rusqlite::params_from_iter(row.cols.iter()))
+                        .map_err(&e)?;
+                    let must_delete = may_have_calls
+                        || mode == Mode::Incremental
+                        || match key_hash(key) {
+                            Some(h) => !seen.insert(h),
+                            None => true,
+                        };
+                    if must_delete {
+                        w.delete_calls
+                            .execute(rusqlite::params_from_iter(key.iter()))
+                            .map_err(&e)?;
+                    }
+                    for (i, tc) in row.tool_calls.iter().enumerate() {
+                        let idx = Sv::Int(i as i64);
+                        let params = key.iter().chain(std::iter::once(&idx)).chain(tc.iter());
+                        w.insert_call
+                            .execute(rusqlite::params_from_iter(params))
+                            .map_err(&e)?;
+                    }
+                }
+                Item::Compaction(row) => {
+                    w.compaction
+                        .execute(rusqlite::params_from_iter(row.iter()))
+                        .map_err(&e)?;
+                }
+                Item::ToolResultEvent(row) => {
+                    w.tool_result_event
+                        .execute(rusqlite::params_from_iter(row.iter()))
+                        .map_err(&e)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Turns a stamp may apply to, found as the reference finds them: by the
+/// first selector field present among sessionId, messageId and range.
+fn refold(
+    conn: &Connection,
+    path: &Path,
+    index: &StampIndex,
+    stamps: &[NewStamp],
+    sessions: &mut HashSet<String>,
+) -> Result<()> {
+    let e = db_err(path);
+    let mut targets: HashMap<String, [String; 4]> = HashMap::new();
+    let mut collect = |stmt: &mut Statement<'_>, params: &[Sv]| -> Result<()> {
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(params.iter()))
+            .map_err(&e)?;
+        while let Some(r) = rows.next().map_err(&e)? {
+            let mut vals: [String; 4] = Default::default();
+            for (i, slot) in vals.iter_mut().enumerate() {
+                *slot = text_col(r, i).map_err(&e)?.unwrap_or_default();
+            }
+            targets.insert(format!("{}|{}|{}", vals[0], vals[1], vals[2]), vals);
+        }
+        Ok(())
+    };
+    const COLS: &str = "SELECT source, session_id, message_id, ts FROM turns";
+    let mut by_session = conn
+        .prepare(&format!("{COLS} WHERE session_id = ?1"))
+        .map_err(&e)?;
+    let mut by_message = conn
+        .prepare(&format!("{COLS} WHERE message_id = ?1"))
+        .map_err(&e)?;
+    for s in stamps {
+        let sel = &s.selector;
+        if let Some(sid) = sel.get("sessionId") {
+            let p = bindable(sid).unwrap_or(Sv::Null);
+            collect(&mut by_session, &[p])?;
+        } else if let Some(mid) = sel.get("messageId") {
+            let p = bindable(mid).unwrap_or(Sv::Null);
+            collect(&mut by_message, &[p])?;
+        } else if let Some(range) = sel.get("range").filter(|r| r.is_truthy()) {
+            let mut wheres = Vec::new();
+            let mut params = Vec::new();
+            for (k, op) in [("fromTs", ">="), ("toTs", "<=")] {
+                if let Some(b) = range.get(k).filter(|b| b.is_truthy()) {
+                    params.push(bindable(b).unwrap_or(Sv::Null));
+                    wheres.push(format!("ts {op} ?{}", params.len()));
+                }
+            }
+            let sql = if wheres.is_empty() {
+                COLS.to_string()
+            } else {
+                format!("{COLS} WHERE {}", wheres.join(" AND "))
+            };
+            let mut stmt = conn.prepare(&sql).map_err(&e)?;
+            collect(&mut stmt, &params)?;
+        }
+    }
+    let mut update = conn.prepare(REFOLD_TURN).map_err(&e)?;
+    for [source, session_id, message_id, ts] in targets.into_values() {
+        let mut fake = Object::new();
+        fake.insert("source", Value::from(source.as_str()));
+        fake.insert("sessionId", Value::from(session_id.as_str()));
+        fake.insert("messageId", Value::from(message_id.as_str()));
+        fake.insert("ts", Value::from(ts));
+        let fake = Value::Object(fake);
+        // Values that cannot be bound were refused with their stamp.
+        let c = index.fold(&fake).columns().map_err(Error::InvalidInput)?;
+        update
+            .execute(rusqlite::params![
+                c.workflow_id,
+                c.agent_id,
+                c.persona,
+                c.tier,
+                c.json,
+                source,
+                session_id,
+                message_id
+            ])
+            .map_err(&e)?;
+        sessions.insert(format!("{source}|{session_id}"));
+    }
+    Ok(())
+}
+
+/// Re-derive the touched sessions; returns how many distinct session ids
+/// were touched (the reference's count, which ignores the source).
+fn rebuild_sessions(conn: &Connection, path: &Path, keys: &HashSet<String>) -> Result<u64> {
+    let e = db_err(path);
+    let mut distinct: HashSet<&str> = HashSet::new();
+    for k in keys {
+        distinct.insert(k.split_once('|').map_or(k.as_str(), |(_, s)| s));
+    }
+    let mut resolved: HashSet<String> = HashSet::new();
+    let mut sources = conn
+        .prepare("SELECT DISTINCT source FROM turns WHERE session_id = ?1")
+        .map_err(&e)?;
+    for k in keys {
+        if let Some(sid) = k.strip_prefix("*|") {
+            let mut rows = sources.query([sid]).map_err(&e)?;
+            while let Some(r) = rows.next().map_err(&e)? {
+                let src = text_col(r, 0).map_err(&e)?.unwrap_or_default();
+                resolved.insert(format!("{src}|{sid}"));
+            }
+        } else {
+            resolved.insert(k.clone());
+        }
+    }
+    let mut upsert = conn.prepare(UPSERT_SESSION).map_err(&e)?;
+    for k in &resolved {
+        let (source, sid) = k.split_once('|').unwrap_or((k.as_str(), ""));
+        upsert.execute([source, sid]).map_err(&e)?;
+    }
+    Ok(distinct.len() as u64)
+}

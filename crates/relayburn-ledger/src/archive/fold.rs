@@ -1,0 +1,421 @@
+//! Folding stamps onto turns, indexed so that each turn costs only the
+//! stamps that can match it.
+//!
+//! The reference fetches every stamp of the turn's session bucket plus the
+//! wildcard bucket for each turn, parses each one and tests it; with many
+//! stamps that is quadratic. Here the stamps, in the reference's fold
+//! order (`ts, ledger_offset_bytes` as SQLite sorts them), are parsed once
+//! and indexed by the selector field that must match: sessionId,
+//! messageId, or the `fromTs..=toTs` window. Candidates are then confirmed
+//! with the exact selector rule and applied in fold order, so the result is
+//! the reference's.
+
+use std::collections::HashMap;
+
+use crate::json::{JsString, Object, Value};
+use crate::records::stamp_matches;
+
+use super::rows::{bindable, EnrichmentCols, Sv};
+
+/// A stamp as the fold uses it.
+pub(crate) struct FoldStamp {
+    pub selector: Value,
+    pub enrichment: Value,
+}
+
+/// Exact-value index on a selector field (strings and numbers, the only
+/// types that can equal a bindable turn field).
+#[derive(Default)]
+struct ValueIndex {
+    strings: HashMap<JsString, Vec<u32>>,
+    numbers: HashMap<u64, Vec<u32>>,
+}
+
+fn number_key(n: f64) -> u64 {
+    // -0 === 0 in JavaScript.
+    if n == 0.0 {
+        0
+    } else {
+        n.to_bits()
+    }
+}
+
+impl ValueIndex {
+    fn insert(&mut self, v: &Value, i: u32) -> bool {
+        match v {
+            Value::String(s) => self.strings.entry(s.clone()).or_default().push(i),
+            Value::Number(n) => self.numbers.entry(number_key(*n)).or_default().push(i),
+            _ => return false,
+        }
+        true
+    }
+
+    fn get(&self, v: Option<&Value>) -> &[u32] {
+        let hit = match v {
+            Some(Value::String(s)) => self.strings.get(s),
+            Some(Value::Number(n)) => self.numbers.get(&number_key(*n)),
+            _ => None,
+        };
+        hit.map_or(&[], Vec::as_slice)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.strings.is_empty() && self.numbers.is_empty()
+    }
+}
+
+/// Range-only stamps whose bounds are strings (or falsy, i.e. open):
+/// sorted by lower bound, with a max-upper-bound tree to find the windows
+/// holding a timestamp without scanning them all.
+#[derive(Default)]
+struct RangeIndex {
+    /// (from, to, stamp), sorted by `from` (open first).
+    items: Vec<(Option<JsString>, Option<JsString>, u32)>,
+    /// Segment tree over `items` of the largest upper bound (None = open).
+    tree: Vec<Option<usize>>,
+    size: usize,
+}
+
+fn upper_ge(a: &Option<JsString>, b: &Option<JsString>) -> bool {
+    match (a, b) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(x), Some(y)) => x.js_cmp(y).is_ge(),
+    }
+}
+
+impl RangeIndex {
+    fn build(mut items: Vec<(Option<JsString>, Option<JsString>, u32)>) -> RangeIndex {
+        items.sort_by(|a, b| match (&a.0, &b.0) {
+            (None, None) => std::cmp::Ordering::Equal,
+            (None, Some(_)) => std::cmp::Ordering::Less,
+            (Some(_), None) => std::cmp::Ordering::Greater,
+            (Some(x), Some(y)) => x.js_cmp(y),
+        });
+        let size = items.len().next_power_of_two().max(1);
+        let mut tree: Vec<Option<usize>> = vec![None; 2 * size];
+        for (i, _) in items.iter().enumerate() {
+            tree[size + i] = Some(i);
+        }
+        for n in (1..size).rev() {
+            tree[n] = match (tree[2 * n], tree[2 * n + 1]) {
+                (Some(a), Some(b)) => {
+                    if upper_ge(&items[a].1, &items[b].1) {
+                        Some(a)
+                    } else {
+                        Some(b)
+                    }
+                }
+                (a, None) => a,
+                (None, b) => b,
+            };
+        }
+        RangeIndex { items, tree, size }
+    }
+
+    /// Stamps whose window holds `ts`.
+    fn query(&self, ts: &JsString, out: &mut Vec<u32>) {
+        if self.items.is_empty() {
+            return;
+        }
+        // Windows starting at or before ts.
+        let end = self.items.partition_point(|(from, _, _)| match from {
+            None => true,
+            Some(f) => f.js_cmp(ts).is_le(),
+        });
+        if end == 0 {
+            return;
+        }
+        let mut stack = vec![(1usize, 0usize, self.size)];
+        while let Some((node, lo, hi)) = stack.pop() {
+            if lo >= end {
+                continue;
+            }
+            let Some(best) = self.tree[node] else {
+                continue;
+            };
+            let reaches = match &self.items[best].1 {
+                None => true,
+                Some(to) => to.js_cmp(ts).is_ge(),
+            };
+            if !reaches {
+                continue;
+            }
+            if hi - lo == 1 {
+                out.push(self.items[lo].2);
+                continue;
+            }
+            let mid = (lo + hi) / 2;
+            stack.push((2 * node, lo, mid));
+            stack.push((2 * node + 1, mid, hi));
+        }
+    }
+}
+
+/// Every stamp of the archive, in fold order, indexed for lookup.
+#[derive(Default)]
+pub(crate) struct StampIndex {
+    stamps: Vec<FoldStamp>,
+    by_session: ValueIndex,
+    by_message: ValueIndex,
+    ranges: RangeIndex,
+    /// Range-only stamps (all of them), for a turn whose `ts` is not a string.
+    all_ranges: Vec<u32>,
+    /// Stamps checked against every turn (odd range bounds).
+    general: Vec<u32>,
+}
+
+/// A bound that leaves the window open on that side (falsy in JavaScript),
+/// or a string bound; anything else is not indexable.
+fn simple_bound(v: Option<&Value>) -> Result<Option<JsString>, ()> {
+    match v {
+        None => Ok(None),
+        Some(v) if !v.is_truthy() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(()),
+    }
+}
+
+impl StampIndex {
+    /// Index stamps given in fold order.
+    pub(crate) fn new(stamps: Vec<FoldStamp>) -> StampIndex {
+        let mut ix = StampIndex::default();
+        let mut ranges = Vec::new();
+        for (i, s) in stamps.iter().enumerate() {
+            let i = i as u32;
+            let Some(sel) = s.selector.as_object() else {
+                continue; // never matches
+            };
+            if let Some(sid) = sel.get("sessionId") {
+                // Matching needs sessionId === turn.sessionId; a null or an
+                // object can never equal the sessionId of an archived turn.
+                ix.by_session.insert(sid, i);
+            } else if let Some(mid) = sel.get("messageId") {
+                ix.by_message.insert(mid, i);
+            } else if let Some(range) = sel.get("range") {
+                ix.all_ranges.push(i);
+                match range {
+                    Value::Object(r) => {
+                        match (simple_bound(r.get("fromTs")), simple_bound(r.get("toTs"))) {
+                            (Ok(from), Ok(to)) => ranges.push((from, to, i)),
+                            _ => ix.general.push(i),
+                        }
+                    }
+                    // A null or non-object range puts no bound at all.
+                    _ => ranges.push((None, None, i)),
+                }
+            }
+        }
+        ix.ranges = RangeIndex::build(ranges);
+        ix.stamps = stamps;
+        ix
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_session.is_empty()
+            && self.by_message.is_empty()
+            && self.all_ranges.is_empty()
+            && self.general.is_empty()
+    }
+
+    /// The enrichment the reference folds onto `turn` (an object with at
+    /// least `sessionId`, `messageId` and `ts`).
+    pub(crate) fn fold(&self, turn: &Value) -> Folded {
+        let mut out = Folded::default();
+        if self.is_empty() {
+            return out;
+        }
+        let mut cand: Vec<u32> = Vec::new();
+        cand.extend_from_slice(self.by_session.get(turn.get("sessionId")));
+        cand.extend_from_slice(self.by_message.get(turn.get("messageId")));
+        match turn.get("ts") {
+            Some(Value::String(ts)) => self.ranges.query(ts, &mut cand),
+            _ => cand.extend_from_slice(&self.all_ranges),
+        }
+        cand.extend_from_slice(&self.general);
+        if cand.is_empty() {
+            return out;
+        }
+        cand.sort_unstable();
+        cand.dedup();
+        for i in cand {
+            let s = &self.stamps[i as usize];
+            if stamp_matches(&s.selector, turn) {
+                out.apply(&s.enrichment);
+            }
+        }
+        out
+    }
+}
+
+/// The enrichment object built by assigning each matching stamp's entries
+/// in turn onto a plain object.
+#[derive(Default)]
+pub(crate) struct Folded {
+    own: Object,
+    /// Assigning `__proto__` an object replaces the prototype instead of
+    /// adding a key; lookups then fall through to it.
+    proto: Option<Value>,
+}
+
+impl Folded {
+    /// `for (const [k, v] of Object.entries(e)) out[k] = v`.
+    pub(crate) fn apply(&mut self, e: &Value) {
+        match e {
+            Value::Object(o) => {
+                for (k, v) in o.iter() {
+                    self.assign(k.clone(), v.clone());
+                }
+            }
+            Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    self.assign(JsString::from(i.to_string()), v.clone());
+                }
+            }
+            Value::String(s) => {
+                let text = s.to_lossy();
+                let units: Vec<u16> = match s {
+                    JsString::Utf16(u) => u.to_vec(),
+                    JsString::Utf8(_) => text.encode_utf16().collect(),
+                };
+                for (i, u) in units.into_iter().enumerate() {
+                    let ch = match String::from_utf16(&[u]) {
+                        Ok(c) => JsString::from(c),
+                        Err(_) => JsString::Utf16(Box::new([u])),
+                    };
+                    self.assign(JsString::from(i.to_string()), Value::String(ch));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn assign(&mut self, k: JsString, v: Value) {
+        if k == *"__proto__" {
+            if matches!(v, Value::Object(_) | Value::Null) {
+                self.proto = Some(v);
+            }
+            return;
+        }
+        self.own.insert(k, v);
+    }
+
+    /// `out[key]`, prototype included.
+    fn lookup(&self, key: &str) -> Option<&Value> {
+        self.own
+            .get(key)
+            .or_else(|| self.proto.as_ref().and_then(|p| p.get(key)))
+    }
+
+    /// The enrichment columns; fails where binding would fail.
+    pub(crate) fn columns(self) -> Result<EnrichmentCols, String> {
+        let col = |key: &str| match self.lookup(key) {
+            None | Some(Value::Null) => Ok(Sv::Null),
+            Some(v) => bindable(v).ok_or_else(|| format!("enrichment {key} is not a string")),
+        };
+        let workflow_id = col("workflowId")?;
+        let agent_id = col("agentId")?;
+        let persona = col("persona")?;
+        let tier = col("tier")?;
+        let json = Value::Object(self.own).to_json();
+        Ok(EnrichmentCols {
+            workflow_id,
+            agent_id,
+            persona,
+            tier,
+            json,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::parse;
+
+    fn st(sel: &str, enr: &str) -> FoldStamp {
+        FoldStamp {
+            selector: parse(sel).unwrap(),
+            enrichment: parse(enr).unwrap(),
+        }
+    }
+
+    fn fold_json(ix: &StampIndex, turn: &str) -> String {
+        ix.fold(&parse(turn).unwrap()).columns().unwrap().json
+    }
+
+    #[test]
+    fn later_stamps_win_and_selectors_filter() {
+        let ix = StampIndex::new(vec![
+            st(r#"{"sessionId":"s"}"#, r#"{"a":"1","b":"1"}"#),
+            st(r#"{"messageId":"m"}"#, r#"{"b":"2"}"#),
+            st(r#"{"range":{"fromTs":"2026-01-02"}}"#, r#"{"c":"3"}"#),
+            st(r#"{"range":{"toTs":"2026-01-01"}}"#, r#"{"d":"4"}"#),
+            st(r#"{"sessionId":"t"}"#, r#"{"e":"5"}"#),
+        ]);
+        assert_eq!(
+            fold_json(
+                &ix,
+                r#"{"sessionId":"s","messageId":"m","ts":"2026-01-03"}"#
+            ),
+            r#"{"a":"1","b":"2","c":"3"}"#
+        );
+        assert_eq!(
+            fold_json(
+                &ix,
+                r#"{"sessionId":"u","messageId":"x","ts":"2026-01-01"}"#
+            ),
+            r#"{"d":"4"}"#
+        );
+    }
+
+    #[test]
+    fn many_ranges_agree_with_a_linear_scan() {
+        let mut stamps = Vec::new();
+        for i in 0..200u32 {
+            let from = format!("{:04}", (i * 37) % 1000);
+            let to = format!("{:04}", (i * 37) % 1000 + (i % 50) * 3);
+            let sel = if i % 7 == 0 {
+                format!(r#"{{"range":{{"toTs":"{to}"}}}}"#)
+            } else {
+                format!(r#"{{"range":{{"fromTs":"{from}","toTs":"{to}"}}}}"#)
+            };
+            stamps.push(st(&sel, &format!(r#"{{"k{i}":"v"}}"#)));
+        }
+        let linear: Vec<FoldStamp> = stamps
+            .iter()
+            .map(|s| FoldStamp {
+                selector: s.selector.clone(),
+                enrichment: s.enrichment.clone(),
+            })
+            .collect();
+        let ix = StampIndex::new(stamps);
+        for t in (0..1100).step_by(13) {
+            let turn = parse(&format!(
+                r#"{{"sessionId":"s","messageId":"m","ts":"{t:04}"}}"#
+            ))
+            .unwrap();
+            let mut want = Folded::default();
+            for s in &linear {
+                if stamp_matches(&s.selector, &turn) {
+                    want.apply(&s.enrichment);
+                }
+            }
+            assert_eq!(
+                ix.fold(&turn).columns().unwrap().json,
+                want.columns().unwrap().json,
+                "ts {t}"
+            );
+        }
+    }
+
+    #[test]
+    fn string_enrichment_spreads_its_characters_and_proto_is_not_a_key() {
+        let mut f = Folded::default();
+        f.apply(&parse(r#""ab""#).unwrap());
+        f.apply(&parse(r#"{"__proto__":{"tier":"x"},"persona":"p"}"#).unwrap());
+        let c = f.columns().unwrap();
+        assert_eq!(c.json, r#"{"0":"a","1":"b","persona":"p"}"#);
+        assert_eq!(c.tier, Sv::Text("x".into()));
+    }
+}

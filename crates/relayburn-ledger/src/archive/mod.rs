@@ -1,0 +1,403 @@
+//! The SQLite archive: a derived, rebuildable read model of the ledger
+//! (SPEC §6), compatible with the reference's `archive.sqlite`.
+//!
+//! * [`build_archive`] applies the ledger tail past the stored cursor;
+//! * [`rebuild_archive`] builds a new archive from byte 0 beside the old
+//!   one and swaps it in, so readers and crashes never see a half-built
+//!   archive;
+//! * [`archive_status`], [`vacuum_archive`] and the queries of
+//!   [`query`](self::query) behave as the reference's.
+//!
+//! Extension: a record the reference cannot archive (its build would
+//! throw, e.g. a turn without `usage`) is skipped and reported in
+//! [`BuildResult::skipped`] with its byte offset; the rest of the build
+//! goes on.
+
+mod build;
+mod fold;
+pub mod query;
+mod rows;
+pub mod schema;
+mod status;
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use rusqlite::Connection;
+
+use crate::error::{Error, IoContext, Result};
+use crate::home::LedgerHome;
+use crate::json::{Object, Value};
+use crate::lock::Locks;
+use crate::records::Kind;
+
+pub use query::{archive_available, query_all_from_archive, query_turns_from_archive};
+pub use schema::{open_archive, ARCHIVE_VERSION};
+pub use status::{archive_status, vacuum_archive, ArchiveStatus, RowCounts, VacuumResult};
+
+use build::{apply_range, Mode};
+use schema::sql_err;
+
+/// Name of the lock that serialises builds, rebuilds and vacuums.
+pub const ARCHIVE_LOCK: &str = "archive";
+
+/// Prefix of the file a rebuild writes before swapping it in.
+const REBUILD_PREFIX: &str = "archive.sqlite.rebuild-";
+
+/// How many skipped records a result lists (the count is always exact).
+pub const MAX_LISTED_SKIPS: usize = 100;
+
+/// A record left out of the archive, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedRecord {
+    /// Byte offset of its line in the ledger.
+    pub offset: u64,
+    pub kind: Kind,
+    pub reason: String,
+}
+
+/// What a build did. Serialises with the reference's field names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildResult {
+    /// Bytes of the lines parsed in this build (blank and malformed lines
+    /// excluded, as in the reference).
+    pub scanned_bytes: u64,
+    /// Turn lines applied (a re-appended turn counts again).
+    pub turns_applied: u64,
+    /// Distinct session ids touched, whatever their source.
+    pub sessions_touched: u64,
+    pub stamps_applied: u64,
+    pub compactions_applied: u64,
+    pub tool_result_events_applied: u64,
+    /// True only for a full rebuild.
+    pub rebuilt_from_zero: bool,
+    /// Extension: how many records were skipped as unarchivable.
+    pub skipped_count: u64,
+    /// Extension: the first [`MAX_LISTED_SKIPS`] of them, by offset.
+    pub skipped: Vec<SkippedRecord>,
+}
+
+impl BuildResult {
+    /// The result as the reference's JSON object; `skippedRecords` and
+    /// `skipped` appear only when something was skipped.
+    pub fn to_value(&self) -> Value {
+        let mut o = Object::new();
+        let n = |x: u64| Value::Number(x as f64);
+        o.insert("scannedBytes", n(self.scanned_bytes));
+        o.insert("turnsApplied", n(self.turns_applied));
+        o.insert("sessionsTouched", n(self.sessions_touched));
+        o.insert("stampsApplied", n(self.stamps_applied));
+        o.insert("compactionsApplied", n(self.compactions_applied));
+        o.insert(
+            "toolResultEventsApplied",
+            n(self.tool_result_events_applied),
+        );
+        o.insert("rebuiltFromZero", Value::Bool(self.rebuilt_from_zero));
+        if self.skipped_count > 0 {
+            o.insert("skippedRecords", n(self.skipped_count));
+            let list = self
+                .skipped
+                .iter()
+                .map(|s| {
+                    let mut e = Object::new();
+                    e.insert("offset", n(s.offset));
+                    e.insert("kind", Value::str(s.kind.as_str()));
+                    e.insert("reason", Value::str(&s.reason));
+                    Value::Object(e)
+                })
+                .collect();
+            o.insert("skipped", Value::Array(list));
+        }
+        Value::Object(o)
+    }
+}
+
+/// `new Date().toISOString()`.
+pub(crate) fn iso_now() -> String {
+    let d = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    iso_from_millis(d.as_millis() as i64)
+}
+
+fn iso_from_millis(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    let rem = ms.rem_euclid(86_400_000);
+    // Civil date from days since 1970-01-01 (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000
+    )
+}
+
+/// Size and `Math.floor(mtimeMs)` of a regular file, if there is one.
+pub(crate) fn file_stat(path: &Path) -> Result<Option<(u64, i64)>> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => {
+            let mtime = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_millis() as i64);
+            Ok(Some((m.len(), mtime)))
+        }
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("stat", path, e)),
+    }
+}
+
+fn finish(applied: build::Applied, rebuilt: bool) -> BuildResult {
+    let skipped_count = applied.skipped.len() as u64;
+    let mut skipped = applied.skipped;
+    skipped.truncate(MAX_LISTED_SKIPS);
+    BuildResult {
+        scanned_bytes: applied.scanned_bytes,
+        turns_applied: applied.turns,
+        sessions_touched: applied.sessions_touched,
+        stamps_applied: applied.stamps,
+        compactions_applied: applied.compactions,
+        tool_result_events_applied: applied.tool_result_events,
+        rebuilt_from_zero: rebuilt,
+        skipped_count,
+        skipped,
+    }
+}
+
+/// Run `f` inside one transaction, rolling back when it fails.
+fn in_transaction<T>(
+    conn: &mut Connection,
+    path: &Path,
+    begin: &str,
+    f: impl FnOnce(&mut Connection) -> Result<T>,
+) -> Result<T> {
+    conn.execute_batch(begin).map_err(sql_err(path))?;
+    match f(conn) {
+        Ok(v) => {
+            conn.execute_batch("COMMIT").map_err(sql_err(path))?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Apply the ledger past the archive's cursor (creating the archive when
+/// missing), under lock `archive`.
+pub fn build_archive(home: &LedgerHome, locks: &Locks) -> Result<BuildResult> {
+    locks.with_lock(ARCHIVE_LOCK, || build_locked(home))
+}
+
+fn build_locked(home: &LedgerHome) -> Result<BuildResult> {
+    let path = home.archive();
+    let ledger = home.ledger();
+    remove_stale_rebuilds(home.root());
+    let mut conn = open_archive(&path)?;
+    let e = sql_err(&path);
+    let now = iso_now();
+    let Some((size, mtime)) = file_stat(&ledger)? else {
+        conn.execute(
+            "UPDATE archive_state SET last_built_at = ?1 WHERE id = 1",
+            [&now],
+        )
+        .map_err(&e)?;
+        return Ok(BuildResult::default());
+    };
+    let applied = in_transaction(&mut conn, &path, "BEGIN IMMEDIATE", |conn| {
+        let mut start: u64 = conn
+            .query_row(
+                "SELECT ledger_offset_bytes FROM archive_state WHERE id = 1",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(&e)?
+            .max(0) as u64;
+        if size < start {
+            // The ledger was rewritten: the cursor means nothing any more.
+            conn.execute_batch(
+                "DELETE FROM sessions; DELETE FROM turns; DELETE FROM tool_calls;
+                 DELETE FROM tool_result_events; DELETE FROM stamps; DELETE FROM compactions;
+                 UPDATE archive_state SET ledger_offset_bytes = 0, ledger_mtime_ms = 0 WHERE id = 1;",
+            )
+            .map_err(&e)?;
+            start = 0;
+        }
+        let applied = apply_range(conn, &path, &ledger, start, Mode::Incremental)?;
+        conn.execute(
+            "UPDATE archive_state SET ledger_offset_bytes = ?1, ledger_mtime_ms = ?2,
+             last_built_at = ?3 WHERE id = 1",
+            rusqlite::params![applied.safe_offset as i64, mtime, now],
+        )
+        .map_err(&e)?;
+        Ok(applied)
+    })?;
+    Ok(finish(applied, false))
+}
+
+/// Build a new archive from the whole ledger and swap it in, under lock
+/// `archive`. The old archive stays complete and readable until the swap.
+pub fn rebuild_archive(home: &LedgerHome, locks: &Locks) -> Result<BuildResult> {
+    locks.with_lock(ARCHIVE_LOCK, || rebuild_locked(home))
+}
+
+/// Bulk-load settings for the file being built, which nobody else opens:
+/// no journal, no syncs (the file is synced once before the swap), a big
+/// page cache.
+const BULK_PRAGMAS: &str = "PRAGMA journal_mode = OFF;
+PRAGMA synchronous = OFF;
+PRAGMA locking_mode = EXCLUSIVE;
+PRAGMA cache_size = -393216;
+PRAGMA foreign_keys = ON;";
+
+fn rebuild_locked(home: &LedgerHome) -> Result<BuildResult> {
+    let root = home.root();
+    std::fs::create_dir_all(root).ctx("create directory", root)?;
+    remove_stale_rebuilds(root);
+    let path = home.archive();
+    let tmp = root.join(format!("{REBUILD_PREFIX}{}.tmp", std::process::id()));
+    schema::remove_database_files(&tmp)?;
+    match build_aside(home, &tmp) {
+        Ok(result) => {
+            swap_in(&tmp, &path)?;
+            Ok(result)
+        }
+        Err(err) => {
+            let _ = schema::remove_database_files(&tmp);
+            Err(err)
+        }
+    }
+}
+
+fn build_aside(home: &LedgerHome, tmp: &Path) -> Result<BuildResult> {
+    let ledger = home.ledger();
+    let mut conn = Connection::open(tmp).map_err(sql_err(tmp))?;
+    let e = sql_err(tmp);
+    conn.execute_batch(BULK_PRAGMAS).map_err(&e)?;
+    schema::ensure_schema(&conn, tmp, false)?;
+    schema::insert_initial_state(&conn, tmp)?;
+    let now = iso_now();
+    let stat = file_stat(&ledger)?;
+    let applied = in_transaction(&mut conn, tmp, "BEGIN", |conn| match stat {
+        None => {
+            schema::create_secondary_indexes(conn, tmp)?;
+            schema::create_fidelity_index(conn, tmp)?;
+            conn.execute(
+                "UPDATE archive_state SET last_built_at = ?1, last_rebuild_at = ?1 WHERE id = 1",
+                [&now],
+            )
+            .map_err(&e)?;
+            Ok(build::Applied::default())
+        }
+        Some((_, mtime)) => {
+            let applied = apply_range(conn, tmp, &ledger, 0, Mode::Fresh)?;
+            conn.execute(
+                "UPDATE archive_state SET ledger_offset_bytes = ?1, ledger_mtime_ms = ?2,
+                 last_built_at = ?3, last_rebuild_at = ?3 WHERE id = 1",
+                rusqlite::params![applied.safe_offset as i64, mtime, now],
+            )
+            .map_err(&e)?;
+            Ok(applied)
+        }
+    })?;
+    // The swapped-in file must be a WAL database like the reference's.
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+        .map_err(&e)?;
+    conn.close().map_err(|(_, err)| sql_err(tmp)(err))?;
+    std::fs::File::open(tmp)
+        .and_then(|f| f.sync_all())
+        .ctx("sync", tmp)?;
+    Ok(finish(applied, true))
+}
+
+/// Replace `path` by the finished `tmp`. The old archive's WAL is folded
+/// in and removed first, so the new file can never be read through a
+/// stale WAL or shared-memory index.
+fn swap_in(tmp: &Path, path: &Path) -> Result<()> {
+    if path.is_file() {
+        if let Ok(old) = Connection::open(path) {
+            let _ = old.busy_timeout(std::time::Duration::from_secs(2));
+            let _ = old.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            let _ = old.close();
+        }
+    }
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let p = with_suffix(path, suffix);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(Error::io("remove", &p, err)),
+        }
+    }
+    std::fs::rename(tmp, path).ctx("rename", tmp)?;
+    if let Some(dir) = path.parent() {
+        // Make the rename durable; not all filesystems allow it.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
+/// Remove files left by rebuilds whose process is gone (a crash or a
+/// kill); a rebuild still running elsewhere keeps its file.
+fn remove_stale_rebuilds(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(rest) = name.strip_prefix(REBUILD_PREFIX) else {
+            continue;
+        };
+        let pid = rest.split('.').next().and_then(|p| p.parse::<i32>().ok());
+        let alive = pid.is_some_and(|p| p != std::process::id() as i32 && process_alive(p));
+        if !alive {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+fn process_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks for the process's existence.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_dates() {
+        assert_eq!(iso_from_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            iso_from_millis(1_776_643_200_123),
+            "2026-04-20T00:00:00.123Z"
+        );
+        assert_eq!(iso_from_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}

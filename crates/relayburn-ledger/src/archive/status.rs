@@ -1,0 +1,254 @@
+//! Archive status and vacuum, as the reference reports them.
+
+use std::path::PathBuf;
+
+use rusqlite::types::ValueRef;
+
+use crate::error::{IoContext, Result};
+use crate::home::LedgerHome;
+use crate::json::{Object, Value};
+use crate::lock::Locks;
+
+use super::schema::{open_archive, sql_err, ARCHIVE_VERSION};
+use super::{file_stat, ARCHIVE_LOCK};
+
+/// Row counts of the main tables.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RowCounts {
+    pub sessions: u64,
+    pub turns: u64,
+    pub tool_calls: u64,
+    pub tool_result_events: u64,
+    pub compactions: u64,
+}
+
+/// A snapshot of the archive against the ledger.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchiveStatus {
+    pub archive_path: PathBuf,
+    pub exists: bool,
+    pub archive_version: i64,
+    pub ledger_offset_bytes: i64,
+    pub ledger_mtime_ms: i64,
+    pub ledger_size_bytes: u64,
+    pub ledger_mtime_ms_current: i64,
+    /// The cursor is at the ledger's end.
+    pub up_to_date: bool,
+    pub last_built_at: Option<String>,
+    pub last_rebuild_at: Option<String>,
+    pub row_counts: RowCounts,
+    /// Turns per `attribution_fidelity` (`unknown` for NULL), in the
+    /// order SQLite groups them.
+    pub fidelity_histogram: Vec<(String, u64)>,
+}
+
+impl ArchiveStatus {
+    /// The reference's JSON shape.
+    pub fn to_value(&self) -> Value {
+        let n = |x: f64| Value::Number(x);
+        let opt = |s: &Option<String>| s.as_deref().map_or(Value::Null, Value::str);
+        let mut counts = Object::new();
+        counts.insert("sessions", n(self.row_counts.sessions as f64));
+        counts.insert("turns", n(self.row_counts.turns as f64));
+        counts.insert("toolCalls", n(self.row_counts.tool_calls as f64));
+        counts.insert(
+            "toolResultEvents",
+            n(self.row_counts.tool_result_events as f64),
+        );
+        counts.insert("compactions", n(self.row_counts.compactions as f64));
+        let mut hist = Object::new();
+        for (k, v) in &self.fidelity_histogram {
+            hist.insert(k.as_str(), n(*v as f64));
+        }
+        let mut o = Object::new();
+        o.insert(
+            "archivePath",
+            Value::from(self.archive_path.to_string_lossy().into_owned()),
+        );
+        o.insert("exists", Value::Bool(self.exists));
+        o.insert("archiveVersion", n(self.archive_version as f64));
+        o.insert("ledgerOffsetBytes", n(self.ledger_offset_bytes as f64));
+        o.insert("ledgerMtimeMs", n(self.ledger_mtime_ms as f64));
+        o.insert("ledgerSizeBytes", n(self.ledger_size_bytes as f64));
+        o.insert(
+            "ledgerMtimeMsCurrent",
+            n(self.ledger_mtime_ms_current as f64),
+        );
+        o.insert("upToDate", Value::Bool(self.up_to_date));
+        o.insert("lastBuiltAt", opt(&self.last_built_at));
+        o.insert("lastRebuildAt", opt(&self.last_rebuild_at));
+        o.insert("rowCounts", Value::Object(counts));
+        o.insert("fidelityHistogram", Value::Object(hist));
+        Value::Object(o)
+    }
+}
+
+fn as_i64(v: ValueRef<'_>) -> Option<i64> {
+    match v {
+        ValueRef::Integer(i) => Some(i),
+        ValueRef::Real(f) => Some(f as i64),
+        _ => None,
+    }
+}
+
+fn as_text(v: ValueRef<'_>) -> Option<String> {
+    match v {
+        ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+        _ => None,
+    }
+}
+
+/// Status of the archive without taking the build lock (WAL gives a
+/// consistent view while a build runs). Opening migrates it, as in the
+/// reference.
+pub fn archive_status(home: &LedgerHome) -> Result<ArchiveStatus> {
+    let path = home.archive();
+    let (ledger_size, ledger_mtime) = file_stat(&home.ledger())?.unwrap_or((0, 0));
+    if file_stat(&path)?.is_none() {
+        return Ok(ArchiveStatus {
+            archive_path: path,
+            exists: false,
+            archive_version: ARCHIVE_VERSION,
+            ledger_offset_bytes: 0,
+            ledger_mtime_ms: 0,
+            ledger_size_bytes: ledger_size,
+            ledger_mtime_ms_current: ledger_mtime,
+            up_to_date: false,
+            last_built_at: None,
+            last_rebuild_at: None,
+            row_counts: RowCounts::default(),
+            fidelity_histogram: Vec::new(),
+        });
+    }
+    let conn = open_archive(&path)?;
+    let db_path = path.clone();
+    let e = sql_err(&db_path);
+    let state = conn
+        .query_row(
+            "SELECT ledger_offset_bytes, ledger_mtime_ms, archive_version,
+                    last_built_at, last_rebuild_at FROM archive_state WHERE id = 1",
+            [],
+            |r| {
+                Ok((
+                    as_i64(r.get_ref(0)?).unwrap_or(0),
+                    as_i64(r.get_ref(1)?).unwrap_or(0),
+                    as_i64(r.get_ref(2)?).unwrap_or(ARCHIVE_VERSION),
+                    as_text(r.get_ref(3)?),
+                    as_text(r.get_ref(4)?),
+                ))
+            },
+        )
+        .ok();
+    let (offset, mtime, version, built, rebuilt) =
+        state.unwrap_or((0, 0, ARCHIVE_VERSION, None, None));
+    let count = |table: &str| -> Result<u64> {
+        conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map(|n| n as u64)
+        .map_err(&e)
+    };
+    let row_counts = RowCounts {
+        sessions: count("sessions")?,
+        turns: count("turns")?,
+        tool_calls: count("tool_calls")?,
+        tool_result_events: count("tool_result_events")?,
+        compactions: count("compactions")?,
+    };
+    let mut hist = Vec::new();
+    let mut stmt = conn
+        .prepare(
+            "SELECT COALESCE(attribution_fidelity, 'unknown') AS k, COUNT(*) AS n
+             FROM turns GROUP BY COALESCE(attribution_fidelity, 'unknown')",
+        )
+        .map_err(&e)?;
+    let mut rows = stmt.query([]).map_err(&e)?;
+    while let Some(r) = rows.next().map_err(&e)? {
+        let k = match r.get_ref(0).map_err(&e)? {
+            ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+            ValueRef::Integer(i) => i.to_string(),
+            ValueRef::Real(f) => f.to_string(),
+            _ => String::new(),
+        };
+        hist.push((k, r.get::<_, i64>(1).map_err(&e)? as u64));
+    }
+    Ok(ArchiveStatus {
+        archive_path: path,
+        exists: true,
+        archive_version: version,
+        ledger_offset_bytes: offset,
+        ledger_mtime_ms: mtime,
+        ledger_size_bytes: ledger_size,
+        ledger_mtime_ms_current: ledger_mtime,
+        up_to_date: offset >= 0 && offset as u64 == ledger_size,
+        last_built_at: built,
+        last_rebuild_at: rebuilt,
+        row_counts,
+        fidelity_histogram: hist,
+    })
+}
+
+/// What a vacuum reclaimed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VacuumResult {
+    pub archive_path: PathBuf,
+    /// False when there was no archive (nothing is created then).
+    pub existed: bool,
+    pub before_bytes: u64,
+    pub after_bytes: u64,
+    /// `before_bytes - after_bytes` (negative if the file grew).
+    pub reclaimed_bytes: i64,
+}
+
+impl VacuumResult {
+    /// The reference's JSON shape.
+    pub fn to_value(&self) -> Value {
+        let mut o = Object::new();
+        o.insert(
+            "archivePath",
+            Value::from(self.archive_path.to_string_lossy().into_owned()),
+        );
+        o.insert("existed", Value::Bool(self.existed));
+        o.insert("beforeBytes", Value::Number(self.before_bytes as f64));
+        o.insert("afterBytes", Value::Number(self.after_bytes as f64));
+        o.insert("reclaimedBytes", Value::Number(self.reclaimed_bytes as f64));
+        Value::Object(o)
+    }
+}
+
+/// Fold the WAL in, `VACUUM`, fold again, and measure the main file
+/// before and after, under lock `archive`.
+pub fn vacuum_archive(home: &LedgerHome, locks: &Locks) -> Result<VacuumResult> {
+    locks.with_lock(ARCHIVE_LOCK, || {
+        let path = home.archive();
+        if file_stat(&path)?.is_none() {
+            return Ok(VacuumResult {
+                archive_path: path,
+                existed: false,
+                before_bytes: 0,
+                after_bytes: 0,
+                reclaimed_bytes: 0,
+            });
+        }
+        let conn = open_archive(&path)?;
+        let db_path = path.clone();
+        let e = sql_err(&db_path);
+        let checkpoint = || {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .map_err(&e)
+        };
+        checkpoint()?;
+        let before = std::fs::metadata(&path).ctx("stat", &path)?.len();
+        conn.execute_batch("VACUUM").map_err(&e)?;
+        checkpoint()?;
+        let after = std::fs::metadata(&path).ctx("stat", &path)?.len();
+        drop(conn);
+        Ok(VacuumResult {
+            archive_path: path,
+            existed: true,
+            before_bytes: before,
+            after_bytes: after,
+            reclaimed_bytes: before as i64 - after as i64,
+        })
+    })
+}
