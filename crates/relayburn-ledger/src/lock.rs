@@ -51,7 +51,10 @@
 //! is it deleted; otherwise (another acquirer replaced the stale file with
 //! its own between our look and our move) it is linked back in place.
 //! This closes the classic race where two acquirers see the same orphan
-//! and the slower one deletes the lock the faster one just took.
+//! and the slower one deletes the lock the faster one just took. The
+//! private name is `<name>.lock.stale-<pid>-<n>` beside the lockfile; only
+//! a crash between the move and the delete can leave one behind, and
+//! nothing reads it.
 //!
 //! # Holding
 //!

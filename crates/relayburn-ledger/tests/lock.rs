@@ -546,7 +546,8 @@ fn long_holder_is_never_stolen() {
             }
         }
         assert!(
-            out.starts_with("acquired ") || out.starts_with("timeout "),
+            out.lines()
+                .any(|l| l.starts_with("acquired ") || l.starts_with("timeout ")),
             "{out}"
         );
     }
@@ -987,18 +988,22 @@ fn node_waits_while_rust_holds() {
     let mut p = peer(node, &["acquire-once", path.to_str().unwrap()])
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(600));
+    let mut events = Events::of(&mut p, "");
+    let (trying, _) = events.expect("trying");
+    std::thread::sleep(Duration::from_millis(400));
     let releasing = now_ms();
     drop(guard);
-    let mut events = Events::of(&mut p, "");
-    let (acquired, waited) = events.expect("acquired");
+    let (acquired, _) = events.expect("acquired");
     assert!(p.wait().unwrap().success());
     assert!(
         acquired >= releasing,
         "node acquired at {acquired}, released at {releasing}"
     );
-    let waited: u64 = waited.trim_start_matches("waited ").parse().unwrap();
-    assert!(waited >= 400, "node waited only {waited} ms");
+    assert!(
+        acquired - trying >= 350,
+        "node waited only {} ms",
+        acquired - trying
+    );
     assert!(!path.exists());
 }
 
@@ -1014,7 +1019,6 @@ fn rust_waits_while_node_holds() {
     events.expect("acquired");
     // The Node peer's lockfile is empty: judged by its mtime only.
     assert_eq!(fs::read(&path).unwrap(), b"");
-    let start = Instant::now();
     let got = Locks::new(home)
         .with_lock("ledger", || Ok(now_ms()))
         .unwrap();
@@ -1024,7 +1028,6 @@ fn rust_waits_while_node_holds() {
         got >= releasing,
         "rust acquired at {got}, node released at {releasing}"
     );
-    assert!(start.elapsed() >= Duration::from_millis(400));
 }
 
 #[test]
@@ -1057,6 +1060,7 @@ fn node_recovers_a_stale_lock_left_by_rust() {
         .spawn()
         .unwrap();
     let mut events = Events::of(&mut p, "");
+    events.expect("trying");
     let (_, waited) = events.expect("acquired");
     assert!(p.wait().unwrap().success());
     let waited: u64 = waited.trim_start_matches("waited ").parse().unwrap();

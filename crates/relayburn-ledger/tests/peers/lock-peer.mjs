@@ -83,6 +83,7 @@ async function main(argv) {
       return;
     }
     case 'acquire-once': {
+      say('trying');
       const start = Date.now();
       await take(lock);
       say('acquired', 'waited', Date.now() - start);
