@@ -3,6 +3,7 @@
 //! handle (the reference ran each script in one process), and the files
 //! and step results must equal what the reference left.
 
+mod archive_common;
 mod common;
 
 use std::fs::OpenOptions;
@@ -11,11 +12,21 @@ use std::path::Path;
 
 use relayburn_ledger::{json, Ledger, LedgerHome, Query, Value};
 
-/// Archive steps (`buildArchive`, `rebuildArchive`, `query` with
-/// `from: "archive"`) belong to the archive module and are compared in the
-/// archive tests; here they return `None`, meaning "not compared".
-fn archive_step(_ledger: &Ledger, _step: &Value) -> Option<Result<Value, String>> {
-    None
+/// Archive steps run against the same home, after the writer steps
+/// before them, exactly as the reference's script did.
+fn archive_step(ledger: &Ledger, step: &Value) -> Option<Result<Value, String>> {
+    let e = |e: relayburn_ledger::Error| e.to_string();
+    Some(match step.get("op").and_then(Value::as_str) {
+        Some("buildArchive") => ledger.build_archive().map(|r| r.to_value()).map_err(e),
+        Some("rebuildArchive") => ledger.rebuild_archive().map(|r| r.to_value()).map_err(e),
+        _ => {
+            let q = Query::from_json(step.get("query").unwrap_or(&Value::Null));
+            ledger
+                .query_turns_from_archive(&q)
+                .map(Value::Array)
+                .map_err(e)
+        }
+    })
 }
 
 fn is_archive_step(step: &Value) -> bool {
@@ -231,6 +242,12 @@ fn run_case(case_dir: &Path) -> Vec<String> {
         v.sort();
         v
     };
+    let dump_path = expected_dir.join("archive-dump.json");
+    if dump_path.exists() {
+        let got = archive_common::dump(&home.path().join("archive.sqlite"));
+        let want = archive_common::normalise_dump(archive_common::read_json(&dump_path));
+        archive_common::assert_dumps_equal(&got, &want, &case_dir.display().to_string());
+    }
     let want_content = list(&expected_dir.join("content"));
     let got_content = list(&home.path().join("content"));
     let mut names = want_content.clone();

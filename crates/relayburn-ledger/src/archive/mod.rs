@@ -401,3 +401,32 @@ mod tests {
         assert_eq!(iso_from_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 }
+
+impl crate::ledger::Ledger {
+    /// Apply the ledger tail to `archive.sqlite` (incremental build).
+    pub fn build_archive(&self) -> Result<BuildResult> {
+        build_archive(self.home(), self.locks())
+    }
+
+    /// Rebuild `archive.sqlite` from byte 0, aside, then swap it in.
+    pub fn rebuild_archive(&self) -> Result<BuildResult> {
+        rebuild_archive(self.home(), self.locks())
+    }
+
+    /// What the archive holds and how far it is behind the ledger.
+    pub fn archive_status(&self) -> Result<ArchiveStatus> {
+        archive_status(self.home())
+    }
+
+    /// Reclaim unused pages (serialised with builds).
+    pub fn vacuum_archive(&self) -> Result<VacuumResult> {
+        vacuum_archive(self.home(), self.locks())
+    }
+
+    /// Enriched turns from the archive, as the ledger query returns them
+    /// (the reference's `queryAllFromArchive`: fidelity synthesised from
+    /// the stored columns).
+    pub fn query_turns_from_archive(&self, q: &crate::query::Query) -> Result<Vec<Value>> {
+        query_all_from_archive(self.home(), q)
+    }
+}
