@@ -551,7 +551,7 @@ mod tests {
         let mut got = Vec::new();
         let t = read_index_lines(&p, 0, |h| got.push(h)).unwrap().unwrap();
         assert_eq!(got, vec![Hash16(0x0123456789abcdef)]);
-        assert_eq!(t.offset, 25);
+        assert_eq!(t.offset, 26);
     }
 
     #[test]
