@@ -150,6 +150,7 @@ impl Ledger {
 
     /// Write `payload` to the ledger; the `ledger` lock must be held.
     fn append_ledger_locked(&self, st: &mut IndexState, payload: &[u8]) -> Result<()> {
+        crate::rewrite::ensure_not_rewriting(&self.home().ledger())?;
         let (id, prev, len) = append_bytes(&self.home().ledger(), payload)?;
         st.ledger_appended(id, prev, len);
         Ok(())
@@ -207,6 +208,7 @@ impl Ledger {
         payload.push('\n');
         let Some(rel) = spawn_env_relationship(line) else {
             return self.with_lock(LEDGER_LOCK, || {
+                crate::rewrite::ensure_not_rewriting(&self.home().ledger())?;
                 let (id, prev, len) = append_bytes(&self.home().ledger(), payload.as_bytes())?;
                 let mut st = self.index_state();
                 st.ledger_appended(id, prev, len);

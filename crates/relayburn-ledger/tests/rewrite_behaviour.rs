@@ -255,3 +255,24 @@ fn appends_from_threads_during_a_rewrite_are_not_lost() {
         );
     }
 }
+
+#[test]
+fn appending_from_inside_the_callback_is_refused() {
+    let (_d, l) = temp_ledger();
+    l.append_turns(vec![turn("{}")]).unwrap();
+    let mut refused = false;
+    l.rewrite_turns(|_, _| {
+        let r = l.append_turns(vec![turn(r#"{"messageId":"inner","ts":"2026-05-01"}"#)]);
+        refused = r.is_err();
+        Ok(false)
+    })
+    .unwrap();
+    assert!(refused);
+    assert_eq!(turns(&l, &Query::default()).len(), 1);
+    // Outside the rewrite appends work again.
+    assert_eq!(
+        l.append_turns(vec![turn(r#"{"messageId":"outer","ts":"2026-05-01"}"#)])
+            .unwrap(),
+        1
+    );
+}
