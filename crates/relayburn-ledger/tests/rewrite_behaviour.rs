@@ -82,11 +82,11 @@ fn other_lines_are_copied_byte_for_byte() {
         turn(r#"{"messageId":"m"}"#).to_json()
     );
     let odd = [
-        r#"{"v":1,"kind":"stamp","ts":"2026-01-01T00:00:00.000Z","selector":{"sessionId":"s-1"},"enrichment":{"k":"v"}}"#,
+        r#"{"v":1,"kind":"stamp","ts":"2026-01-01T00:00:00.000Z","selector":{"sessionId":"sess-a"},"enrichment":{"k":"v"}}"#,
         "",
         "   ",
         "{broken",
-        r#"{"v":2,"kind":"turn","record":{"sessionId":"s-1"}}"#,
+        r#"{"v":2,"kind":"turn","record":{"sessionId":"sess-a"}}"#,
         r#"{"v":1,"kind":"mystery","x":1}"#,
         "{\"a\":1}\r{\"b\":2}",
         r#"{ "v" : 1 , "kind":"compaction","record":{"ts":"x"} }"#,
@@ -125,7 +125,7 @@ fn other_lines_are_copied_byte_for_byte() {
 #[test]
 fn the_callback_sees_its_sessions_content() {
     let (_d, l) = temp_ledger();
-    let sid = "abcdef12-3456-7890-abcd-ef1234567890";
+    let sid = "5f0c2a9e-1d2b-4c3d-8e4f-a0b1c2d3e4f5";
     l.append_turns(vec![
         turn(&format!(r#"{{"sessionId":"{sid}","messageId":"a1"}}"#)),
         turn(r#"{"sessionId":"other","messageId":"b1","ts":"2026-04-21"}"#),
@@ -223,7 +223,7 @@ fn appends_from_threads_during_a_rewrite_are_not_lost() {
     let seed: Vec<Value> = (0..500)
         .map(|i| {
             turn(&format!(
-                r#"{{"sessionId":"sess-race-{}","messageId":"msg-seed-{i}","turnIndex":{i},"ts":"2026-04-20T00:00:00.{i:03}Z","toolCalls":[{{"id":"tc-{i}","name":"apply_patch","argsHash":"h","target":"/f{i}.ts"}}]}}"#,
+                r#"{{"sessionId":"race-s-{}","messageId":"seed-m-{i}","turnIndex":{i},"ts":"2026-04-20T00:00:00.{i:03}Z","toolCalls":[{{"id":"tc-{i}","name":"apply_patch","argsHash":"h","target":"/f{i}.ts"}}]}}"#,
                 i % 8
             ))
         })
@@ -239,7 +239,7 @@ fn appends_from_threads_during_a_rewrite_are_not_lost() {
         for j in 0..20 {
             sc.spawn(move || {
                 let t = turn(&format!(
-                    r#"{{"sessionId":"sess-race-late-{j}","messageId":"msg-late-{j}","ts":"2026-04-21T00:00:00.{j:03}Z"}}"#
+                    r#"{{"sessionId":"late-s-{j}","messageId":"late-m-{j}","ts":"2026-04-21T00:00:00.{j:03}Z"}}"#
                 ));
                 assert_eq!(l.append_turns(vec![t]).unwrap(), 1);
             });
@@ -248,7 +248,7 @@ fn appends_from_threads_during_a_rewrite_are_not_lost() {
     let got = turns(&l, &Query::default());
     assert_eq!(got.len(), 520);
     for j in 0..20 {
-        let m = format!("msg-late-{j}");
+        let m = format!("late-m-{j}");
         assert!(
             got.iter().any(|t| s(t, "messageId") == Some(&m)),
             "{m} lost"
