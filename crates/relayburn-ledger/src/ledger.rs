@@ -58,10 +58,13 @@ impl Ledger {
         })
     }
 
+    /// The home this handle works on.
     pub fn home(&self) -> &LedgerHome {
         &self.home
     }
 
+    /// The lockfiles of this home, for callers that coordinate with the
+    /// ledger (the archive, ingest cursors).
     pub fn locks(&self) -> &Locks {
         &self.locks
     }

@@ -5,9 +5,11 @@
 //! line appended meanwhile can land in the file being replaced. Every line
 //! the caller does not change is copied byte for byte.
 
-use std::collections::VecDeque;
+use std::cell::RefCell;
+use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::io::{BufWriter, ErrorKind, Write};
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
 use crate::index::sidecar::{tmp_path, FileId, Tracked};
@@ -31,6 +33,40 @@ pub struct RewriteReport {
 /// How many sessions' content is kept in memory while rewriting.
 const CONTENT_CACHE: usize = 8;
 
+thread_local! {
+    /// Ledgers this thread is rewriting. The `ledger` lock is re-entrant,
+    /// so without this an append from inside the callback would go to the
+    /// file about to be replaced, and be lost.
+    static REWRITING: RefCell<HashSet<PathBuf>> = RefCell::new(HashSet::new());
+}
+
+/// Refuse to append to a ledger this thread is rewriting.
+pub(crate) fn ensure_not_rewriting(ledger: &Path) -> Result<()> {
+    if REWRITING.with(|r| r.borrow().contains(ledger)) {
+        return Err(Error::InvalidInput(format!(
+            "cannot append to {} while rewriting it",
+            ledger.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Marks a ledger as being rewritten by this thread until dropped.
+struct RewriteGuard(PathBuf);
+
+impl RewriteGuard {
+    fn new(path: &Path) -> RewriteGuard {
+        REWRITING.with(|r| r.borrow_mut().insert(path.to_path_buf()));
+        RewriteGuard(path.to_path_buf())
+    }
+}
+
+impl Drop for RewriteGuard {
+    fn drop(&mut self) {
+        REWRITING.with(|r| r.borrow_mut().remove(&self.0));
+    }
+}
+
 impl Ledger {
     /// Let `f` change turn records in place.
     ///
@@ -41,7 +77,10 @@ impl Ledger {
     /// newline stays missing. When nothing changed the ledger is left
     /// untouched. An error from `f` aborts the rewrite and leaves the
     /// ledger as it was. `f` runs with the `ledger` lock held by this
-    /// thread; it may read content but should not append.
+    /// thread: it may read, but an append to this ledger from inside it is
+    /// refused. A callback that changes `source`, `sessionId` or
+    /// `messageId` leaves stale ids in `ledger.idx`; rebuild the index
+    /// then.
     pub fn rewrite_turns(
         &self,
         mut f: impl FnMut(&mut Object, &[Value]) -> Result<bool>,
@@ -64,6 +103,7 @@ impl Ledger {
                 }
                 st.loaded.then_some(st.ledger_file)
             };
+            let _guard = RewriteGuard::new(&path);
             let tmp = tmp_path(&path);
             let file = File::create(&tmp).ctx("create", &tmp)?;
             let mut out = BufWriter::with_capacity(1 << 20, file);

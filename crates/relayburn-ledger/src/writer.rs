@@ -8,7 +8,8 @@
 use crate::error::{Error, Result};
 use crate::home::LedgerHome;
 use crate::index::sidecar::{
-    append_bytes, hash_lines, replace_file, IndexState, Rebuilder, Tracked,
+    append_bytes, hash_lines, replace_file, FileId, IndexState, RebuildIndexResult, Rebuilder,
+    Tracked,
 };
 use crate::index::{record_id, turn_fingerprint, Hash16, CONTENT_WINDOW};
 use crate::json::{JsString, Object, Value};
@@ -150,6 +151,7 @@ impl Ledger {
 
     /// Write `payload` to the ledger; the `ledger` lock must be held.
     fn append_ledger_locked(&self, st: &mut IndexState, payload: &[u8]) -> Result<()> {
+        crate::rewrite::ensure_not_rewriting(&self.home().ledger())?;
         let (id, prev, len) = append_bytes(&self.home().ledger(), payload)?;
         st.ledger_appended(id, prev, len);
         Ok(())
@@ -207,6 +209,7 @@ impl Ledger {
         payload.push('\n');
         let Some(rel) = spawn_env_relationship(line) else {
             return self.with_lock(LEDGER_LOCK, || {
+                crate::rewrite::ensure_not_rewriting(&self.home().ledger())?;
                 let (id, prev, len) = append_bytes(&self.home().ledger(), payload.as_bytes())?;
                 let mut st = self.index_state();
                 st.ledger_appended(id, prev, len);
@@ -254,7 +257,7 @@ impl Ledger {
     /// assert_eq!(std::fs::read_to_string(ledger.home().ledger_index())?.lines().count(), 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn rebuild_index(&self) -> Result<crate::index::sidecar::RebuildIndexResult> {
+    pub fn rebuild_index(&self) -> Result<RebuildIndexResult> {
         let path = self.home().ledger();
         let mut rb = Rebuilder::default();
         let before = std::fs::metadata(&path).ok();
@@ -265,10 +268,7 @@ impl Ledger {
         self.with_lock(LEDGER_LOCK, || {
             let now = std::fs::metadata(&path).ok();
             let same_file = match (&before, &now) {
-                (Some(b), Some(n)) => {
-                    crate::index::sidecar::FileId::of(b) == crate::index::sidecar::FileId::of(n)
-                        && n.len() >= reached
-                }
+                (Some(b), Some(n)) => FileId::of(b) == FileId::of(n) && n.len() >= reached,
                 (None, None) => true,
                 _ => false,
             };
@@ -282,7 +282,7 @@ impl Ledger {
                 Some(m) => {
                     end = rb.scan(&path, end, None)?;
                     Tracked {
-                        id: Some(crate::index::sidecar::FileId::of(m)),
+                        id: Some(FileId::of(m)),
                         offset: end,
                     }
                 }
@@ -305,7 +305,7 @@ impl Ledger {
             st.window_file = window_file;
             st.ledger_file = ledger_file;
             st.loaded = true;
-            Ok(crate::index::sidecar::RebuildIndexResult {
+            Ok(RebuildIndexResult {
                 ids: rb.ids.len(),
                 content: tail.len(),
                 skipped: rb.skipped,

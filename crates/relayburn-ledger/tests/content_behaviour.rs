@@ -63,13 +63,13 @@ fn the_content_directory_appears_on_first_append_and_records_round_trip() {
 #[test]
 fn identical_records_are_stored_once() {
     let (_d, l) = temp_ledger();
-    let rec = content(r#"{"sessionId":"s-dedupe","messageId":"m-dedupe"}"#);
+    let rec = content(r#"{"sessionId":"sess-twice","messageId":"m-twice"}"#);
     l.append_content(vec![rec.clone()]).unwrap();
     let again = l.append_content(vec![rec.clone(), rec]).unwrap();
     assert_eq!((again.appended, again.duplicates), (0, 2));
-    let got = l.read_content("s-dedupe", None).unwrap();
+    let got = l.read_content("sess-twice", None).unwrap();
     assert_eq!(got.len(), 1);
-    assert_eq!(s(&got[0], "text"), Some("hello"));
+    assert_eq!(s(&got[0], "text"), Some("hi there"));
 }
 
 #[test]
@@ -147,18 +147,18 @@ fn listing_shows_non_empty_sidecars_with_valid_names() {
 fn prune_removes_sidecars_older_than_the_cutoff() {
     let (_d, l) = temp_ledger();
     l.append_content(vec![
-        content(r#"{"sessionId":"s-old","messageId":"m"}"#),
-        content(r#"{"sessionId":"s-new","messageId":"m"}"#),
+        content(r#"{"sessionId":"sess-aged","messageId":"m"}"#),
+        content(r#"{"sessionId":"sess-fresh","messageId":"m"}"#),
     ])
     .unwrap();
-    let old_size = size(&l.home().content_file("s-old").unwrap());
-    set_mtime(&l, "s-old", SystemTime::now() - 120 * DAY);
+    let old_size = size(&l.home().content_file("sess-aged").unwrap());
+    set_mtime(&l, "sess-aged", SystemTime::now() - 120 * DAY);
     let r = l.prune_content(90 * DAY, None).unwrap();
     assert_eq!(
         (r.files_deleted, r.bytes_freed, r.skipped_recoverable),
         (1, old_size, 0)
     );
-    assert_eq!(files(&l), ["s-new.jsonl"]);
+    assert_eq!(files(&l), ["sess-fresh.jsonl"]);
     assert_eq!(
         r.to_json().to_json(),
         format!(r#"{{"filesDeleted":1,"bytesFreed":{old_size},"skippedRecoverable":0}}"#)
@@ -179,12 +179,12 @@ fn prune_without_a_content_directory_does_nothing() {
 fn prune_with_zero_age_clears_everything_up_to_now() {
     let (_d, l) = temp_ledger();
     l.append_content(vec![
-        content(r#"{"sessionId":"s-1","messageId":"a"}"#),
+        content(r#"{"sessionId":"sess-a","messageId":"a"}"#),
         content(r#"{"sessionId":"s-2","messageId":"b"}"#),
     ])
     .unwrap();
     let now = SystemTime::now();
-    set_mtime(&l, "s-1", now);
+    set_mtime(&l, "sess-a", now);
     set_mtime(&l, "s-2", now);
     assert_eq!(
         l.prune_content(Duration::ZERO, None).unwrap().files_deleted,
@@ -205,24 +205,24 @@ fn prune_keeps_recent_files() {
             .files_deleted,
         1
     );
-    assert!(l.read_content("s-1", None).unwrap().is_empty());
+    assert!(l.read_content("sess-a", None).unwrap().is_empty());
 }
 
 #[test]
 fn prune_keeps_sidecars_the_source_can_rebuild() {
     let (_d, l) = temp_ledger();
     l.append_content(vec![
-        content(r#"{"sessionId":"s-recoverable","messageId":"m"}"#),
-        content(r#"{"sessionId":"s-orphaned","messageId":"m"}"#),
+        content(r#"{"sessionId":"sess-keep","messageId":"m"}"#),
+        content(r#"{"sessionId":"sess-drop","messageId":"m"}"#),
     ])
     .unwrap();
-    set_mtime(&l, "s-recoverable", SystemTime::now() - 120 * DAY);
-    set_mtime(&l, "s-orphaned", SystemTime::now() - 120 * DAY);
-    let pred = |sid: &str| Ok(sid == "s-recoverable");
+    set_mtime(&l, "sess-keep", SystemTime::now() - 120 * DAY);
+    set_mtime(&l, "sess-drop", SystemTime::now() - 120 * DAY);
+    let pred = |sid: &str| Ok(sid == "sess-keep");
     let r = l.prune_content(90 * DAY, Some(&pred)).unwrap();
     assert_eq!((r.files_deleted, r.skipped_recoverable), (1, 1));
     assert!(r.bytes_freed > 0);
-    assert_eq!(files(&l), ["s-recoverable.jsonl"]);
+    assert_eq!(files(&l), ["sess-keep.jsonl"]);
     // Without a predicate everything old goes.
     let r = l.prune_content(90 * DAY, None).unwrap();
     assert_eq!((r.files_deleted, r.skipped_recoverable), (1, 0));
@@ -231,10 +231,10 @@ fn prune_keeps_sidecars_the_source_can_rebuild() {
 #[test]
 fn a_failing_recoverability_check_means_prune() {
     let (_d, l) = temp_ledger();
-    l.append_content(vec![content(r#"{"sessionId":"s-throws","messageId":"m"}"#)])
+    l.append_content(vec![content(r#"{"sessionId":"sess-err","messageId":"m"}"#)])
         .unwrap();
-    set_mtime(&l, "s-throws", SystemTime::now() - 120 * DAY);
-    let pred = |_: &str| Err(Error::InvalidInput("source index broken".into()));
+    set_mtime(&l, "sess-err", SystemTime::now() - 120 * DAY);
+    let pred = |_: &str| Err(Error::InvalidInput("index unavailable".into()));
     let r = l.prune_content(90 * DAY, Some(&pred)).unwrap();
     assert_eq!((r.files_deleted, r.skipped_recoverable), (1, 0));
 }
@@ -247,7 +247,7 @@ fn unsafe_session_ids_never_become_paths() {
             content(r#"{"sessionId":"../escape","messageId":"m"}"#),
             content(r#"{"sessionId":"","messageId":"m"}"#),
             content(r#"{"sessionId":null,"messageId":"m"}"#),
-            content(r#"{"sessionId":"s-safe","messageId":"m"}"#),
+            content(r#"{"sessionId":"sess-ok","messageId":"m"}"#),
         ])
         .unwrap();
     assert_eq!(summary.invalid_session_ids, [r#""../escape""#]);
@@ -257,7 +257,7 @@ fn unsafe_session_ids_never_become_paths() {
         warnings,
         [r#"[burn] skipping content record with unsafe sessionId: "../escape""#]
     );
-    assert_eq!(files(&l), ["s-safe.jsonl"]);
+    assert_eq!(files(&l), ["sess-ok.jsonl"]);
     assert!(!d.path().join("escape.jsonl").exists());
     assert!(!d.path().parent().unwrap().join("escape.jsonl").exists());
 }

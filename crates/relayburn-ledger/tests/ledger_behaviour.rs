@@ -13,12 +13,12 @@ fn appended_turns_come_back_with_empty_enrichment() {
     let (_d, l) = temp_ledger();
     l.append_turns(vec![
         turn("{}"),
-        turn(r#"{"messageId":"msg-2","turnIndex":1,"ts":"2026-04-20T00:00:01.000Z"}"#),
+        turn(r#"{"messageId":"m-002","turnIndex":1,"ts":"2026-04-20T00:00:01.000Z"}"#),
     ])
     .unwrap();
     let got = turns(&l, &Query::default());
     assert_eq!(got.len(), 2);
-    assert_eq!(s(&got[0], "messageId"), Some("msg-1"));
+    assert_eq!(s(&got[0], "messageId"), Some("m-001"));
     assert_eq!(got[0].get("enrichment").unwrap().to_json(), "{}");
     // The record comes back as written, enrichment appended last.
     let line = std::fs::read_to_string(l.home().ledger()).unwrap();
@@ -57,7 +57,7 @@ fn a_session_stamp_enriches_only_that_session() {
     .unwrap();
     l.stamp(
         obj(r#"{"sessionId":"s-A"}"#),
-        obj(r#"{"workflowId":"wf-1","agentId":"ag-42"}"#),
+        obj(r#"{"workflowId":"flow-1","agentId":"agent-7"}"#),
     )
     .unwrap();
     let got = turns(&l, &Query::default());
@@ -69,8 +69,8 @@ fn a_session_stamp_enriches_only_that_session() {
         .iter()
         .find(|t| s(t, "sessionId") == Some("s-B"))
         .unwrap();
-    assert_eq!(enrichment(a, "workflowId"), Some("wf-1"));
-    assert_eq!(enrichment(a, "agentId"), Some("ag-42"));
+    assert_eq!(enrichment(a, "workflowId"), Some("flow-1"));
+    assert_eq!(enrichment(a, "agentId"), Some("agent-7"));
     assert_eq!(b.get("enrichment").unwrap().to_json(), "{}");
 }
 
@@ -79,8 +79,8 @@ fn a_parent_agent_stamp_records_a_spawn_env_relationship_once() {
     let (_d, l) = temp_ledger();
     let line = l
         .stamp(
-            obj(r#"{"sessionId":"s-child"}"#),
-            obj(r#"{"agentId":"ag-child","parentAgentId":"ag-parent","harness":"codex"}"#),
+            obj(r#"{"sessionId":"sess-kid"}"#),
+            obj(r#"{"agentId":"agent-kid","parentAgentId":"agent-boss","harness":"codex"}"#),
         )
         .unwrap();
     let rels = all(l.query_relationships(&Query::default()).unwrap());
@@ -89,13 +89,13 @@ fn a_parent_agent_stamp_records_a_spawn_env_relationship_once() {
     assert_eq!(
         rels[0].to_json(),
         format!(
-            r#"{{"v":1,"source":"spawn-env","sessionId":"s-child","relatedSessionId":"ag-parent","relationshipType":"subagent","ts":"{ts}","agentId":"ag-child"}}"#
+            r#"{{"v":1,"source":"spawn-env","sessionId":"sess-kid","relatedSessionId":"agent-boss","relationshipType":"subagent","ts":"{ts}","agentId":"agent-kid"}}"#
         )
     );
     // A second stamp with the same edge adds the stamp, not the edge.
     l.stamp(
-        obj(r#"{"sessionId":"s-child"}"#),
-        obj(r#"{"agentId":"ag-child","parentAgentId":"ag-parent"}"#),
+        obj(r#"{"sessionId":"sess-kid"}"#),
+        obj(r#"{"agentId":"agent-kid","parentAgentId":"agent-boss"}"#),
     )
     .unwrap();
     assert_eq!(
@@ -136,12 +136,12 @@ fn the_later_stamp_wins_per_key() {
     let (_d, l) = temp_ledger();
     l.append_turns(vec![turn("{}")]).unwrap();
     l.stamp(
-        obj(r#"{"sessionId":"s-1"}"#),
+        obj(r#"{"sessionId":"sess-a"}"#),
         obj(r#"{"tier":"best","a":"1"}"#),
     )
     .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(10));
-    l.stamp(obj(r#"{"sessionId":"s-1"}"#), obj(r#"{"tier":"fast"}"#))
+    l.stamp(obj(r#"{"sessionId":"sess-a"}"#), obj(r#"{"tier":"fast"}"#))
         .unwrap();
     let got = turns(&l, &Query::default());
     assert_eq!(
@@ -156,7 +156,7 @@ fn stamps_apply_in_timestamp_order_not_file_order() {
     l.append_turns(vec![turn("{}")]).unwrap();
     let stamp = |ts: &str, tier: &str| {
         obj(&format!(
-            r#"{{"v":1,"kind":"stamp","ts":"{ts}","selector":{{"sessionId":"s-1"}},"enrichment":{{"tier":"{tier}"}}}}"#
+            r#"{{"v":1,"kind":"stamp","ts":"{ts}","selector":{{"sessionId":"sess-a"}},"enrichment":{{"tier":"{tier}"}}}}"#
         ))
     };
     l.append_stamp(&stamp("2026-01-02T00:00:00.000Z", "late"))
@@ -179,13 +179,13 @@ fn a_range_stamp_applies_between_its_bounds() {
     ])
     .unwrap();
     l.stamp(
-        obj(r#"{"sessionId":"s-1","range":{"fromTs":"2026-04-20T03:00:00.000Z","toTs":"2026-04-20T06:00:00.000Z"}}"#),
-        obj(r#"{"workflowId":"wf-mid"}"#),
+        obj(r#"{"sessionId":"sess-a","range":{"fromTs":"2026-04-20T03:00:00.000Z","toTs":"2026-04-20T06:00:00.000Z"}}"#),
+        obj(r#"{"workflowId":"flow-mid"}"#),
     )
     .unwrap();
     let got = turns(&l, &Query::default());
     let wf: Vec<Option<&str>> = got.iter().map(|t| enrichment(t, "workflowId")).collect();
-    assert_eq!(wf, vec![None, Some("wf-mid"), None]);
+    assert_eq!(wf, vec![None, Some("flow-mid"), None]);
 }
 
 #[test]
@@ -198,7 +198,7 @@ fn queries_filter_by_since_project_session_and_enrichment() {
     .unwrap();
     l.stamp(
         obj(r#"{"sessionId":"s-B"}"#),
-        obj(r#"{"persona":"posthog"}"#),
+        obj(r#"{"persona":"analyst"}"#),
     )
     .unwrap();
     let ids = |query: &str| -> Vec<String> {
@@ -211,7 +211,7 @@ fn queries_filter_by_since_project_session_and_enrichment() {
     assert_eq!(ids(r#"{"until":"2026-04-19T00:00:00.000Z"}"#), ["m1"]);
     assert_eq!(ids(r#"{"project":"/a"}"#), ["m1"]);
     assert_eq!(ids(r#"{"sessionId":"s-B"}"#), ["m2"]);
-    assert_eq!(ids(r#"{"enrichment":{"persona":"posthog"}}"#), ["m2"]);
+    assert_eq!(ids(r#"{"enrichment":{"persona":"analyst"}}"#), ["m2"]);
     assert_eq!(ids(r#"{"source":"codex"}"#), Vec::<String>::new());
     // Empty strings do not filter, as in the reference.
     assert_eq!(ids(r#"{"since":"","sessionId":""}"#).len(), 2);
@@ -222,7 +222,7 @@ fn a_stamp_written_before_its_turn_still_applies() {
     let (_d, l) = temp_ledger();
     l.stamp(
         obj(r#"{"sessionId":"s-future"}"#),
-        obj(r#"{"workflowId":"wf-early"}"#),
+        obj(r#"{"workflowId":"flow-early"}"#),
     )
     .unwrap();
     l.append_turns(vec![turn(
@@ -231,7 +231,7 @@ fn a_stamp_written_before_its_turn_still_applies() {
     .unwrap();
     let got = turns(&l, &Query::default());
     assert_eq!(got.len(), 1);
-    assert_eq!(enrichment(&got[0], "workflowId"), Some("wf-early"));
+    assert_eq!(enrichment(&got[0], "workflowId"), Some("flow-early"));
 }
 
 #[test]
@@ -247,8 +247,8 @@ fn a_stamp_without_selector_fields_is_refused() {
 #[test]
 fn appending_the_same_turns_again_does_not_grow_the_ledger() {
     let (_d, l) = temp_ledger();
-    let t1 = turn(r#"{"messageId":"dup-1"}"#);
-    let t2 = turn(r#"{"messageId":"dup-2","turnIndex":1,"ts":"2026-04-20T00:00:01.000Z"}"#);
+    let t1 = turn(r#"{"messageId":"twice-1"}"#);
+    let t2 = turn(r#"{"messageId":"twice-2","turnIndex":1,"ts":"2026-04-20T00:00:01.000Z"}"#);
     assert_eq!(l.append_turns(vec![t1.clone(), t2.clone()]).unwrap(), 2);
     let first = size(&l.home().ledger());
     assert_eq!(l.append_turns(vec![t1.clone(), t2.clone()]).unwrap(), 0);
@@ -262,10 +262,10 @@ fn appending_the_same_turns_again_does_not_grow_the_ledger() {
 #[test]
 fn a_turn_with_a_regenerated_id_but_the_same_content_is_dropped() {
     let (_d, l) = temp_ledger();
-    l.append_turns(vec![turn(r#"{"messageId":"id-a"}"#)])
+    l.append_turns(vec![turn(r#"{"messageId":"first-id"}"#)])
         .unwrap();
     assert_eq!(
-        l.append_turns(vec![turn(r#"{"messageId":"id-b","turnIndex":1}"#)])
+        l.append_turns(vec![turn(r#"{"messageId":"second-id","turnIndex":1}"#)])
             .unwrap(),
         0
     );
@@ -292,16 +292,16 @@ fn content_twins_in_one_batch_are_both_kept() {
 fn the_project_filter_also_matches_project_key() {
     let (_d, l) = temp_ledger();
     l.append_turns(vec![
-        turn(r#"{"sessionId":"s-X","messageId":"pk-1","project":"/Users/me/repo","projectKey":"github.com/org/repo"}"#),
-        turn(r#"{"sessionId":"s-Y","messageId":"pk-2","turnIndex":1,"ts":"2026-04-20T00:00:01.000Z","project":"/tmp/worktree","projectKey":"github.com/org/repo"}"#),
-        turn(r#"{"sessionId":"s-Z","messageId":"pk-3","turnIndex":2,"ts":"2026-04-20T00:00:02.000Z","project":"/tmp/other"}"#),
+        turn(r#"{"sessionId":"s-X","messageId":"key-1","project":"/home/dev/app","projectKey":"example.org/team/app"}"#),
+        turn(r#"{"sessionId":"s-Y","messageId":"key-2","turnIndex":1,"ts":"2026-04-20T00:00:01.000Z","project":"/home/dev/app-wt","projectKey":"example.org/team/app"}"#),
+        turn(r#"{"sessionId":"s-Z","messageId":"key-3","turnIndex":2,"ts":"2026-04-20T00:00:02.000Z","project":"/home/dev/misc"}"#),
     ])
     .unwrap();
     assert_eq!(
-        turns(&l, &q(r#"{"project":"github.com/org/repo"}"#)).len(),
+        turns(&l, &q(r#"{"project":"example.org/team/app"}"#)).len(),
         2
     );
-    assert_eq!(turns(&l, &q(r#"{"project":"/Users/me/repo"}"#)).len(), 1);
+    assert_eq!(turns(&l, &q(r#"{"project":"/home/dev/app"}"#)).len(), 1);
 }
 
 #[test]
@@ -309,7 +309,7 @@ fn relationships_round_trip() {
     let (_d, l) = temp_ledger();
     l.append_relationships(vec![
         obj(r#"{"v":1,"source":"claude-code","sessionId":"s-root","relationshipType":"root","ts":"2026-04-20T00:00:00.000Z"}"#),
-        obj(r#"{"v":1,"source":"claude-code","sessionId":"s-root","relationshipType":"subagent","relatedSessionId":"s-root","agentId":"agent-1","parentToolUseId":"tu_outer","subagentType":"Explore","ts":"2026-04-20T00:00:01.000Z"}"#),
+        obj(r#"{"v":1,"source":"claude-code","sessionId":"s-root","relationshipType":"subagent","relatedSessionId":"s-root","agentId":"agent-one","parentToolUseId":"call-outer","subagentType":"Survey","ts":"2026-04-20T00:00:01.000Z"}"#),
     ])
     .unwrap();
     let got = all(l.query_relationships(&Query::default()).unwrap());
@@ -318,8 +318,8 @@ fn relationships_round_trip() {
         .iter()
         .find(|r| s(r, "relationshipType") == Some("subagent"))
         .unwrap();
-    assert_eq!(s(sub, "agentId"), Some("agent-1"));
-    assert_eq!(s(sub, "subagentType"), Some("Explore"));
+    assert_eq!(s(sub, "agentId"), Some("agent-one"));
+    assert_eq!(s(sub, "subagentType"), Some("Survey"));
 }
 
 #[test]
@@ -346,7 +346,7 @@ fn relationship_dedup_uses_all_six_key_parts() {
 fn tool_result_events_round_trip_and_dedup() {
     let (_d, l) = temp_ledger();
     let ev1 = obj(
-        r#"{"v":1,"source":"claude-code","sessionId":"s-tre","toolUseId":"tu_a","callIndex":0,"eventIndex":0,"status":"completed","eventSource":"tool_result","contentLength":12,"contentHash":"abc1234567890def"}"#,
+        r#"{"v":1,"source":"claude-code","sessionId":"s-tre","toolUseId":"tu_a","callIndex":0,"eventIndex":0,"status":"completed","eventSource":"tool_result","contentLength":12,"contentHash":"0f1e2d3c4b5a6978"}"#,
     );
     let ev2 = merge(
         &ev1.to_json(),
@@ -370,18 +370,18 @@ fn user_turns_round_trip_and_dedup_on_user_uuid() {
     let u1 = merge(USER_TURN, "{}");
     let u2 = merge(
         USER_TURN,
-        r#"{"userUuid":"user-2","ts":"2026-04-20T00:00:01.000Z","blocks":[{"kind":"text","byteLen":20,"approxTokens":5},{"kind":"tool_result","toolUseId":"tu_b","byteLen":80,"approxTokens":20,"isError":true}]}"#,
+        r#"{"userUuid":"u-0002","ts":"2026-04-20T00:00:01.000Z","blocks":[{"kind":"text","byteLen":20,"approxTokens":5},{"kind":"tool_result","toolUseId":"tu_b","byteLen":80,"approxTokens":20,"isError":true}]}"#,
     );
     l.append_user_turns(vec![u1.clone(), u2]).unwrap();
     assert_eq!(l.append_user_turns(vec![u1]).unwrap(), 0);
     let got = all(l.query_user_turns(&Query::default()).unwrap());
     assert_eq!(got.len(), 2);
-    assert_eq!(s(&got[0], "userUuid"), Some("user-1"));
+    assert_eq!(s(&got[0], "userUuid"), Some("u-0001"));
     let blocks = got[1].get("blocks").and_then(Value::as_array).unwrap();
     assert_eq!(blocks.len(), 2);
     assert_eq!(blocks[1].get("isError"), Some(&Value::Bool(true)));
     assert!(all(l
-        .query_user_turns(&q(r#"{"sessionId":"s-1","source":"codex"}"#))
+        .query_user_turns(&q(r#"{"sessionId":"sess-a","source":"codex"}"#))
         .unwrap())
     .is_empty());
 }
@@ -477,7 +477,7 @@ fn rebuild_restores_dedup_after_the_index_files_are_deleted() {
     l.append_relationships(vec![rel.clone()]).unwrap();
     l.append_tool_result_events(vec![ev.clone()]).unwrap();
     l.append_user_turns(vec![ut.clone()]).unwrap();
-    l.stamp(obj(r#"{"sessionId":"s-1"}"#), obj(r#"{"k":"v"}"#))
+    l.stamp(obj(r#"{"sessionId":"sess-a"}"#), obj(r#"{"k":"v"}"#))
         .unwrap();
     std::fs::remove_file(l.home().ledger_index()).unwrap();
     std::fs::remove_file(l.home().ledger_content_index()).unwrap();
@@ -688,4 +688,26 @@ fn a_torn_tail_gets_its_own_line_before_new_records() {
             .unwrap(),
         1
     );
+}
+
+#[test]
+fn a_fresh_handle_knows_records_whose_index_lines_are_still_missing() {
+    // A reference writer has appended its line but not yet its index line
+    // when this process loads its state.
+    let (d, l) = temp_ledger();
+    l.append_turns(vec![turn(r#"{"messageId":"seed"}"#)])
+        .unwrap();
+    let pending = turn(r#"{"messageId":"pending","ts":"2026-05-01"}"#);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(l.home().ledger())
+        .unwrap();
+    writeln!(
+        f,
+        r#"{{"v":1,"kind":"turn","record":{}}}"#,
+        pending.to_json()
+    )
+    .unwrap();
+    let fresh = Ledger::open(LedgerHome::new(d.path())).unwrap();
+    assert_eq!(fresh.append_turns(vec![pending]).unwrap(), 0);
 }

@@ -95,7 +95,7 @@ fn the_cursor_lock_serialises_updates_across_threads() {
 #[test]
 fn only_changed_keys_are_saved() {
     let (_d, l) = temp_ledger();
-    let stream = "opencode-stream:http://127.0.0.1:4096:project";
+    let stream = "opencode-stream:http://127.0.0.1:7777:demo";
     let before = object(&format!(
         r#"{{"/abs/a.jsonl":{{"kind":"claude","inode":1,"offsetBytes":100,"mtimeMs":100}},"{stream}":{{"kind":"opencode-stream","lastEventId":"1","emittedMessageIds":["m1"],"emittedToolEventIds":[]}},"/gone":{{"kind":"claude"}}}}"#
     ));

@@ -146,6 +146,17 @@ fn stat_opt(path: &Path) -> Result<Option<Metadata>> {
     }
 }
 
+/// How much of the ledger's end a first load reads for ids.
+const RECENT_TAIL_BYTES: u64 = 1 << 20;
+
+/// The id of one parsed ledger line, whatever its fingerprint.
+fn line_id(line: &Value) -> Option<Hash16> {
+    let kind = line_kind(line)?;
+    const NULL: &Value = &Value::Null;
+    let rec = line.get("record").unwrap_or(NULL);
+    record_id(kind, rec)?.ok()
+}
+
 /// The id and, for turns, fingerprint of one parsed ledger line; `Err`
 /// when the record cannot be hashed.
 pub(crate) fn line_hashes(line: &Value) -> Option<Result<(Hash16, Option<Hash16>), ()>> {
@@ -193,14 +204,46 @@ impl IndexState {
         })?
         .unwrap_or_default();
         self.reload_window(home)?;
-        self.ledger_file = match stat_opt(&home.ledger())? {
-            Some(m) => Tracked {
-                id: Some(FileId::of(&m)),
-                offset: m.len(),
-            },
+        let path = home.ledger();
+        self.ledger_file = match stat_opt(&path)? {
+            Some(m) => {
+                self.learn_recent_ids(&path, m.len())?;
+                Tracked {
+                    id: Some(FileId::of(&m)),
+                    offset: m.len(),
+                }
+            }
             None => Tracked::default(),
         };
         self.loaded = true;
+        Ok(())
+    }
+
+    /// The reference appends its index lines after releasing the `ledger`
+    /// lock, so the newest records may not be in `ledger.idx` yet when it
+    /// is loaded. Their ids are taken from the ledger's tail. Only ids:
+    /// an id seen in the ledger is always right to dedup against, while
+    /// fingerprints keep the reference's window semantics.
+    fn learn_recent_ids(&mut self, path: &Path, len: u64) -> Result<()> {
+        let start = len.saturating_sub(RECENT_TAIL_BYTES);
+        let mut sc = LineScanner::open_at(path, start).ctx("read", path)?;
+        let mut at_line_start = start == 0 || {
+            let mut f = File::open(path).ctx("open", path)?;
+            last_byte(&mut f, start).ctx("read", path)? == b'\n'
+        };
+        let ids = &mut self.ids;
+        while let Some(line) = sc.next_line().ctx("read", path)? {
+            if !std::mem::replace(&mut at_line_start, true) || line.oversized {
+                continue;
+            }
+            for_each_logical(line.bytes, |p| {
+                if let Parsed::Value(v) = p {
+                    if let Some(id) = line_id(&v) {
+                        ids.insert(id);
+                    }
+                }
+            });
+        }
         Ok(())
     }
 
@@ -552,6 +595,35 @@ mod tests {
         let t = read_index_lines(&p, 0, |h| got.push(h)).unwrap().unwrap();
         assert_eq!(got, vec![Hash16(0x0123456789abcdef)]);
         assert_eq!(t.offset, 26);
+    }
+
+    #[test]
+    fn a_first_load_learns_ids_from_the_ledger_tail_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = LedgerHome::new(dir.path());
+        let line = |m: &str| {
+            format!(
+                r#"{{"v":1,"kind":"compaction","record":{{"source":"x","sessionId":"s","ts":"{m}"}}}}"#
+            )
+        };
+        let id = |m: &str| {
+            crate::index::compaction_id(
+                &crate::json::parse(&format!(r#"{{"source":"x","sessionId":"s","ts":"{m}"}}"#))
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        let pad = "x".repeat(RECENT_TAIL_BYTES as usize);
+        let body = format!("{}\n{}\n{}\n", line("old"), pad, line("new"));
+        std::fs::write(home.ledger(), body).unwrap();
+        let mut st = IndexState::default();
+        st.sync(&home).unwrap();
+        assert!(st.ids.contains(&id("new")));
+        assert!(!st.ids.contains(&id("old")));
+        assert_eq!(
+            st.ledger_file.offset,
+            std::fs::metadata(home.ledger()).unwrap().len()
+        );
     }
 
     #[test]

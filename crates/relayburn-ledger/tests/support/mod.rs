@@ -14,17 +14,17 @@ pub fn merge(base: &str, overrides: &str) -> Value {
     b
 }
 
-pub const TURN: &str = r#"{"v":1,"source":"claude-code","sessionId":"s-1","messageId":"msg-1","turnIndex":0,"ts":"2026-04-20T00:00:00.000Z","model":"claude-sonnet-4-6","usage":{"input":100,"output":50,"reasoning":0,"cacheRead":1000,"cacheCreate5m":0,"cacheCreate1h":0},"toolCalls":[],"project":"/tmp/project"}"#;
+pub const TURN: &str = r#"{"v":1,"source":"claude-code","sessionId":"sess-a","messageId":"m-001","turnIndex":0,"ts":"2026-04-20T00:00:00.000Z","model":"claude-opus-4","usage":{"input":100,"output":50,"reasoning":0,"cacheRead":1000,"cacheCreate5m":0,"cacheCreate1h":0},"toolCalls":[],"project":"/srv/demo"}"#;
 
-pub const USER_TURN: &str = r#"{"v":1,"source":"claude-code","sessionId":"s-1","userUuid":"user-1","ts":"2026-04-20T00:00:00.500Z","precedingMessageId":"msg-1","followingMessageId":"msg-2","blocks":[{"kind":"tool_result","toolUseId":"tu-1","byteLen":4000,"approxTokens":1000}]}"#;
+pub const USER_TURN: &str = r#"{"v":1,"source":"claude-code","sessionId":"sess-a","userUuid":"u-0001","ts":"2026-04-20T00:00:00.500Z","precedingMessageId":"m-001","followingMessageId":"m-002","blocks":[{"kind":"tool_result","toolUseId":"tu-1","byteLen":4000,"approxTokens":1000}]}"#;
 
-pub const RELATIONSHIP: &str = r#"{"v":1,"source":"claude-code","sessionId":"s-1","relatedSessionId":"s-parent","relationshipType":"continuation","ts":"2026-04-20T00:00:00.000Z"}"#;
+pub const RELATIONSHIP: &str = r#"{"v":1,"source":"claude-code","sessionId":"sess-a","relatedSessionId":"sess-up","relationshipType":"continuation","ts":"2026-04-20T00:00:00.000Z"}"#;
 
-pub const TOOL_RESULT_EVENT: &str = r#"{"v":1,"source":"claude-code","sessionId":"s-1","messageId":"msg-1","toolUseId":"tu-1","eventIndex":0,"status":"completed","eventSource":"tool_result","ts":"2026-04-20T00:00:00.250Z"}"#;
+pub const TOOL_RESULT_EVENT: &str = r#"{"v":1,"source":"claude-code","sessionId":"sess-a","messageId":"m-001","toolUseId":"tu-1","eventIndex":0,"status":"completed","eventSource":"tool_result","ts":"2026-04-20T00:00:00.250Z"}"#;
 
-pub const COMPACTION: &str = r#"{"v":1,"source":"claude-code","sessionId":"s-1","ts":"2026-04-20T00:00:00.000Z","precedingMessageId":"msg-1","tokensBeforeCompact":12345}"#;
+pub const COMPACTION: &str = r#"{"v":1,"source":"claude-code","sessionId":"sess-a","ts":"2026-04-20T00:00:00.000Z","precedingMessageId":"m-001","tokensBeforeCompact":12345}"#;
 
-pub const CONTENT: &str = r#"{"v":1,"source":"claude-code","sessionId":"s-1","messageId":"msg-1","ts":"2026-04-20T00:00:00.000Z","role":"assistant","kind":"text","text":"hello"}"#;
+pub const CONTENT: &str = r#"{"v":1,"source":"claude-code","sessionId":"sess-a","messageId":"m-001","ts":"2026-04-20T00:00:00.000Z","role":"assistant","kind":"text","text":"hi there"}"#;
 
 pub fn turn(overrides: &str) -> Value {
     merge(TURN, overrides)
