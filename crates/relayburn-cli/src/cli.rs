@@ -28,19 +28,27 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Inspect and maintain derived ledger state.
-    #[command(after_help = "Examples:\n  burn state\n  burn state status --json\n  burn state rebuild archive --full\n  burn state check --repair")]
+    #[command(
+        after_help = "Examples:\n  burn state\n  burn state status --json\n  burn state rebuild archive --full\n  burn state check --repair"
+    )]
     State(StateArgs),
 
     /// Print ledger records as JSON Lines.
-    #[command(after_help = "Examples:\n  burn query turns --since 7d\n  burn query turns --session 0b1c2d3e --from archive\n  burn query turns --enrich workflowId=wf-1\n  burn query tool-result-events --source codex --since 2026-05-01")]
+    #[command(
+        after_help = "Examples:\n  burn query turns --since 7d\n  burn query turns --session 0b1c2d3e --from archive\n  burn query turns --enrich workflowId=wf-1\n  burn query tool-result-events --source codex --since 2026-05-01"
+    )]
     Query(QueryArgs),
 
     /// Append a stamp that enriches matching turns.
-    #[command(after_help = "Examples:\n  burn stamp --session 0b1c2d3e workflowId=wf-1 persona=reviewer\n  burn stamp --message msg_01abc tier=pinned\n  burn stamp --from-ts 2026-01-01T00:00:00Z --to-ts 2026-01-31T23:59:59Z sprint=s9")]
+    #[command(
+        after_help = "Examples:\n  burn stamp --session 0b1c2d3e workflowId=wf-1 persona=reviewer\n  burn stamp --message msg_01abc tier=pinned\n  burn stamp --from-ts 2026-01-01T00:00:00Z --to-ts 2026-01-31T23:59:59Z sprint=s9"
+    )]
     Stamp(StampArgs),
 
     /// Rebuild the archive and show the state, on your home or a demo one.
-    #[command(after_help = "When the home has no ledger.jsonl, a small demo ledger is written to\na new directory (printed) and used instead; your home is not touched.\n\nExamples:\n  burn demo\n  burn demo --demo-dir /tmp/burn-demo")]
+    #[command(
+        after_help = "When the home has no ledger.jsonl, a small demo ledger is written to\na new directory (printed) and used instead; your home is not touched.\n\nExamples:\n  burn demo\n  burn demo --demo-dir /tmp/burn-demo"
+    )]
     Demo(DemoArgs),
 }
 
@@ -64,7 +72,9 @@ pub enum StateCommand {
     /// Rebuild derived artifacts: index, archive, or all.
     Rebuild(RebuildArgs),
     /// Delete content sidecars older than the retention.
-    #[command(after_help = "Dry run unless --force.\n\nExamples:\n  burn state prune\n  burn state prune --days 30 --force")]
+    #[command(
+        after_help = "Dry run unless --force.\n\nExamples:\n  burn state prune\n  burn state prune --days 30 --force"
+    )]
     Prune {
         /// Retention in days, or `forever`; default from config.json.
         #[arg(long, value_name = "N|forever")]
@@ -76,7 +86,9 @@ pub enum StateCommand {
         json: bool,
     },
     /// Delete derived state (indexes, archive, content); never the ledger.
-    #[command(after_help = "Dry run unless --force. ledger.jsonl, config.json, cursors.json and\nhwm.json are never touched.\n\nExamples:\n  burn state reset\n  burn state reset --force --json")]
+    #[command(
+        after_help = "Dry run unless --force. ledger.jsonl, config.json, cursors.json and\nhwm.json are never touched.\n\nExamples:\n  burn state reset\n  burn state reset --force --json"
+    )]
     Reset {
         #[arg(long)]
         force: bool,
@@ -84,7 +96,9 @@ pub enum StateCommand {
         json: bool,
     },
     /// Read-only consistency report; exit 1 when problems are found.
-    #[command(after_help = "Examples:\n  burn state check\n  burn state check --json\n  burn state check --repair")]
+    #[command(
+        after_help = "Examples:\n  burn state check\n  burn state check --json\n  burn state check --repair"
+    )]
     Check {
         #[arg(long)]
         json: bool,
@@ -108,7 +122,9 @@ pub enum RebuildTarget {
         json: bool,
     },
     /// Apply the ledger tail to archive.sqlite (--full: from zero).
-    #[command(after_help = "Examples:\n  burn state rebuild archive\n  burn state rebuild archive --full --json\n  burn state rebuild archive vacuum")]
+    #[command(
+        after_help = "Examples:\n  burn state rebuild archive\n  burn state rebuild archive --full --json\n  burn state rebuild archive vacuum"
+    )]
     Archive {
         /// `build` (default) or `vacuum`.
         action: Option<ArchiveAction>,

@@ -13,15 +13,6 @@ pub fn int(n: u64) -> String {
     out
 }
 
-/// Signed variant of [`int`].
-pub fn sint(n: i64) -> String {
-    if n < 0 {
-        format!("-{}", int(n.unsigned_abs()))
-    } else {
-        int(n as u64)
-    }
-}
-
 /// Bytes in KB/MB/GB with two, one or no decimals (the reference's rule);
 /// `small_unit` is what bytes below 1 KiB are called ("B" or "bytes").
 pub fn bytes(n: u64, small_unit: &str) -> String {
@@ -64,7 +55,6 @@ mod tests {
         assert_eq!(int(999), "999");
         assert_eq!(int(1000), "1,000");
         assert_eq!(int(1234567), "1,234,567");
-        assert_eq!(sint(-1234), "-1,234");
     }
 
     #[test]

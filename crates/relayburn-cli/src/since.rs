@@ -190,7 +190,10 @@ mod tests {
             parse_iso("2025-10-09T11:36:17+02:00").unwrap(),
             "2025-10-09T09:36:17.000Z"
         );
-        assert_eq!(parse_iso("2024-02-29T00:00").unwrap(), "2024-02-29T00:00:00.000Z");
+        assert_eq!(
+            parse_iso("2024-02-29T00:00").unwrap(),
+            "2024-02-29T00:00:00.000Z"
+        );
         assert!(parse_iso("2025-02-29").is_none());
         assert!(parse_iso("2025-13-01").is_none());
         assert!(parse_iso("yesterday").is_none());

@@ -281,6 +281,39 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// The sidecars [`prune_content`](Self::prune_content) would delete
+    /// now, as `(sessionId, bytes)`, sorted by session id; reads only.
+    pub fn prune_candidates(&self, older_than: Duration) -> Result<Vec<(String, u64)>> {
+        let dir = self.home().content_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("read directory", &dir, e)),
+        };
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(0.0);
+        let cutoff = now_ms - older_than.as_millis() as f64;
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.ctx("read directory", &dir)?;
+            let Some(sid) = sidecar_session(&entry.file_name()) else {
+                continue;
+            };
+            let Ok(meta) = std::fs::metadata(entry.path()) else {
+                continue;
+            };
+            if meta.is_file() && mtime_ms(&meta) <= cutoff {
+                out.push((sid, meta.len()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
 /// The session id of a sidecar file name `<id>.jsonl`, when valid.
 fn sidecar_session(name: &std::ffi::OsStr) -> Option<String> {
     let name = name.to_str()?;

@@ -24,7 +24,7 @@ impl LedgerHome {
 
     /// `RELAYBURN_HOME` when set and non-empty, else `~/.relayburn`.
     pub fn from_env() -> Result<LedgerHome> {
-        Self::resolve(std::env::var_os("RELAYBURN_HOME"), std::env::var_os("HOME"))
+        Env::capture().ledger_home()
     }
 
     /// The resolution rule, separated from the process environment so it

@@ -6,8 +6,8 @@
 //! See `SPEC.md` in the repository for the contract each module keeps.
 
 pub mod archive;
-pub mod check;
 pub mod content;
+pub mod demo;
 pub mod error;
 pub mod home;
 pub mod index;

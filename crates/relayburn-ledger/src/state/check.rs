@@ -525,3 +525,80 @@ fn lockfiles(home: &LedgerHome) -> Result<Vec<LockInfo>> {
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
+
+/// What [`Ledger::repair`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepairReport {
+    /// Offset of the torn line that was terminated with a newline.
+    pub terminated_torn_tail_at: Option<u64>,
+    pub index: crate::index::sidecar::RebuildIndexResult,
+}
+
+impl RepairReport {
+    pub fn to_value(&self) -> Value {
+        let mut o = Object::new();
+        o.insert(
+            "terminatedTornTailAt",
+            self.terminated_torn_tail_at
+                .map(|x| Value::Number(x as f64))
+                .unwrap_or(Value::Null),
+        );
+        o.insert("index", self.index.to_json());
+        Value::Object(o)
+    }
+}
+
+impl crate::ledger::Ledger {
+    /// The repairs `burn state check --repair` makes: end a torn last line
+    /// with a newline (so the fragment stays one skipped line and cannot
+    /// swallow the next record), then rebuild both index sidecars. The torn
+    /// bytes themselves are kept, never deleted.
+    pub fn repair(&self) -> Result<RepairReport> {
+        let path = self.home().ledger();
+        let terminated = self.with_lock("ledger", || {
+            let len = match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => m.len(),
+                _ => return Ok(None),
+            };
+            if len == 0 {
+                return Ok(None);
+            }
+            let start = torn_tail_start(&path, len)?;
+            if start.is_some() {
+                crate::index::sidecar::append_bytes(&path, b"")?;
+            }
+            Ok(start)
+        })?;
+        let index = self.rebuild_index()?;
+        Ok(RepairReport {
+            terminated_torn_tail_at: terminated,
+            index,
+        })
+    }
+}
+
+/// Where the unterminated last line starts, if the file does not end
+/// with a newline.
+fn torn_tail_start(path: &std::path::Path, len: u64) -> Result<Option<u64>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ctx("open", path)?;
+    let mut pos = len;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut first = true;
+    while pos > 0 {
+        let n = (pos as usize).min(buf.len());
+        pos -= n as u64;
+        f.seek(SeekFrom::Start(pos)).ctx("seek", path)?;
+        f.read_exact(&mut buf[..n]).ctx("read", path)?;
+        if first {
+            if buf[n - 1] == b'\n' {
+                return Ok(None);
+            }
+            first = false;
+        }
+        if let Some(i) = buf[..n].iter().rposition(|&b| b == b'\n') {
+            return Ok(Some(pos + i as u64 + 1));
+        }
+    }
+    Ok(Some(0))
+}

@@ -1,8 +1,14 @@
-//! Small state files beside the ledger: ingest cursors (`cursors.json`),
-//! high-water marks (`hwm.json`) and user configuration (`config.json`).
+//! State beside the ledger: the small state files — ingest cursors
+//! (`cursors.json`), high-water marks (`hwm.json`) and user configuration
+//! (`config.json`) — and the derived state as a whole: its status
+//! ([`status`]), its reset ([`reset`]) and its consistency ([`check`]).
 //!
-//! Entries are kept as JSON so that fields this crate does not know, and
-//! fields another version wrote, survive a rewrite.
+//! Entries of the state files are kept as JSON so that fields this crate
+//! does not know, and fields another version wrote, survive a rewrite.
+
+pub mod check;
+pub mod reset;
+pub mod status;
 
 use std::io::ErrorKind;
 use std::path::Path;

@@ -1,0 +1,849 @@
+//! Each command: call the library, print its result.
+
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context, Result};
+use relayburn_ledger::archive::{ArchiveStatus, BuildResult};
+use relayburn_ledger::json::{to_json_pretty, Object, Value};
+use relayburn_ledger::state::check::CheckReport;
+use relayburn_ledger::state::status::StateStatus;
+use relayburn_ledger::{Env, Ledger, LedgerHome, Query};
+
+use crate::cli::{
+    ArchiveAction, Cli, Command, DemoArgs, From, QueryArgs, QueryKind, RebuildTarget, StampArgs,
+    StateCommand,
+};
+use crate::format::{bytes, int, plural};
+use crate::progress::Progress;
+use crate::since;
+
+/// Exit code for a usage error (as clap uses).
+const USAGE: u8 = 2;
+
+struct Ctx {
+    ledger: Ledger,
+    quiet: bool,
+    env: Env,
+}
+
+impl Ctx {
+    fn progress(&self, json: bool, msg: &str) -> Progress {
+        Progress::new(!self.quiet && !json, msg)
+    }
+}
+
+fn open(home: Option<PathBuf>, env: &Env) -> Result<Ledger> {
+    let home = match home {
+        Some(h) => LedgerHome::new(h),
+        None => env.ledger_home()?,
+    };
+    Ok(Ledger::open(home)?)
+}
+
+/// Run a parsed command line; the exit code on success.
+pub fn run(cli: Cli) -> Result<u8> {
+    let env = Env::capture();
+    if let Command::Demo(args) = &cli.command {
+        return demo(cli.home.clone(), cli.quiet, &env, args);
+    }
+    let ctx = Ctx {
+        ledger: open(cli.home, &env)?,
+        quiet: cli.quiet,
+        env,
+    };
+    match cli.command {
+        Command::State(s) => match s.command {
+            None => status(&ctx, s.json),
+            Some(StateCommand::Status { json }) => status(&ctx, json || s.json),
+            Some(StateCommand::Rebuild(r)) => rebuild(&ctx, r.target),
+            Some(StateCommand::Prune { days, force, json }) => prune(&ctx, days, force, json),
+            Some(StateCommand::Reset { force, json }) => reset(&ctx, force, json),
+            Some(StateCommand::Check { json, repair }) => check(&ctx, json, repair),
+        },
+        Command::Query(q) => query(&ctx, q),
+        Command::Stamp(s) => stamp(&ctx, s),
+        Command::Demo(_) => unreachable!("handled above"),
+    }
+}
+
+fn print_json(v: &Value) -> Result<u8> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", to_json_pretty(v))?;
+    Ok(0)
+}
+
+fn print_lines(lines: &[String]) -> Result<u8> {
+    let mut out = std::io::stdout().lock();
+    for l in lines {
+        writeln!(out, "{l}")?;
+    }
+    Ok(0)
+}
+
+// --- status ---------------------------------------------------------------
+
+fn status(ctx: &Ctx, json: bool) -> Result<u8> {
+    let p = ctx.progress(json, "checking derived state");
+    let s = ctx.ledger.state_status(&mut p.callback())?;
+    p.finish();
+    if json {
+        return print_json(&s.to_value());
+    }
+    print_lines(&status_lines(&s))
+}
+
+fn index_line(s: &relayburn_ledger::state::status::IndexFileStatus, noun: &str) -> String {
+    if !s.exists {
+        return format!("missing at {}", s.path.display());
+    }
+    format!(
+        "{} {noun}, {} bytes at {}",
+        int(s.entries),
+        int(s.bytes),
+        s.path.display()
+    )
+}
+
+fn status_lines(s: &StateStatus) -> Vec<String> {
+    use relayburn_ledger::Kind;
+    let mut l = vec!["derived state:".to_string(), "ledger:".to_string()];
+    if s.ledger.exists {
+        l.push(format!(
+            "  {}: {} bytes",
+            s.ledger_path.display(),
+            int(s.ledger.bytes)
+        ));
+        let kinds: Vec<String> = Kind::ALL
+            .iter()
+            .map(|k| format!("{} {}", int(s.ledger.count(*k)), k.as_str()))
+            .collect();
+        l.push(format!("  lines: {}", kinds.join(", ")));
+        if s.ledger.other > 0 {
+            l.push(format!(
+                "  skipped: {} line{} not of a known kind or not JSON",
+                int(s.ledger.other),
+                plural(s.ledger.other)
+            ));
+        }
+    } else {
+        l.push(format!("  missing at {}", s.ledger_path.display()));
+    }
+    l.push("index:".into());
+    l.push(format!("  id index: {}", index_line(&s.ids, "hashes")));
+    l.push(format!(
+        "  content index: {}",
+        index_line(&s.content_index, "fingerprints")
+    ));
+    l.push("content:".into());
+    if s.content.exists {
+        l.push(format!("  path: {}", s.content.path.display()));
+    } else {
+        l.push(format!(
+            "  status: not built yet at {}",
+            s.content.path.display()
+        ));
+    }
+    l.push(format!(
+        "  sidecars: {} files, {} non-empty sessions, {} bytes",
+        int(s.content.files),
+        int(s.content.sessions),
+        int(s.content.bytes)
+    ));
+    l.push(format!(
+        "  user turns: {} ledger rows",
+        int(s.ledger.count(Kind::UserTurn))
+    ));
+    let turns = s.ledger.count(Kind::Turn);
+    let missing = turns - s.ledger.classified;
+    l.push("classifier:".into());
+    l.push(format!(
+        "  turns: {} classified / {} total{}",
+        int(s.ledger.classified),
+        int(turns),
+        if missing > 0 {
+            format!(" ({} missing)", int(missing))
+        } else {
+            " (complete)".into()
+        }
+    ));
+    l.extend(archive_status_lines(&s.archive));
+    l
+}
+
+fn archive_status_lines(s: &ArchiveStatus) -> Vec<String> {
+    let v = s.to_value();
+    let num = |k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(0.0) as u64;
+    let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    let mut l = vec![format!(
+        "archive: {}",
+        text("archivePath").unwrap_or_default()
+    )];
+    if v.get("exists").and_then(Value::as_bool) != Some(true) {
+        l.push("  status: not built yet - run `burn state rebuild archive`".into());
+        return l;
+    }
+    l.push(format!("  schema version: {}", num("archiveVersion")));
+    l.push(format!(
+        "  ledger cursor: {} / {} bytes{}",
+        int(num("ledgerOffsetBytes")),
+        int(num("ledgerSizeBytes")),
+        if v.get("upToDate").and_then(Value::as_bool) == Some(true) {
+            " (up to date)"
+        } else {
+            " (tail pending)"
+        }
+    ));
+    if let Some(t) = text("lastBuiltAt") {
+        l.push(format!("  last build: {t}"));
+    }
+    if let Some(t) = text("lastRebuildAt") {
+        l.push(format!("  last full rebuild: {t}"));
+    }
+    let rc = v.get("rowCounts");
+    let rn = |k: &str| {
+        rc.and_then(|r| r.get(k))
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0) as u64
+    };
+    l.push("  rows:".into());
+    l.push(format!("    sessions:           {}", int(rn("sessions"))));
+    l.push(format!("    turns:              {}", int(rn("turns"))));
+    l.push(format!("    tool_calls:         {}", int(rn("toolCalls"))));
+    l.push(format!(
+        "    tool_result_events: {}",
+        int(rn("toolResultEvents"))
+    ));
+    l.push(format!(
+        "    compactions:        {}",
+        int(rn("compactions"))
+    ));
+    l
+}
+
+// --- rebuild --------------------------------------------------------------
+
+fn needs_readers(target: &str) -> Result<u8> {
+    eprintln!(
+        "burn state rebuild {target}: needs the session-log readers (Claude Code, Codex, OpenCode), \
+         which are not part of this tool; use the TypeScript `burn` for this target"
+    );
+    Ok(USAGE)
+}
+
+fn rebuild(ctx: &Ctx, target: RebuildTarget) -> Result<u8> {
+    match target {
+        RebuildTarget::Index { json } => {
+            let (lines, v) = rebuild_index(ctx, json)?;
+            if json {
+                return print_json(&v);
+            }
+            print_lines(&lines)
+        }
+        RebuildTarget::Archive {
+            action,
+            full,
+            vacuum,
+            json,
+        } => {
+            let vacuum = vacuum || action == Some(ArchiveAction::Vacuum);
+            if vacuum && full {
+                eprintln!("burn state rebuild archive: --full and --vacuum cannot be combined");
+                return Ok(USAGE);
+            }
+            if vacuum {
+                return vacuum_archive(ctx, json);
+            }
+            let r = build_archive(ctx, full, json)?;
+            if json {
+                return print_json(&r.to_value());
+            }
+            print_lines(&build_lines(&r, full))
+        }
+        RebuildTarget::All { force: _, json } => {
+            let (mut lines, index) = rebuild_index(ctx, json)?;
+            let r = build_archive(ctx, false, json)?;
+            if json {
+                let mut o = Object::new();
+                o.insert("index", index);
+                o.insert("archive", r.to_value());
+                return print_json(&Value::Object(o));
+            }
+            lines.extend(build_lines(&r, false));
+            print_lines(&lines)
+        }
+        RebuildTarget::Classify { .. } => needs_readers("classify"),
+        RebuildTarget::Content => needs_readers("content"),
+    }
+}
+
+/// Rebuild the index: the human lines and the JSON result.
+fn rebuild_index(ctx: &Ctx, json: bool) -> Result<(Vec<String>, Value)> {
+    let p = ctx.progress(json, "rebuilding ledger indexes");
+    let r = ctx.ledger.rebuild_index()?;
+    p.finish();
+    let mut lines = vec![format!(
+        "rebuilt ledger index: {} id hashes, {} content fingerprints",
+        int(r.ids as u64),
+        int(r.content as u64)
+    )];
+    if r.skipped > 0 {
+        lines.push(format!(
+            "  skipped {} record{} missing required fields (see `burn state check`)",
+            int(r.skipped as u64),
+            plural(r.skipped as u64)
+        ));
+    }
+    let mut v = r.to_json();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("skipped", Value::Number(r.skipped as f64));
+    }
+    Ok((lines, v))
+}
+
+fn build_archive(ctx: &Ctx, full: bool, json: bool) -> Result<BuildResult> {
+    let p = ctx.progress(
+        json,
+        if full {
+            "rebuilding archive from ledger"
+        } else {
+            "building archive tail"
+        },
+    );
+    let r = if full {
+        ctx.ledger.rebuild_archive()?
+    } else {
+        ctx.ledger.build_archive()?
+    };
+    p.finish();
+    Ok(r)
+}
+
+fn build_lines(r: &BuildResult, full: bool) -> Vec<String> {
+    let mut l = vec![if full {
+        "rebuilt archive from ledger".to_string()
+    } else {
+        "archive build complete".to_string()
+    }];
+    l.push(format!(
+        "  {} turn{} applied, {} session{} touched, {} stamp{}, {} compaction{}, {} tool-result event{}",
+        int(r.turns_applied),
+        plural(r.turns_applied),
+        int(r.sessions_touched),
+        plural(r.sessions_touched),
+        int(r.stamps_applied),
+        plural(r.stamps_applied),
+        int(r.compactions_applied),
+        plural(r.compactions_applied),
+        int(r.tool_result_events_applied),
+        plural(r.tool_result_events_applied),
+    ));
+    l.push(format!(
+        "  {} bytes scanned from ledger tail",
+        int(r.scanned_bytes)
+    ));
+    if r.skipped_count > 0 {
+        l.push(format!(
+            "  skipped {} malformed record{}:",
+            int(r.skipped_count),
+            plural(r.skipped_count)
+        ));
+        for s in r.skipped.iter().take(10) {
+            l.push(format!(
+                "    byte {}: {} ({})",
+                s.offset,
+                s.kind.as_str(),
+                s.reason
+            ));
+        }
+    }
+    l
+}
+
+fn vacuum_archive(ctx: &Ctx, json: bool) -> Result<u8> {
+    let p = ctx.progress(json, "vacuuming archive");
+    let r = ctx.ledger.vacuum_archive()?;
+    p.finish();
+    let v = r.to_value();
+    if json {
+        return print_json(&v);
+    }
+    let num = |k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(0.0) as u64;
+    if v.get("existed").and_then(Value::as_bool) != Some(true) {
+        println!(
+            "archive: no archive at {} - run `burn state rebuild archive` first",
+            v.get("archivePath").and_then(Value::as_str).unwrap_or("")
+        );
+        return Ok(0);
+    }
+    println!(
+        "archive: vacuumed {} -> {} (reclaimed {})",
+        bytes(num("beforeBytes"), "B"),
+        bytes(num("afterBytes"), "B"),
+        bytes(num("reclaimedBytes"), "B")
+    );
+    Ok(0)
+}
+
+// --- prune ----------------------------------------------------------------
+
+/// `--days`: a number of days (fractions allowed), or `forever`; a
+/// negative number means forever, as in the reference.
+fn parse_days(s: &str) -> Option<Option<Duration>> {
+    let t = s.trim().to_ascii_lowercase();
+    if t == "forever" {
+        return Some(None);
+    }
+    let n: f64 = t.parse().ok()?;
+    if !n.is_finite() {
+        return None;
+    }
+    if n < 0.0 {
+        return Some(None);
+    }
+    Some(Some(Duration::from_secs_f64(n * 86_400.0)))
+}
+
+fn prune(ctx: &Ctx, days: Option<String>, force: bool, json: bool) -> Result<u8> {
+    let retention = match days {
+        Some(d) => match parse_days(&d) {
+            Some(r) => r,
+            None => {
+                eprintln!(
+                    "burn state prune: invalid --days value: {d:?} (expected a number or \"forever\")"
+                );
+                return Ok(USAGE);
+            }
+        },
+        None => {
+            let cfg = ctx.ledger.load_config(&ctx.env)?;
+            for w in &cfg.warnings {
+                eprintln!("burn: warning: {w}");
+            }
+            cfg.config
+                .content
+                .retention_days
+                .millis()
+                .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+        }
+    };
+    let Some(older_than) = retention else {
+        if json {
+            return print_json(&prune_value(false, &[], 0));
+        }
+        println!("content retention=forever - nothing to prune");
+        return Ok(0);
+    };
+    if !force {
+        let c = ctx.ledger.prune_candidates(older_than)?;
+        let total: u64 = c.iter().map(|(_, b)| b).sum();
+        if json {
+            return print_json(&prune_value(false, &c, total));
+        }
+        println!(
+            "dry run: would prune {} content file{} ({})",
+            int(c.len() as u64),
+            plural(c.len() as u64),
+            bytes(total, "bytes")
+        );
+        for (sid, b) in c.iter().take(20) {
+            println!("  {sid}: {}", bytes(*b, "bytes"));
+        }
+        if c.len() > 20 {
+            println!("  … and {} more", c.len() - 20);
+        }
+        println!("re-run with --force to delete.");
+        return Ok(0);
+    }
+    let r = ctx.ledger.prune_content(older_than, None)?;
+    if json {
+        let mut v = r.to_json();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("dryRun", Value::Bool(false));
+        }
+        return print_json(&v);
+    }
+    println!(
+        "pruned {} content file{} ({})",
+        int(r.files_deleted),
+        plural(r.files_deleted),
+        bytes(r.bytes_freed, "bytes")
+    );
+    Ok(0)
+}
+
+fn prune_value(forced: bool, c: &[(String, u64)], total: u64) -> Value {
+    let mut o = Object::new();
+    o.insert("dryRun", Value::Bool(!forced));
+    o.insert("filesDeleted", Value::Number(0.0));
+    o.insert("bytesFreed", Value::Number(0.0));
+    o.insert("wouldDelete", Value::Number(c.len() as f64));
+    o.insert("wouldFree", Value::Number(total as f64));
+    o.insert(
+        "sessions",
+        Value::Array(c.iter().map(|(s, _)| Value::from(s.as_str())).collect()),
+    );
+    Value::Object(o)
+}
+
+// --- reset ----------------------------------------------------------------
+
+fn reset(ctx: &Ctx, force: bool, json: bool) -> Result<u8> {
+    let summary = if force {
+        ctx.ledger.reset_derived()?
+    } else {
+        ctx.ledger.reset_plan()?
+    };
+    if json {
+        return print_json(&summary.to_value());
+    }
+    let mut l = vec![if force {
+        format!("reset derived state under {}", summary.home.display())
+    } else {
+        format!(
+            "dry run: would reset derived state under {}",
+            summary.home.display()
+        )
+    }];
+    for t in &summary.targets {
+        let tag = if t.existed {
+            format!(
+                "{} file{}, {}",
+                int(t.files_removed),
+                plural(t.files_removed),
+                bytes(t.bytes, "bytes")
+            )
+        } else {
+            "already absent".to_string()
+        };
+        l.push(format!(
+            "  {} {}: {tag}",
+            if t.is_dir { "dir " } else { "file" },
+            t.path.display()
+        ));
+    }
+    let files = summary.files_removed();
+    if force {
+        l.push(format!(
+            "total: removed {} file{}, {} freed",
+            int(files),
+            plural(files),
+            bytes(summary.bytes_freed(), "bytes")
+        ));
+    } else {
+        l.push(format!(
+            "total: {} file{}, {} would be freed",
+            int(files),
+            plural(files),
+            bytes(summary.bytes_freed(), "bytes")
+        ));
+        l.push("re-run with --force to apply.".into());
+    }
+    l.push("kept: ledger.jsonl, config.json, cursors.json, hwm.json".into());
+    print_lines(&l)
+}
+
+// --- check ----------------------------------------------------------------
+
+fn check(ctx: &Ctx, json: bool, repair: bool) -> Result<u8> {
+    let home = ctx.ledger.home().clone();
+    let run = |msg: &str| -> Result<CheckReport> {
+        let p = ctx.progress(json, msg);
+        let r = relayburn_ledger::state::check::check(&home, &mut p.callback())?;
+        p.finish();
+        Ok(r)
+    };
+    let report = run("checking ledger")?;
+    let problems = report.problems();
+    if !repair {
+        if json {
+            print_json(&report.to_value())?;
+        } else {
+            print_lines(&check_lines(&report))?;
+        }
+        return Ok(if problems.is_empty() { 0 } else { 1 });
+    }
+    // Say what will be done, then do it, then check again.
+    let mut plan = Vec::new();
+    if let Some(t) = &report.torn_tail {
+        plan.push(format!(
+            "terminate the torn last line at byte {} with a newline (its bytes are kept)",
+            t.offset
+        ));
+    }
+    plan.push("rebuild ledger.idx and ledger.content.idx from the ledger".to_string());
+    if !json {
+        println!("repair:");
+        for p in &plan {
+            println!("  - {p}");
+        }
+    }
+    let repaired = ctx.ledger.repair()?;
+    let after = run("checking again")?;
+    let remaining = after.problems();
+    if json {
+        let mut o = Object::new();
+        o.insert("before", report.to_value());
+        o.insert(
+            "plan",
+            Value::Array(plan.iter().map(|p| Value::from(p.as_str())).collect()),
+        );
+        o.insert("repair", repaired.to_value());
+        o.insert("after", after.to_value());
+        print_json(&Value::Object(o))?;
+    } else {
+        println!(
+            "repaired: index rebuilt ({} ids, {} fingerprints){}",
+            int(repaired.index.ids as u64),
+            int(repaired.index.content as u64),
+            repaired
+                .terminated_torn_tail_at
+                .map(|o| format!(", torn line at byte {o} terminated"))
+                .unwrap_or_default()
+        );
+        print_lines(&check_lines(&after))?;
+    }
+    Ok(if remaining.is_empty() { 0 } else { 1 })
+}
+
+fn check_lines(r: &CheckReport) -> Vec<String> {
+    let mut l = vec![format!(
+        "ledger: {} bytes, {} lines",
+        int(r.ledger_bytes),
+        int(r.lines)
+    )];
+    for b in &r.malformed {
+        l.push(format!(
+            "  malformed line at byte {}: {}",
+            b.offset, b.reason
+        ));
+    }
+    for b in &r.unhashable {
+        l.push(format!(
+            "  unreadable record at byte {}: {}",
+            b.offset, b.reason
+        ));
+    }
+    if let Some(t) = &r.torn_tail {
+        l.push(format!(
+            "  torn last line at byte {} ({} bytes, no newline)",
+            t.offset, t.length
+        ));
+    }
+    for lock in &r.locks {
+        l.push(format!(
+            "lockfile {}: {} ms old{}{}",
+            lock.path.display(),
+            lock.age_ms,
+            if lock.holder.is_empty() {
+                String::new()
+            } else {
+                format!(", holder {}", lock.holder)
+            },
+            if lock.stale { " (stale)" } else { "" }
+        ));
+    }
+    let problems = r.problems();
+    if problems.is_empty() {
+        l.push("ok: no problems found".into());
+    } else {
+        l.push(format!(
+            "{} problem{}:",
+            problems.len(),
+            plural(problems.len() as u64)
+        ));
+        for p in problems {
+            l.push(format!("  - {p}"));
+        }
+    }
+    l
+}
+
+// --- query ----------------------------------------------------------------
+
+fn pair(s: &str, what: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => bail!("invalid {what} {s:?}: expected KEY=VALUE"),
+    }
+}
+
+fn query(ctx: &Ctx, a: QueryArgs) -> Result<u8> {
+    let now = SystemTime::now();
+    let resolve = |v: &Option<String>, flag: &str| -> Result<Option<String>> {
+        v.as_deref()
+            .map(|s| since::resolve(s, now).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
+            .transpose()
+    };
+    let q = Query {
+        since: resolve(&a.since, "since")?,
+        until: resolve(&a.until, "until")?,
+        project: a.project.clone(),
+        session_id: a.session.clone(),
+        source: a.source.clone(),
+        enrichment: a
+            .enrich
+            .iter()
+            .map(|p| pair(p, "--enrich"))
+            .collect::<Result<_>>()?,
+    };
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let mut emit = |v: Value| -> Result<()> {
+        let mut line = v.to_json();
+        line.push('\n');
+        out.write_all(line.as_bytes())?;
+        Ok(())
+    };
+    let l = &ctx.ledger;
+    match a.kind {
+        QueryKind::Turns => {
+            let use_archive = match a.from {
+                From::Ledger => false,
+                From::Archive => true,
+                From::Auto => {
+                    let s = l.archive_status()?;
+                    s.to_value().get("upToDate").and_then(Value::as_bool) == Some(true)
+                        && s.to_value().get("exists").and_then(Value::as_bool) == Some(true)
+                }
+            };
+            if a.from == From::Auto && !ctx.quiet {
+                eprintln!(
+                    "burn: reading turns from the {}",
+                    if use_archive {
+                        "archive (up to date)"
+                    } else {
+                        "ledger (archive missing or behind)"
+                    }
+                );
+            }
+            if use_archive {
+                for v in l.query_turns_from_archive(&q)? {
+                    emit(v)?;
+                }
+            } else {
+                for v in l.query_turns(&q)? {
+                    emit(v?)?;
+                }
+            }
+        }
+        other => {
+            if a.from == From::Archive {
+                bail!("--from archive only applies to turns");
+            }
+            if !q.enrichment.is_empty() {
+                bail!("--enrich only applies to turns");
+            }
+            let records = match other {
+                QueryKind::Compactions => l.query_compactions(&q)?,
+                QueryKind::Relationships => l.query_relationships(&q)?,
+                QueryKind::ToolResultEvents => l.query_tool_result_events(&q)?,
+                QueryKind::UserTurns => l.query_user_turns(&q)?,
+                QueryKind::Turns => unreachable!("handled above"),
+            };
+            for v in records {
+                emit(v?)?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(0)
+}
+
+// --- stamp ----------------------------------------------------------------
+
+fn stamp(ctx: &Ctx, a: StampArgs) -> Result<u8> {
+    let mut selector = Object::new();
+    if let Some(s) = &a.session {
+        selector.insert("sessionId", Value::from(s.as_str()));
+    }
+    if let Some(m) = &a.message {
+        selector.insert("messageId", Value::from(m.as_str()));
+    }
+    if a.from_ts.is_some() || a.to_ts.is_some() {
+        let mut range = Object::new();
+        if let Some(f) = &a.from_ts {
+            range.insert("fromTs", Value::from(f.as_str()));
+        }
+        if let Some(t) = &a.to_ts {
+            range.insert("toTs", Value::from(t.as_str()));
+        }
+        selector.insert("range", Value::Object(range));
+    }
+    if selector.is_empty() {
+        eprintln!("burn stamp: give at least one of --session, --message, --from-ts/--to-ts");
+        return Ok(USAGE);
+    }
+    let mut enrichment = Object::new();
+    for p in &a.pairs {
+        let (k, v) = pair(p, "enrichment")?;
+        enrichment.insert(k, Value::from(v));
+    }
+    let line = ctx
+        .ledger
+        .stamp(Value::Object(selector), Value::Object(enrichment))?;
+    println!("{}", line.to_json());
+    Ok(0)
+}
+
+// --- demo -----------------------------------------------------------------
+
+fn demo(home: Option<PathBuf>, quiet: bool, env: &Env, a: &DemoArgs) -> Result<u8> {
+    let user_home = match home {
+        Some(h) => Some(LedgerHome::new(h)),
+        None => env.ledger_home().ok(),
+    };
+    let has_ledger = user_home
+        .as_ref()
+        .is_some_and(|h| h.ledger().metadata().is_ok_and(|m| m.len() > 0));
+    let home = match (has_ledger, user_home) {
+        (true, Some(h)) => {
+            println!("using your ledger home {}", h.root().display());
+            h
+        }
+        _ => {
+            let dir = match &a.demo_dir {
+                Some(d) => d.clone(),
+                None => std::env::temp_dir().join(format!("relayburn-demo-{}", std::process::id())),
+            };
+            let h = LedgerHome::new(&dir);
+            if h.ledger().exists() {
+                bail!(
+                    "demo directory {} already holds a ledger; choose another with --demo-dir",
+                    dir.display()
+                );
+            }
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("create demo home {}", dir.display()))?;
+            let ledger = Ledger::open(h.clone())?;
+            let s = relayburn_ledger::demo::write_demo(&ledger)?;
+            println!(
+                "no ledger found; wrote a demo ledger to {} ({} sessions, {} turns, {} tool-result events, {} user turns)",
+                dir.display(),
+                s.sessions,
+                s.turns,
+                s.tool_result_events,
+                s.user_turns
+            );
+            h
+        }
+    };
+    let ctx = Ctx {
+        ledger: Ledger::open(home.clone())?,
+        quiet,
+        env: Env::capture(),
+    };
+    println!(
+        "\n$ burn --home {} state rebuild archive --full",
+        home.root().display()
+    );
+    let r = build_archive(&ctx, true, false)?;
+    print_lines(&build_lines(&r, true))?;
+    println!("\n$ burn --home {} state status", home.root().display());
+    status(&ctx, false)?;
+    println!(
+        "\nnext: burn --home {} query turns --from archive | head",
+        home.root().display()
+    );
+    Ok(0)
+}
