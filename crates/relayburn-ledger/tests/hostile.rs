@@ -252,6 +252,49 @@ fn numbers_beyond_u64_and_duplicate_keys() {
     assert_eq!(v.get("k99").unwrap().as_f64(), Some(19_999.0));
 }
 
+#[test]
+fn wide_objects_stay_linear() {
+    let _g = serial();
+    const N: usize = 50_000;
+    // Every key twice, the second time in reverse order.
+    let mut s = String::from("{");
+    for i in 0..N {
+        s.push_str(&format!("\"k{i}\":{i},"));
+    }
+    for i in (0..N).rev() {
+        s.push_str(&format!("\"k{i}\":-{i},"));
+    }
+    s.pop();
+    s.push('}');
+    let t = Instant::now();
+    let v = json::parse(&s).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let o = v.as_object().unwrap();
+    assert_eq!(o.len(), N);
+    let (k, val) = o.iter().nth(7).unwrap();
+    assert_eq!((k.as_str(), val.as_f64()), (Some("k7"), Some(-7.0)));
+
+    // Array-index keys in descending order, each twice.
+    let mut s = String::from("{");
+    for i in (0..N).rev() {
+        s.push_str(&format!("\"{i}\":{i},\"{i}\":{},", i + 1));
+    }
+    s.push_str("\"x\":0}");
+    let t = Instant::now();
+    let v = json::parse(&s).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let keys: Vec<String> = v
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, _)| k.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys.len(), N + 1);
+    assert_eq!(&keys[..3], ["0", "1", "2"]);
+    assert_eq!(keys[N], "x");
+    assert_eq!(v.get("0").unwrap().as_f64(), Some(1.0));
+}
+
 // ---------------------------------------------------------------------------
 // Deep nesting
 // ---------------------------------------------------------------------------
