@@ -294,15 +294,17 @@ impl Drop for Value {
         // Ordinary records are a few levels deep: drop their children right
         // here, recursing through this function, while the nesting stays
         // small. Only deeper values pay for the heap stack.
-        let depth = DROP_DEPTH.with(Cell::get);
+        let depth = DROP_DEPTH
+            .try_with(Cell::get)
+            .unwrap_or(RECURSIVE_DROP_DEPTH);
         if depth < RECURSIVE_DROP_DEPTH {
-            DROP_DEPTH.with(|d| d.set(depth + 1));
+            let _ = DROP_DEPTH.try_with(|d| d.set(depth + 1));
             match self {
                 Value::Array(a) => a.clear(),
                 Value::Object(o) => o.entries.clear(),
                 _ => {}
             }
-            DROP_DEPTH.with(|d| d.set(depth));
+            let _ = DROP_DEPTH.try_with(|d| d.set(depth));
             return;
         }
         let mut stack: Vec<Value> = Vec::new();
@@ -407,7 +409,8 @@ impl Value {
             Value::Null => false,
             Value::Bool(b) => *b,
             Value::Number(n) => *n != 0.0 && !n.is_nan(),
-            Value::String(s) => s.utf16_len() > 0,
+            Value::String(JsString::Utf8(s)) => !s.is_empty(),
+            Value::String(JsString::Utf16(u)) => !u.is_empty(),
             _ => true,
         }
     }
@@ -964,7 +967,11 @@ impl<'a> Parser<'a> {
     fn parse_value(&mut self) -> Result<Value, ParseError> {
         // Reuse this thread's scratch vectors: growing fresh ones for every
         // line costs more than the rest of the parse's bookkeeping.
-        let mut scratch = SCRATCH.with(|s| s.take()).unwrap_or_default();
+        let mut scratch = SCRATCH
+            .try_with(Cell::take)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         let result = self.parse_value_with(&mut scratch);
         scratch.stack.clear();
         scratch.items.clear();
@@ -972,7 +979,8 @@ impl<'a> Parser<'a> {
         if scratch.stack.capacity() + scratch.items.capacity() + scratch.entries.capacity()
             <= SCRATCH_KEEP
         {
-            SCRATCH.with(|s| s.set(Some(scratch)));
+            // Gone only while the thread is exiting: then it is simply freed.
+            let _ = SCRATCH.try_with(|s| s.set(Some(scratch)));
         }
         result
     }

@@ -105,8 +105,22 @@ impl<R: Read> LineScanner<R> {
         }
     }
 
+    /// After a long line, give its memory back rather than hold it for
+    /// the rest of the file.
+    fn shrink(&mut self) {
+        let pending = self.end - self.start;
+        if self.buf.len() > 4 * CHUNK && pending <= CHUNK / 2 {
+            let mut fresh = vec![0; CHUNK];
+            fresh[..pending].copy_from_slice(&self.buf[self.start..self.end]);
+            self.buf = fresh;
+            self.start = 0;
+            self.end = pending;
+        }
+    }
+
     /// The next line, or `None` at end of input.
     pub fn next_line(&mut self) -> io::Result<Option<RawLine<'_>>> {
+        self.shrink();
         let mut searched = self.start;
         let mut oversized = false;
         let mut skipped: u64 = 0;

@@ -354,6 +354,24 @@ fn numbers_print_like_number_to_string() {
     assert_eq!(json::parse("5e-324").unwrap().as_f64(), Some(5e-324));
 }
 
+/// Thousands of doubles (random bit patterns, short decimals, integers,
+/// the notation switch points) against Node's `String(x)`.
+#[test]
+fn numbers_print_exactly_as_node_prints_them() {
+    let table = include_str!("data/number_strings.tsv");
+    let mut n = 0;
+    for row in table.lines().filter(|l| !l.starts_with('#')) {
+        let (bits, want) = row.split_once('\t').unwrap();
+        let x = f64::from_bits(u64::from_str_radix(bits, 16).unwrap());
+        assert_eq!(json::format_number(x), want, "{bits}");
+        assert_eq!(Value::Number(x).to_json(), want, "{bits}");
+        let back = json::parse(want).unwrap().as_f64().unwrap();
+        assert!(back == x, "{want} reads back as {back}");
+        n += 1;
+    }
+    assert!(n > 3000, "{n}");
+}
+
 #[test]
 fn surrogates_and_emoji() {
     for (input, want) in [
