@@ -10,7 +10,8 @@
 //! dropping are iterative so hostile nesting cannot overflow the stack.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 /// Containers nested deeper than this are rejected as malformed input.
@@ -273,6 +274,15 @@ impl PartialEq for Value {
     }
 }
 
+/// How many container drops may nest on the call stack before the rest of
+/// a value is flattened onto the heap (a few hundred bytes of stack each).
+const RECURSIVE_DROP_DEPTH: u32 = 32;
+
+thread_local! {
+    /// Container drops currently nested on this thread's call stack.
+    static DROP_DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
 impl Drop for Value {
     fn drop(&mut self) {
         // Flatten nested containers onto a heap stack so that dropping a
@@ -283,6 +293,22 @@ impl Drop for Value {
             _ => true,
         };
         if shallow {
+            return;
+        }
+        // Ordinary records are a few levels deep: drop their children right
+        // here, recursing through this function, while the nesting stays
+        // small. Only deeper values pay for the heap stack.
+        let depth = DROP_DEPTH
+            .try_with(Cell::get)
+            .unwrap_or(RECURSIVE_DROP_DEPTH);
+        if depth < RECURSIVE_DROP_DEPTH {
+            let _ = DROP_DEPTH.try_with(|d| d.set(depth + 1));
+            match self {
+                Value::Array(a) => a.clear(),
+                Value::Object(o) => o.entries.clear(),
+                _ => {}
+            }
+            let _ = DROP_DEPTH.try_with(|d| d.set(depth));
             return;
         }
         let mut stack: Vec<Value> = Vec::new();
@@ -387,7 +413,8 @@ impl Value {
             Value::Null => false,
             Value::Bool(b) => *b,
             Value::Number(n) => *n != 0.0 && !n.is_nan(),
-            Value::String(s) => s.utf16_len() > 0,
+            Value::String(JsString::Utf8(s)) => !s.is_empty(),
+            Value::String(JsString::Utf16(u)) => !u.is_empty(),
             _ => true,
         }
     }
@@ -649,14 +676,31 @@ fn write_number(out: &mut String, n: f64) {
     } else if n == 0.0 {
         out.push('0');
     } else if n.fract() == 0.0 && n.abs() < 1e15 {
-        // Integers are by far the most common numbers; itoa-style output
-        // matches Number#toString for them.
-        use std::fmt::Write;
-        let _ = write!(out, "{}", n as i64);
+        // Integers are by far the most common numbers; their decimal digits
+        // are what Number#toString prints.
+        push_integer(out, n as i64);
     } else {
         let mut buf = ryu_js::Buffer::new();
         out.push_str(buf.format_finite(n));
     }
+}
+
+fn push_integer(out: &mut String, n: i64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut m = n.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (m % 10) as u8;
+        m /= 10;
+        if m == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push('-');
+    }
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -671,26 +715,22 @@ fn push_u_escape(out: &mut String, unit: u16) {
 fn write_str_body(out: &mut String, s: &str) {
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let esc: Option<&str> = match b {
-            b'"' => Some("\\\""),
-            b'\\' => Some("\\\\"),
-            b'\n' => Some("\\n"),
-            b'\r' => Some("\\r"),
-            b'\t' => Some("\\t"),
-            0x08 => Some("\\b"),
-            0x0C => Some("\\f"),
-            0..=0x1F => None,
-            _ => continue,
-        };
+    loop {
+        let i = start + find_string_special(&bytes[start..]);
         out.push_str(&s[start..i]);
-        match esc {
-            Some(e) => out.push_str(e),
-            None => push_u_escape(out, b as u16),
+        let Some(&b) = bytes.get(i) else { return };
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x08 => out.push_str("\\b"),
+            0x0C => out.push_str("\\f"),
+            _ => push_u_escape(out, u16::from(b)),
         }
         start = i + 1;
     }
-    out.push_str(&s[start..]);
 }
 
 /// Append a JSON string literal exactly as `JSON.stringify` writes it.
@@ -832,15 +872,69 @@ pub fn js_trim(s: &str) -> &str {
     s.trim_matches(is_js_whitespace)
 }
 
+const LANES_01: u64 = u64::from_ne_bytes([0x01; 8]);
+const LANES_80: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// High bit set in each byte lane of `x` that is zero. Lanes above the
+/// first zero lane may be false positives, so only the lowest set lane is
+/// meaningful.
+#[inline]
+fn zero_lanes(x: u64) -> u64 {
+    x.wrapping_sub(LANES_01) & !x & LANES_80
+}
+
+/// Index of the first byte a JSON string cannot hold as is (`"`, `\` or a
+/// control character), or `b.len()`. Eight bytes per step: strings are
+/// most of a ledger line.
+#[inline]
+fn find_string_special(b: &[u8]) -> usize {
+    let mut i = 0;
+    while i + 8 <= b.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[i..i + 8]);
+        let x = u64::from_le_bytes(w);
+        let hits = zero_lanes(x ^ (LANES_01 * u64::from(b'"')))
+            | zero_lanes(x ^ (LANES_01 * u64::from(b'\\')))
+            | (x.wrapping_sub(LANES_01 * 0x20) & !x & LANES_80);
+        if hits != 0 {
+            return i + (hits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && !matches!(b[i], b'"' | b'\\' | 0..=0x1F) {
+        i += 1;
+    }
+    i
+}
+
 struct Parser<'a> {
     b: &'a [u8],
     s: &'a str,
     i: usize,
 }
 
+/// The parser's work vectors, kept per thread between parses.
+#[derive(Default)]
+struct Scratch {
+    stack: Vec<Open>,
+    items: Vec<Value>,
+    entries: Vec<(JsString, Value)>,
+}
+
+/// Scratch vectors that grew past this many slots (a hostile line) are
+/// freed rather than kept.
+const SCRATCH_KEEP: usize = 4096;
+
+thread_local! {
+    static SCRATCH: Cell<Option<Box<Scratch>>> = const { Cell::new(None) };
+}
+
+/// A container being parsed. Its children wait on the parser's shared
+/// scratch vectors from `start` on, so each container is allocated once,
+/// at its exact size, when it closes.
 enum Open {
-    Array(Vec<Value>),
-    Object(Object, JsString, Option<HashSet<JsString>>),
+    Array { start: usize },
+    Object { start: usize, key: JsString },
 }
 
 impl<'a> Parser<'a> {
@@ -875,7 +969,32 @@ impl<'a> Parser<'a> {
     }
 
     fn parse_value(&mut self) -> Result<Value, ParseError> {
-        let mut stack: Vec<Open> = Vec::new();
+        // Reuse this thread's scratch vectors: growing fresh ones for every
+        // line costs more than the rest of the parse's bookkeeping.
+        let mut scratch = SCRATCH
+            .try_with(Cell::take)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let result = self.parse_value_with(&mut scratch);
+        scratch.stack.clear();
+        scratch.items.clear();
+        scratch.entries.clear();
+        if scratch.stack.capacity() + scratch.items.capacity() + scratch.entries.capacity()
+            <= SCRATCH_KEEP
+        {
+            // Gone only while the thread is exiting: then it is simply freed.
+            let _ = SCRATCH.try_with(|s| s.set(Some(scratch)));
+        }
+        result
+    }
+
+    fn parse_value_with(&mut self, scratch: &mut Scratch) -> Result<Value, ParseError> {
+        let Scratch {
+            stack,
+            items,
+            entries,
+        } = scratch;
         loop {
             // Parse one value, or open a container.
             self.skip_ws();
@@ -891,7 +1010,7 @@ impl<'a> Parser<'a> {
                         self.i += 1;
                         Value::Array(Vec::new())
                     } else {
-                        stack.push(Open::Array(Vec::new()));
+                        stack.push(Open::Array { start: items.len() });
                         continue;
                     }
                 }
@@ -903,7 +1022,10 @@ impl<'a> Parser<'a> {
                         Value::Object(Object::new())
                     } else {
                         let key = self.parse_key()?;
-                        stack.push(Open::Object(Object::new(), key, None));
+                        stack.push(Open::Object {
+                            start: entries.len(),
+                            key,
+                        });
                         continue;
                     }
                 }
@@ -930,7 +1052,7 @@ impl<'a> Parser<'a> {
                 };
                 self.skip_ws();
                 match top {
-                    Open::Array(items) => {
+                    Open::Array { start } => {
                         items.push(value);
                         match self.peek() {
                             Some(b',') => {
@@ -939,33 +1061,29 @@ impl<'a> Parser<'a> {
                             }
                             Some(b']') => {
                                 self.i += 1;
-                                let Some(Open::Array(items)) = stack.pop() else {
-                                    unreachable!("top of stack is an array")
-                                };
-                                value = Value::Array(items);
+                                let start = *start;
+                                stack.pop();
+                                value = Value::Array(items.drain(start..).collect());
                             }
                             _ => return Err(self.err("expected ',' or ']'")),
                         }
                     }
-                    Open::Object(obj, key, seen) => {
-                        let key = std::mem::replace(key, JsString::Utf8("".into()));
-                        insert_parsed(obj, seen, key, value);
+                    Open::Object { start, key } => {
+                        let k = std::mem::replace(key, JsString::Utf8(Box::default()));
+                        entries.push((k, value));
                         match self.peek() {
                             Some(b',') => {
                                 self.i += 1;
                                 self.skip_ws();
-                                let k = self.parse_key()?;
-                                if let Some(Open::Object(_, slot, _)) = stack.last_mut() {
-                                    *slot = k;
-                                }
+                                *key = self.parse_key()?;
                                 break;
                             }
                             Some(b'}') => {
                                 self.i += 1;
-                                let Some(Open::Object(obj, _, _)) = stack.pop() else {
-                                    unreachable!("top of stack is an object")
-                                };
-                                value = Value::Object(obj);
+                                let start = *start;
+                                stack.pop();
+                                value =
+                                    Value::Object(build_object(entries.drain(start..).collect()));
                             }
                             _ => return Err(self.err("expected ',' or '}'")),
                         }
@@ -996,10 +1114,13 @@ impl<'a> Parser<'a> {
         if b.get(i) == Some(&b'-') {
             i += 1;
         }
+        // The integer part's value, exact while it has at most 15 digits.
+        let mut int_value: u64 = 0;
         match b.get(i) {
             Some(b'0') => i += 1,
             Some(b'1'..=b'9') => {
-                while matches!(b.get(i), Some(b'0'..=b'9')) {
+                while let Some(&d @ b'0'..=b'9') = b.get(i) {
+                    int_value = int_value.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
                     i += 1;
                 }
             }
@@ -1035,16 +1156,12 @@ impl<'a> Parser<'a> {
             }
         }
         self.i = i;
-        let text = &self.s[start..i];
-        // Short plain integers are exact in an i64 and a double.
+        // Short plain integers are exact in a double.
         if i == int_end && i - start <= 15 {
-            if let Ok(n) = text.parse::<i64>() {
-                if n == 0 && text.starts_with('-') {
-                    return Ok(-0.0);
-                }
-                return Ok(n as f64);
-            }
+            let n = int_value as f64;
+            return Ok(if b[start] == b'-' { -n } else { n });
         }
+        let text = &self.s[start..i];
         text.parse::<f64>().map_err(|_| self.err("invalid number"))
     }
 
@@ -1053,18 +1170,16 @@ impl<'a> Parser<'a> {
         self.i += 1;
         let start = self.i;
         // Fast path: no escapes.
-        loop {
-            match self.b.get(self.i) {
-                None => return Err(self.err("unterminated string")),
-                Some(b'"') => {
-                    let s = &self.s[start..self.i];
-                    self.i += 1;
-                    return Ok(JsString::Utf8(s.into()));
-                }
-                Some(b'\\') => break,
-                Some(0..=0x1F) => return Err(self.err("control character in string")),
-                Some(_) => self.i += 1,
+        self.i += find_string_special(&self.b[self.i..]);
+        match self.b.get(self.i) {
+            None => return Err(self.err("unterminated string")),
+            Some(b'"') => {
+                let s = &self.s[start..self.i];
+                self.i += 1;
+                return Ok(JsString::Utf8(s.into()));
             }
+            Some(b'\\') => {}
+            Some(_) => return Err(self.err("control character in string")),
         }
         let mut buf = String::with_capacity(self.i - start + 16);
         buf.push_str(&self.s[start..self.i]);
@@ -1073,12 +1188,7 @@ impl<'a> Parser<'a> {
         let mut pending_high: Option<u16> = None;
         loop {
             let run_start = self.i;
-            while let Some(&c) = self.b.get(self.i) {
-                if c == b'"' || c == b'\\' || c < 0x20 {
-                    break;
-                }
-                self.i += 1;
-            }
+            self.i += find_string_special(&self.b[self.i..]);
             if self.i > run_start {
                 let run = &self.s[run_start..self.i];
                 flush_high(&mut buf, &mut units, &mut pending_high);
@@ -1198,27 +1308,65 @@ fn push_unit(buf: &mut String, units: &mut Option<Vec<u16>>, pending: &mut Optio
     }
 }
 
-/// Duplicate keys: the first position, the last value (as `JSON.parse`).
-/// Large objects get a hash set so hostile input stays linear.
-fn insert_parsed(
-    obj: &mut Object,
-    seen: &mut Option<HashSet<JsString>>,
-    key: JsString,
-    value: Value,
-) {
-    const LINEAR: usize = 32;
-    if let Some(set) = seen {
-        if set.contains(&key) {
-            obj.insert(key, value);
-        } else {
-            set.insert(key.clone());
-            obj.push_new(key, value);
-        }
-        return;
+/// The object `JSON.parse` makes of the members as written: a duplicate
+/// key keeps its first position and takes the last value, and array-index
+/// keys come first in ascending order.
+fn build_object(members: Vec<(JsString, Value)>) -> Object {
+    if is_plain(&members) {
+        // The usual case: the members as they are, in one allocation.
+        return Object {
+            entries: members,
+            index_keys: 0,
+        };
     }
-    obj.insert(key, value);
-    if obj.len() > LINEAR {
-        *seen = Some(obj.entries.iter().map(|(k, _)| k.clone()).collect());
+    // Linear in the member count even for hostile input (many duplicates or
+    // index keys).
+    let mut indexed: Vec<(u32, JsString, Value)> = Vec::new();
+    let mut index_at: HashMap<u32, usize> = HashMap::new();
+    let mut named: Vec<(JsString, Value)> = Vec::with_capacity(members.len());
+    let mut named_at: HashMap<JsString, usize> = HashMap::new();
+    for (k, v) in members {
+        match array_index(&k) {
+            Some(n) => match index_at.get(&n) {
+                Some(&i) => indexed[i].2 = v,
+                None => {
+                    index_at.insert(n, indexed.len());
+                    indexed.push((n, k, v));
+                }
+            },
+            None => match named_at.get(&k) {
+                Some(&i) => named[i].1 = v,
+                None => {
+                    named_at.insert(k.clone(), named.len());
+                    named.push((k, v));
+                }
+            },
+        }
+    }
+    indexed.sort_unstable_by_key(|e| e.0);
+    let index_keys = indexed.len();
+    let mut entries = Vec::with_capacity(index_keys + named.len());
+    entries.extend(indexed.into_iter().map(|(_, k, v)| (k, v)));
+    entries.extend(named);
+    Object {
+        entries,
+        index_keys,
+    }
+}
+
+/// No array-index key and no duplicate key.
+fn is_plain(members: &[(JsString, Value)]) -> bool {
+    if members.iter().any(|(k, _)| array_index(k).is_some()) {
+        return false;
+    }
+    if members.len() <= 16 {
+        members
+            .iter()
+            .enumerate()
+            .all(|(i, (k, _))| members[..i].iter().all(|(j, _)| j != k))
+    } else {
+        let mut seen = HashSet::with_capacity(members.len());
+        members.iter().all(|(k, _)| seen.insert(k))
     }
 }
 

@@ -105,8 +105,22 @@ impl<R: Read> LineScanner<R> {
         }
     }
 
+    /// After a long line, give its memory back rather than hold it for
+    /// the rest of the file.
+    fn shrink(&mut self) {
+        let pending = self.end - self.start;
+        if self.buf.len() > 4 * CHUNK && pending <= CHUNK / 2 {
+            let mut fresh = vec![0; CHUNK];
+            fresh[..pending].copy_from_slice(&self.buf[self.start..self.end]);
+            self.buf = fresh;
+            self.start = 0;
+            self.end = pending;
+        }
+    }
+
     /// The next line, or `None` at end of input.
     pub fn next_line(&mut self) -> io::Result<Option<RawLine<'_>>> {
+        self.shrink();
         let mut searched = self.start;
         let mut oversized = false;
         let mut skipped: u64 = 0;
@@ -173,8 +187,29 @@ impl<R: Read> LineScanner<R> {
     }
 }
 
+/// Position of the first `needle` in `hay`, eight bytes per step.
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let pattern = ONES * u64::from(needle);
+    let mut chunks = hay.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(w) ^ pattern;
+        // High bit of each zero byte; only the lowest one is exact.
+        let zeros = x.wrapping_sub(ONES) & !x & HIGHS;
+        if zeros != 0 {
+            return Some(base + (zeros.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == needle)
+        .map(|i| base + i)
 }
 
 /// What a reader makes of one line.
@@ -190,7 +225,12 @@ pub enum Parsed {
 /// Decode bytes the way Node's `utf8` stream decoding does: invalid
 /// sequences become U+FFFD.
 pub fn decode(bytes: &[u8]) -> Cow<'_, str> {
-    String::from_utf8_lossy(bytes)
+    // Valid UTF-8 is the rule; the strict check is much faster than the
+    // lossy decoder's walk.
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 /// Parse one line as `JSON.parse(line.trim())`.

@@ -200,6 +200,28 @@ fn odd_bytes_are_read_as_node_reads_them() {
     }
 }
 
+/// Random invalid UTF-8 against what Node's readers decoded.
+#[test]
+fn invalid_utf8_decodes_as_node_decodes_it() {
+    let _g = serial();
+    let table = include_str!("data/utf8_lossy.tsv");
+    let mut n = 0;
+    for row in table.lines().filter(|l| !l.starts_with('#')) {
+        let (hex, want) = row.split_once('\t').unwrap();
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let got: Vec<String> = jsonl::decode(&bytes)
+            .chars()
+            .map(|c| format!("{:x}", u32::from(c)))
+            .collect();
+        assert_eq!(got.join(" "), want, "{hex}");
+        n += 1;
+    }
+    assert!(n >= 600);
+}
+
 #[test]
 fn a_character_split_across_reads_decodes_whole() {
     let _g = serial();
@@ -250,6 +272,49 @@ fn numbers_beyond_u64_and_duplicate_keys() {
     assert_eq!(v.as_object().unwrap().len(), 100);
     assert_eq!(v.get("k0").unwrap().as_f64(), Some(-1.0));
     assert_eq!(v.get("k99").unwrap().as_f64(), Some(19_999.0));
+}
+
+#[test]
+fn wide_objects_stay_linear() {
+    let _g = serial();
+    const N: usize = 50_000;
+    // Every key twice, the second time in reverse order.
+    let mut s = String::from("{");
+    for i in 0..N {
+        s.push_str(&format!("\"k{i}\":{i},"));
+    }
+    for i in (0..N).rev() {
+        s.push_str(&format!("\"k{i}\":-{i},"));
+    }
+    s.pop();
+    s.push('}');
+    let t = Instant::now();
+    let v = json::parse(&s).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let o = v.as_object().unwrap();
+    assert_eq!(o.len(), N);
+    let (k, val) = o.iter().nth(7).unwrap();
+    assert_eq!((k.as_str(), val.as_f64()), (Some("k7"), Some(-7.0)));
+
+    // Array-index keys in descending order, each twice.
+    let mut s = String::from("{");
+    for i in (0..N).rev() {
+        s.push_str(&format!("\"{i}\":{i},\"{i}\":{},", i + 1));
+    }
+    s.push_str("\"x\":0}");
+    let t = Instant::now();
+    let v = json::parse(&s).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let keys: Vec<String> = v
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, _)| k.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys.len(), N + 1);
+    assert_eq!(&keys[..3], ["0", "1", "2"]);
+    assert_eq!(keys[N], "x");
+    assert_eq!(v.get("0").unwrap().as_f64(), Some(1.0));
 }
 
 // ---------------------------------------------------------------------------
@@ -392,14 +457,14 @@ fn a_100_mb_line_streams_in_bounded_memory() {
     let line_len = write_big_ledger(&path, BLOB);
     let line_len_u64 = line_len as u64;
 
-    let meter = Meter::start();
+    let meter_scan = Meter::start();
     let mut scanner = LineScanner::open_at(&path, 0).unwrap();
     {
         let first = scanner.next_line().unwrap().unwrap();
         assert_eq!(first.offset, 0);
         assert_eq!(first.bytes.len(), line_len);
         assert!(first.terminated && !first.oversized);
-        if let Some(m) = &meter {
+        if let Some(m) = &meter_scan {
             let grown = m.grown();
             eprintln!(
                 "scanner: line {} MB, memory grew {} MB",
@@ -442,6 +507,87 @@ fn a_100_mb_line_streams_in_bounded_memory() {
     }
     assert!(scanner.next_line().unwrap().is_none());
     assert_eq!(scanner.position(), std::fs::metadata(&path).unwrap().len());
+    // Past the long line the scanner no longer holds its memory.
+    if let Some(m) = &meter_scan {
+        let held = status_bytes("VmRSS:").unwrap_or(0).saturating_sub(m.rss);
+        eprintln!("after the long line: {} MB held", held >> 20);
+        assert!(held < 32 << 20, "still holding {held}");
+    }
+}
+
+/// `n` bytes of `x`, then `rest`, without holding them in memory.
+struct Synthetic {
+    left: usize,
+    rest: &'static [u8],
+}
+
+impl Read for Synthetic {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left > 0 {
+            let n = self.left.min(buf.len());
+            buf[..n].fill(b'x');
+            self.left -= n;
+            return Ok(n);
+        }
+        let n = self.rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.rest[..n]);
+        self.rest = &self.rest[n..];
+        Ok(n)
+    }
+}
+
+/// A line longer than any JavaScript string (the reference cannot read it
+/// at all) is skipped and reported, and the lines after it are intact.
+#[test]
+fn a_line_beyond_the_limit_is_skipped_not_buffered() {
+    let _g = serial();
+    let big = jsonl::MAX_LINE_BYTES + (3 << 20) + 5;
+    let meter = Meter::start();
+    let mut scanner = LineScanner::new(
+        Synthetic {
+            left: big,
+            rest: b"\n{\"a\":1}\nxx",
+        },
+        10,
+    );
+    let first = scanner.next_line().unwrap().unwrap();
+    assert!(first.oversized && first.terminated && first.bytes.is_empty());
+    assert_eq!(first.offset, 10);
+    let second = scanner.next_line().unwrap().unwrap();
+    assert_eq!(
+        (
+            second.offset,
+            second.bytes,
+            second.terminated,
+            second.oversized
+        ),
+        (10 + big as u64 + 1, &b"{\"a\":1}"[..], true, false)
+    );
+    let third = scanner.next_line().unwrap().unwrap();
+    assert_eq!((third.bytes, third.terminated), (&b"xx"[..], false));
+    assert!(scanner.next_line().unwrap().is_none());
+    assert_eq!(scanner.position(), 10 + big as u64 + 1 + 8 + 2);
+    if let Some(m) = meter {
+        let grown = m.grown();
+        eprintln!("oversized line: memory grew {} MB", grown >> 20);
+        assert!(
+            grown <= jsonl::MAX_LINE_BYTES as u64 + (64 << 20),
+            "grew {grown}"
+        );
+    }
+
+    // The same at the end of the file, unterminated.
+    let mut scanner = LineScanner::new(
+        Synthetic {
+            left: big,
+            rest: b"",
+        },
+        0,
+    );
+    let only = scanner.next_line().unwrap().unwrap();
+    assert!(only.oversized && !only.terminated && only.offset == 0);
+    assert!(scanner.next_line().unwrap().is_none());
+    assert_eq!(scanner.position(), big as u64);
 }
 
 // ---------------------------------------------------------------------------

@@ -354,6 +354,24 @@ fn numbers_print_like_number_to_string() {
     assert_eq!(json::parse("5e-324").unwrap().as_f64(), Some(5e-324));
 }
 
+/// Thousands of doubles (random bit patterns, short decimals, integers,
+/// the notation switch points) against Node's `String(x)`.
+#[test]
+fn numbers_print_exactly_as_node_prints_them() {
+    let table = include_str!("data/number_strings.tsv");
+    let mut n = 0;
+    for row in table.lines().filter(|l| !l.starts_with('#')) {
+        let (bits, want) = row.split_once('\t').unwrap();
+        let x = f64::from_bits(u64::from_str_radix(bits, 16).unwrap());
+        assert_eq!(json::format_number(x), want, "{bits}");
+        assert_eq!(Value::Number(x).to_json(), want, "{bits}");
+        let back = json::parse(want).unwrap().as_f64().unwrap();
+        assert!(back == x, "{want} reads back as {back}");
+        n += 1;
+    }
+    assert!(n > 3000, "{n}");
+}
+
 #[test]
 fn surrogates_and_emoji() {
     for (input, want) in [
@@ -757,6 +775,79 @@ mod props {
         }
     }
 
+    /// JavaScript's own-property order for the members of a parsed object:
+    /// array indices (canonical decimal below 2^32 - 1) ascending, then the
+    /// other keys in first-appearance order; each key takes its last value.
+    fn js_member_order(members: &[(String, u32)]) -> Vec<(String, u32)> {
+        let is_index = |k: &str| {
+            !k.is_empty()
+                && k.bytes().all(|b| b.is_ascii_digit())
+                && (k == "0" || !k.starts_with('0'))
+                && k.parse::<u64>().is_ok_and(|n| n < u64::from(u32::MAX))
+        };
+        let mut indices: BTreeMap<u64, (String, u32)> = BTreeMap::new();
+        let mut names: Vec<(String, u32)> = Vec::new();
+        for (k, v) in members {
+            if is_index(k) {
+                indices.insert(k.parse().unwrap(), (k.clone(), *v));
+            } else if let Some(slot) = names.iter_mut().find(|(n, _)| n == k) {
+                slot.1 = *v;
+            } else {
+                names.push((k.clone(), *v));
+            }
+        }
+        indices.into_values().chain(names).collect()
+    }
+
+    fn member_key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "0",
+                "1",
+                "2",
+                "10",
+                "01",
+                "00",
+                "-1",
+                "1.5",
+                "4294967294",
+                "4294967295",
+                "a",
+                "b",
+                "kind",
+                "v",
+                "",
+            ])
+            .prop_map(str::to_string),
+            "[0-9]{1,3}",
+            "[a-c]{1,2}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn members_follow_javascript_property_order(
+            members in vec((member_key(), any::<u32>()), 0..60)
+        ) {
+            let body: Vec<String> = members.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            let text = format!("{{{}}}", body.join(","));
+            let want: Vec<String> = js_member_order(&members)
+                .iter()
+                .map(|(k, v)| format!("\"{k}\":{v}"))
+                .collect();
+            let want = format!("{{{}}}", want.join(","));
+            prop_assert_eq!(json::parse(&text).unwrap().to_json(), want.clone());
+            // Built through the API instead of the parser: the same order.
+            let mut o = Object::new();
+            for (k, v) in &members {
+                o.insert(k.as_str(), Value::Number(f64::from(*v)));
+            }
+            prop_assert_eq!(Value::Object(o).to_json(), want);
+        }
+    }
+
     // --- turn-shaped lines with extra fields -----------------------------
 
     /// Numbers with the text `Number#toString` gives them (from Node).
@@ -910,5 +1001,77 @@ mod props {
             let again = json::parse(&v.to_json()).unwrap();
             prop_assert_eq!(again.to_json(), line);
         }
+    }
+}
+
+/// CPU time of this thread: the machine may be shared, so rates are per
+/// CPU second rather than per wall second.
+fn cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// Parse throughput on the fixture ledger, through the readers' path
+/// (scanner, lossy decode, trim, parse), and serialise throughput. Run by
+/// hand: `cargo test --release --test json_roundtrip -- --ignored --nocapture throughput`.
+#[test]
+#[ignore]
+fn throughput() {
+    let reference = reference_or_skip!();
+    let one = std::fs::read(reference.join("home/ledger.jsonl")).unwrap();
+    let target_mb: usize = std::env::var("RELAYBURN_THROUGHPUT_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let mut data = Vec::new();
+    while data.len() < target_mb << 20 {
+        data.extend_from_slice(&one);
+        data.push(b'\n');
+    }
+    let mb = data.len() as f64 / (1 << 20) as f64;
+    let rounds = if target_mb < 64 { 1 } else { 3 };
+    for _ in 0..rounds {
+        let cpu = cpu_seconds();
+        let mut values = Vec::new();
+        let mut scanner = LineScanner::new(data.as_slice(), 0);
+        while let Some(line) = scanner.next_line().unwrap() {
+            if let Parsed::Value(v) = jsonl::parse_line(line.bytes) {
+                values.push(v);
+                if values.len() == 1000 {
+                    values.clear();
+                }
+            }
+        }
+        drop(values);
+        let parse = cpu_seconds() - cpu;
+
+        let parsed: Vec<Value> = one
+            .split(|&b| b == b'\n')
+            .filter_map(|l| match jsonl::parse_line(l) {
+                Parsed::Value(v) => Some(v),
+                _ => None,
+            })
+            .collect();
+        let cpu = cpu_seconds();
+        let mut written = 0usize;
+        let mut out = String::new();
+        while written < target_mb << 20 {
+            for v in &parsed {
+                out.clear();
+                v.write_json(&mut out);
+                written += out.len() + 1;
+            }
+        }
+        let serialise = cpu_seconds() - cpu;
+        eprintln!(
+            "{mb:.0} MB: parse {:.0} MB/s, serialise {:.0} MB/s (per CPU second)",
+            mb / parse,
+            written as f64 / (1 << 20) as f64 / serialise,
+        );
     }
 }
