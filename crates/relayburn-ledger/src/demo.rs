@@ -171,6 +171,22 @@ pub fn write_demo(ledger: &Ledger) -> Result<DemoSummary> {
         ])])?;
     }
     let root = sessions[0].1;
+    // A little raw content for the first session, as ingest keeps it.
+    let content: Vec<Value> = (0..3u32)
+        .map(|t| {
+            o(&[
+                ("v", n(1.0)),
+                ("source", s(sessions[0].0)),
+                ("sessionId", s(root)),
+                ("messageId", s(&format!("msg_demo_0_{t:03}"))),
+                ("ts", s(&ts(1, t * 3))),
+                ("role", s("assistant")),
+                ("kind", s("text")),
+                ("text", s(&format!("Step {t}: reading the code before editing it."))),
+            ])
+        })
+        .collect();
+    ledger.append_content(content)?;
     ledger.stamp(
         o(&[("sessionId", s(root))]),
         o(&[
