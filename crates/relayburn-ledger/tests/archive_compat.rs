@@ -19,7 +19,10 @@ fn check_queries(h: &TempHome, list: &Value, what: &str) -> usize {
     for (i, entry) in list.as_array().unwrap().iter().enumerate() {
         let q = Query::from_json(entry.get("query").unwrap());
         let got = query_all_from_archive(&h.home, &q).unwrap();
-        if let Some(err) = entry.get("archiveError").filter(|e| !matches!(e, Value::Null)) {
+        if let Some(err) = entry
+            .get("archiveError")
+            .filter(|e| !matches!(e, Value::Null))
+        {
             // The reference failed here; we must answer with rows.
             assert!(!got.is_empty(), "{what} query {i}: {err:?}");
             continue;
@@ -56,7 +59,11 @@ fn a_1_0_0_archive_gains_the_new_columns_and_keeps_its_rows() {
     let r = reference_or_skip!();
     let legacy = r.join("legacy");
     let h = TempHome::new();
-    copy_into(&legacy.join("archive-ts-1.0.0.sqlite"), &h, "archive.sqlite");
+    copy_into(
+        &legacy.join("archive-ts-1.0.0.sqlite"),
+        &h,
+        "archive.sqlite",
+    );
     let n = check_queries(
         &h,
         &read_json(&legacy.join("queries-ts-1.0.0-after-open.json")),

@@ -109,8 +109,12 @@ fn replay(case_dir: &Path) -> usize {
                 }
                 checked += 1;
             }
-            "appendTurns" | "appendCompactions" | "appendRelationships"
-            | "appendToolResultEvents" | "appendUserTurns" | "appendStamp" => {
+            "appendTurns"
+            | "appendCompactions"
+            | "appendRelationships"
+            | "appendToolResultEvents"
+            | "appendUserTurns"
+            | "appendStamp" => {
                 r.pending = true;
             }
             // Ledger queries, content and index steps are not the archive's.

@@ -25,7 +25,7 @@ use crate::json::{self, Object, Value};
 use crate::jsonl::{parse_line, LineScanner, Parsed};
 use crate::records::{line_kind, Kind};
 
-use super::fold::{FoldStamp, Folded, StampIndex};
+use super::fold::{FoldCache, FoldStamp, Folded, StampIndex};
 use super::rows::{
     bindable, compaction_row, record_mut, tool_result_event_row, turn_keys, turn_row, Sv, TurnRow,
 };
@@ -301,6 +301,47 @@ fn text_col(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<String>>
     })
 }
 
+/// Phase timings on stderr when `RELAYBURN_ARCHIVE_TRACE` is set, for
+/// tuning builds on real ledgers.
+pub(crate) struct Trace {
+    on: bool,
+    last: std::time::Instant,
+}
+
+impl Trace {
+    pub(crate) fn new() -> Trace {
+        Trace {
+            on: std::env::var_os("RELAYBURN_ARCHIVE_TRACE").is_some(),
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// CPU time of the calling thread so far.
+    pub(crate) fn thread_cpu() -> std::time::Duration {
+        let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: getrusage fills the struct it is given.
+        let ok = unsafe { libc::getrusage(libc::RUSAGE_THREAD, ru.as_mut_ptr()) } == 0;
+        if !ok {
+            return std::time::Duration::ZERO;
+        }
+        // SAFETY: initialised by the successful call above.
+        let ru = unsafe { ru.assume_init() };
+        let tv = |t: libc::timeval| {
+            std::time::Duration::from_secs(t.tv_sec as u64)
+                + std::time::Duration::from_micros(t.tv_usec as u64)
+        };
+        tv(ru.ru_utime) + tv(ru.ru_stime)
+    }
+
+    pub(crate) fn mark(&mut self, phase: &str) {
+        if self.on {
+            let now = std::time::Instant::now();
+            eprintln!("archive: {phase}: {:.3?}", now - self.last);
+            self.last = now;
+        }
+    }
+}
+
 /// Apply `[start, EOF)` of `ledger` to `conn`, inside the caller's
 /// transaction. The caller owns the cursor and timestamps.
 pub(crate) fn apply_range(
@@ -310,11 +351,13 @@ pub(crate) fn apply_range(
     start: u64,
     mode: Mode,
 ) -> Result<Applied> {
+    let mut trace = Trace::new();
     let mut out = Applied {
         safe_offset: start,
         ..Applied::default()
     };
     let (new_stamps, limit) = scan_stamps(ledger, start, &mut out.skipped)?;
+    trace.mark("stamp pass");
     out.stamps = new_stamps.len() as u64;
     {
         let mut ins = conn.prepare_cached(INSERT_STAMP).map_err(db_err(db_path))?;
@@ -324,6 +367,7 @@ pub(crate) fn apply_range(
         }
     }
     let index = load_stamps(conn, db_path)?;
+    trace.mark("stamp index");
 
     let mut sessions: HashSet<String> = HashSet::new();
     for s in &new_stamps {
@@ -356,10 +400,12 @@ pub(crate) fn apply_range(
     // A write error explains a failed send, so it is reported first.
     written?;
     parsed?;
+    trace.mark("row pass");
 
     if mode == Mode::Fresh {
         schema::create_secondary_indexes(conn, db_path)?;
         schema::create_fidelity_index(conn, db_path)?;
+        trace.mark("indexes");
     }
 
     // Refold turns hit by new stamps. A fresh build already folded every
@@ -373,7 +419,9 @@ pub(crate) fn apply_range(
     if refold_needed {
         refold(conn, db_path, &index, &new_stamps, &mut sessions)?;
     }
+    trace.mark("refold");
     out.sessions_touched = rebuild_sessions(conn, db_path, &sessions)?;
+    trace.mark("sessions");
     out.skipped.sort_by_key(|s| s.offset);
     Ok(out)
 }
@@ -393,6 +441,7 @@ fn parse_pass(
     let mut sc = LineScanner::open_at(ledger, start).ctx("read", ledger)?;
     let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
     let mut last_session_key = String::new();
+    let mut cache = FoldCache::default();
     let closed = || Error::InvalidInput("archive writer stopped".into());
     while let Some(line) = sc.next_line().ctx("read", ledger)? {
         if line.offset >= limit || !line.terminated {
@@ -414,6 +463,7 @@ fn parse_pass(
                 match turn_item(
                     &mut v,
                     index,
+                    &mut cache,
                     mode,
                     &mut last_session_key,
                     sessions,
@@ -478,12 +528,16 @@ fn parse_pass(
     if !batch.is_empty() {
         tx.send(batch).map_err(|_| closed())?;
     }
+    if std::env::var_os("RELAYBURN_ARCHIVE_TRACE").is_some() {
+        eprintln!("archive: parser cpu {:.3?}", Trace::thread_cpu());
+    }
     Ok(())
 }
 
 fn turn_item(
     line: &mut Value,
     index: &StampIndex,
+    cache: &mut FoldCache,
     mode: Mode,
     last_session_key: &mut String,
     sessions: &mut HashSet<String>,
@@ -493,7 +547,7 @@ fn turn_item(
         Some(r @ Value::Object(_)) => r,
         _ => return Err("turn line has no record object".into()),
     };
-    let cols = index.fold(rec).columns()?;
+    let cols = cache.columns(index, rec)?;
     let exotic = ["source", "sessionId", "messageId", "ts"]
         .iter()
         .any(|k| rec.get(k).and_then(Value::as_str).is_none());
@@ -549,7 +603,10 @@ fn write_items(
     // In a fresh archive a key seen for the first time has no tool calls
     // to delete; hashes only skip deletes, so a collision costs a delete.
     let mut seen: HashSet<u64> = HashSet::new();
+    let mut busy = std::time::Duration::ZERO;
+    let trace = Trace::new();
     for batch in rx {
+        let t0 = std::time::Instant::now();
         for item in batch {
             match item {
                 Item::Turn(row, may_have_calls) => {
@@ -588,12 +645,43 @@ fn write_items(
                 }
             }
         }
+        busy += t0.elapsed();
+    }
+    if trace.on {
+        eprintln!(
+            "archive: writer busy: {busy:.3?}, cpu {:.3?}",
+            Trace::thread_cpu()
+        );
     }
     Ok(())
 }
 
+/// Distinct values of `turns.source`, stepping through an index whose
+/// first column is `source` instead of scanning the table.
+fn distinct_sources(conn: &Connection, path: &Path) -> Result<Vec<String>> {
+    let e = db_err(path);
+    let mut first = conn.prepare("SELECT MIN(source) FROM turns").map_err(&e)?;
+    let mut next = conn
+        .prepare("SELECT MIN(source) FROM turns WHERE source > ?1")
+        .map_err(&e)?;
+    let mut out: Vec<String> = Vec::new();
+    let mut cur: Option<String> = first.query_row([], |r| text_col(r, 0)).map_err(&e)?;
+    while let Some(s) = cur {
+        cur = next.query_row([&s], |r| text_col(r, 0)).map_err(&e)?;
+        out.push(s);
+    }
+    Ok(out)
+}
+
+const TURN_KEY_COLS: &str = "SELECT source, session_id, message_id, ts FROM turns";
+
+/// Parameters per `IN (…)` lookup.
+const IN_CHUNK: usize = 500;
+
 /// Turns a stamp may apply to, found as the reference finds them: by the
 /// first selector field present among sessionId, messageId and range.
+/// The set is the reference's; the lookups use indexes where it scans
+/// (sessionId per source, all messageIds in one pass).
 fn refold(
     conn: &Connection,
     path: &Path,
@@ -603,7 +691,7 @@ fn refold(
 ) -> Result<()> {
     let e = db_err(path);
     let mut targets: HashMap<String, [String; 4]> = HashMap::new();
-    let mut collect = |stmt: &mut Statement<'_>, params: &[Sv]| -> Result<()> {
+    let mut collect = |stmt: &mut Statement<'_>, params: &[&Sv]| -> Result<()> {
         let mut rows = stmt
             .query(rusqlite::params_from_iter(params.iter()))
             .map_err(&e)?;
@@ -616,21 +704,25 @@ fn refold(
         }
         Ok(())
     };
-    const COLS: &str = "SELECT source, session_id, message_id, ts FROM turns";
+    let sources: Vec<Sv> = distinct_sources(conn, path)?
+        .into_iter()
+        .map(Sv::Text)
+        .collect();
     let mut by_session = conn
-        .prepare(&format!("{COLS} WHERE session_id = ?1"))
+        .prepare(&format!(
+            "{TURN_KEY_COLS} WHERE source = ?1 AND session_id = ?2"
+        ))
         .map_err(&e)?;
-    let mut by_message = conn
-        .prepare(&format!("{COLS} WHERE message_id = ?1"))
-        .map_err(&e)?;
+    let mut message_ids: Vec<Sv> = Vec::new();
     for s in stamps {
         let sel = &s.selector;
         if let Some(sid) = sel.get("sessionId") {
             let p = bindable(sid).unwrap_or(Sv::Null);
-            collect(&mut by_session, &[p])?;
+            for src in &sources {
+                collect(&mut by_session, &[src, &p])?;
+            }
         } else if let Some(mid) = sel.get("messageId") {
-            let p = bindable(mid).unwrap_or(Sv::Null);
-            collect(&mut by_message, &[p])?;
+            message_ids.push(bindable(mid).unwrap_or(Sv::Null));
         } else if let Some(range) = sel.get("range").filter(|r| r.is_truthy()) {
             let mut wheres = Vec::new();
             let mut params = Vec::new();
@@ -641,15 +733,25 @@ fn refold(
                 }
             }
             let sql = if wheres.is_empty() {
-                COLS.to_string()
+                TURN_KEY_COLS.to_string()
             } else {
-                format!("{COLS} WHERE {}", wheres.join(" AND "))
+                format!("{TURN_KEY_COLS} WHERE {}", wheres.join(" AND "))
             };
             let mut stmt = conn.prepare(&sql).map_err(&e)?;
-            collect(&mut stmt, &params)?;
+            let refs: Vec<&Sv> = params.iter().collect();
+            collect(&mut stmt, &refs)?;
         }
     }
+    for chunk in message_ids.chunks(IN_CHUNK) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let mut stmt = conn
+            .prepare(&format!("{TURN_KEY_COLS} WHERE message_id IN ({marks})"))
+            .map_err(&e)?;
+        let refs: Vec<&Sv> = chunk.iter().collect();
+        collect(&mut stmt, &refs)?;
+    }
     let mut update = conn.prepare(REFOLD_TURN).map_err(&e)?;
+    let mut cache = FoldCache::default();
     for [source, session_id, message_id, ts] in targets.into_values() {
         let mut fake = Object::new();
         fake.insert("source", Value::from(source.as_str()));
@@ -658,7 +760,7 @@ fn refold(
         fake.insert("ts", Value::from(ts));
         let fake = Value::Object(fake);
         // Values that cannot be bound were refused with their stamp.
-        let c = index.fold(&fake).columns().map_err(Error::InvalidInput)?;
+        let c = cache.columns(index, &fake).map_err(Error::InvalidInput)?;
         update
             .execute(rusqlite::params![
                 c.workflow_id,
@@ -685,15 +787,20 @@ fn rebuild_sessions(conn: &Connection, path: &Path, keys: &HashSet<String>) -> R
         distinct.insert(k.split_once('|').map_or(k.as_str(), |(_, s)| s));
     }
     let mut resolved: HashSet<String> = HashSet::new();
-    let mut sources = conn
-        .prepare("SELECT DISTINCT source FROM turns WHERE session_id = ?1")
+    let mut sources: Option<Vec<String>> = None;
+    let mut exists = conn
+        .prepare("SELECT 1 FROM turns WHERE source = ?1 AND session_id = ?2 LIMIT 1")
         .map_err(&e)?;
     for k in keys {
         if let Some(sid) = k.strip_prefix("*|") {
-            let mut rows = sources.query([sid]).map_err(&e)?;
-            while let Some(r) = rows.next().map_err(&e)? {
-                let src = text_col(r, 0).map_err(&e)?.unwrap_or_default();
-                resolved.insert(format!("{src}|{sid}"));
+            // A stamp's session: every source that has turns in it.
+            if sources.is_none() {
+                sources = Some(distinct_sources(conn, path)?);
+            }
+            for src in sources.iter().flatten() {
+                if exists.exists([src.as_str(), sid]).map_err(&e)? {
+                    resolved.insert(format!("{src}|{sid}"));
+                }
             }
         } else {
             resolved.insert(k.clone());

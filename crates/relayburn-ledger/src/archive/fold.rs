@@ -74,6 +74,9 @@ struct RangeIndex {
     /// Segment tree over `items` of the largest upper bound (None = open).
     tree: Vec<Option<usize>>,
     size: usize,
+    /// Every distinct bound, sorted: timestamps between two neighbours (or
+    /// equal to one) fall in exactly the same windows.
+    points: Vec<JsString>,
 }
 
 fn upper_ge(a: &Option<JsString>, b: &Option<JsString>) -> bool {
@@ -110,7 +113,27 @@ impl RangeIndex {
                 (None, b) => b,
             };
         }
-        RangeIndex { items, tree, size }
+        let mut points: Vec<JsString> = items
+            .iter()
+            .flat_map(|(f, t, _)| [f.clone(), t.clone()])
+            .flatten()
+            .collect();
+        points.sort_by(|a, b| a.js_cmp(b));
+        points.dedup_by(|a, b| a.js_cmp(b).is_eq());
+        RangeIndex {
+            items,
+            tree,
+            size,
+            points,
+        }
+    }
+
+    /// Which stretch between bounds `ts` is in; equal segments mean equal
+    /// window hits.
+    fn segment(&self, ts: &JsString) -> u32 {
+        let i = self.points.partition_point(|p| p.js_cmp(ts).is_lt());
+        let on_point = self.points.get(i).is_some_and(|p| p.js_cmp(ts).is_eq());
+        (2 * i + usize::from(on_point)) as u32
     }
 
     /// Stamps whose window holds `ts`.
@@ -218,33 +241,131 @@ impl StampIndex {
             && self.general.is_empty()
     }
 
-    /// The enrichment the reference folds onto `turn` (an object with at
-    /// least `sessionId`, `messageId` and `ts`).
-    pub(crate) fn fold(&self, turn: &Value) -> Folded {
-        let mut out = Folded::default();
-        if self.is_empty() {
-            return out;
-        }
-        let mut cand: Vec<u32> = Vec::new();
-        cand.extend_from_slice(self.by_session.get(turn.get("sessionId")));
-        cand.extend_from_slice(self.by_message.get(turn.get("messageId")));
+    /// Matching stamps that are not window-only stamps, in fold order.
+    fn other_matches(&self, turn: &Value, out: &mut Vec<u32>) {
+        out.clear();
+        let checked = self
+            .by_session
+            .get(turn.get("sessionId"))
+            .iter()
+            .chain(self.by_message.get(turn.get("messageId")))
+            .chain(&self.general)
+            .copied()
+            .filter(|&i| stamp_matches(&self.stamps[i as usize].selector, turn));
+        out.extend(checked);
+        out.sort_unstable();
+        out.dedup();
+    }
+
+    /// Window-only stamps matching `turn`, unordered.
+    fn window_matches(&self, turn: &Value, out: &mut Vec<u32>) {
         match turn.get("ts") {
-            Some(Value::String(ts)) => self.ranges.query(ts, &mut cand),
-            _ => cand.extend_from_slice(&self.all_ranges),
+            // Window hits are exact: those stamps have no other field.
+            Some(Value::String(ts)) => self.ranges.query(ts, out),
+            _ => out.extend(
+                self.all_ranges
+                    .iter()
+                    .copied()
+                    .filter(|&i| stamp_matches(&self.stamps[i as usize].selector, turn)),
+            ),
         }
-        cand.extend_from_slice(&self.general);
-        if cand.is_empty() {
-            return out;
+    }
+
+    /// The stamps that match `turn` (an object with at least `sessionId`,
+    /// `messageId` and `ts`), in fold order.
+    pub(crate) fn matching(&self, turn: &Value, out: &mut Vec<u32>) {
+        out.clear();
+        if self.is_empty() {
+            return;
         }
-        cand.sort_unstable();
-        cand.dedup();
-        for i in cand {
-            let s = &self.stamps[i as usize];
-            if stamp_matches(&s.selector, turn) {
-                out.apply(&s.enrichment);
-            }
+        let mut others = Vec::new();
+        self.other_matches(turn, &mut others);
+        self.window_matches(turn, out);
+        out.extend(others);
+        out.sort_unstable();
+        out.dedup();
+    }
+
+    /// Fold the given stamps (in fold order).
+    pub(crate) fn fold_stamps(&self, matched: &[u32]) -> Folded {
+        let mut out = Folded::default();
+        for &i in matched {
+            out.apply(&self.stamps[i as usize].enrichment);
         }
         out
+    }
+
+    /// The enrichment the reference folds onto `turn`.
+    #[cfg(test)]
+    pub(crate) fn fold(&self, turn: &Value) -> Folded {
+        let mut m = Vec::new();
+        self.matching(turn, &mut m);
+        self.fold_stamps(&m)
+    }
+}
+
+/// Folds are memoised: turns in the same stretch between window bounds
+/// with the same session and message matches fold alike, and a fold over
+/// many stamps is costly.
+#[derive(Default)]
+pub(crate) struct FoldCache {
+    others: Vec<u32>,
+    matched: Vec<u32>,
+    windows: HashMap<u32, Vec<u32>>,
+    memo: HashMap<(u32, Vec<u32>), std::result::Result<EnrichmentCols, String>>,
+}
+
+const FOLD_CACHE_ENTRIES: usize = 4096;
+
+impl FoldCache {
+    /// The enrichment columns of `turn`, or why they cannot be bound.
+    pub(crate) fn columns(
+        &mut self,
+        index: &StampIndex,
+        turn: &Value,
+    ) -> std::result::Result<EnrichmentCols, String> {
+        if index.is_empty() {
+            return Ok(EnrichmentCols::empty());
+        }
+        let Some(Value::String(ts)) = turn.get("ts") else {
+            let mut m = Vec::new();
+            index.matching(turn, &mut m);
+            return index.fold_stamps(&m).columns();
+        };
+        let seg = index.ranges.segment(ts);
+        index.other_matches(turn, &mut self.others);
+        let windows = match self.windows.get(&seg) {
+            Some(w) => w,
+            None => {
+                if self.windows.len() >= FOLD_CACHE_ENTRIES {
+                    self.windows.clear();
+                }
+                let mut w = Vec::new();
+                index.window_matches(turn, &mut w);
+                w.sort_unstable();
+                self.windows.entry(seg).or_insert(w)
+            }
+        };
+        if windows.is_empty() && self.others.is_empty() {
+            return Ok(EnrichmentCols::empty());
+        }
+        let key = (seg, std::mem::take(&mut self.others));
+        if let Some(hit) = self.memo.get(&key) {
+            let out = hit.clone();
+            self.others = key.1;
+            return out;
+        }
+        self.matched.clear();
+        self.matched.extend_from_slice(windows);
+        self.matched.extend_from_slice(&key.1);
+        self.matched.sort_unstable();
+        self.matched.dedup();
+        let cols = index.fold_stamps(&self.matched).columns();
+        if self.memo.len() >= FOLD_CACHE_ENTRIES {
+            self.memo.clear();
+        }
+        self.memo.insert(key, cols.clone());
+        cols
     }
 }
 
@@ -341,7 +462,13 @@ mod tests {
     }
 
     fn fold_json(ix: &StampIndex, turn: &str) -> String {
-        ix.fold(&parse(turn).unwrap()).columns().unwrap().json
+        let via_cache = FoldCache::default()
+            .columns(ix, &parse(turn).unwrap())
+            .unwrap()
+            .json;
+        let direct = ix.fold(&parse(turn).unwrap()).columns().unwrap().json;
+        assert_eq!(via_cache, direct);
+        direct
     }
 
     #[test]

@@ -313,13 +313,17 @@ fn build_aside(home: &LedgerHome, tmp: &Path) -> Result<BuildResult> {
             Ok(applied)
         }
     })?;
+    let mut trace = build::Trace::new();
+    trace.mark("commit");
     // The swapped-in file must be a WAL database like the reference's.
     conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
         .map_err(&e)?;
     conn.close().map_err(|(_, err)| sql_err(tmp)(err))?;
+    trace.mark("close");
     std::fs::File::open(tmp)
         .and_then(|f| f.sync_all())
         .ctx("sync", tmp)?;
+    trace.mark("sync");
     Ok(finish(applied, true))
 }
 
