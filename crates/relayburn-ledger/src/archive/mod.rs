@@ -287,6 +287,8 @@ fn build_aside(home: &LedgerHome, tmp: &Path) -> Result<BuildResult> {
     let mut conn = Connection::open(tmp).map_err(sql_err(tmp))?;
     let e = sql_err(tmp);
     conn.execute_batch(BULK_PRAGMAS).map_err(&e)?;
+    // Secondary indexes are built after the load, by sorting, which costs
+    // less than keeping them up to date row by row.
     schema::ensure_schema(&conn, tmp, false)?;
     schema::insert_initial_state(&conn, tmp)?;
     let now = iso_now();
