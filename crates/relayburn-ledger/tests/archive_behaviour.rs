@@ -628,7 +628,8 @@ fn fidelity_columns_and_session_rollups() {
     add_turn(&h, "s-nofid", "nf-1", 0, T0, "");
     build_archive(&h.home, &h.locks).unwrap();
     let db = h.db();
-    let rows: Vec<(String, Option<String>, Option<i64>, Option<i64>)> = db
+    type FidelityRow = (String, Option<String>, Option<i64>, Option<i64>);
+    let rows: Vec<FidelityRow> = db
         .prepare(
             "SELECT message_id, attribution_fidelity, tokens_present, cost_present
              FROM turns WHERE session_id = 's-mix' ORDER BY turn_index",
