@@ -25,7 +25,7 @@ use crate::json::{self, Object, Value};
 use crate::jsonl::{parse_line, LineScanner, Parsed};
 use crate::records::{line_kind, Kind};
 
-use super::fold::{FoldStamp, Folded, StampIndex};
+use super::fold::{FoldCache, FoldStamp, Folded, StampIndex};
 use super::rows::{
     bindable, compaction_row, record_mut, tool_result_event_row, turn_keys, turn_row, Sv, TurnRow,
 };
@@ -301,6 +301,47 @@ fn text_col(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<String>>
     })
 }
 
+/// Phase timings on stderr when `RELAYBURN_ARCHIVE_TRACE` is set, for
+/// tuning builds on real ledgers.
+pub(crate) struct Trace {
+    on: bool,
+    last: std::time::Instant,
+}
+
+impl Trace {
+    pub(crate) fn new() -> Trace {
+        Trace {
+            on: std::env::var_os("RELAYBURN_ARCHIVE_TRACE").is_some(),
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// CPU time of the calling thread so far.
+    pub(crate) fn thread_cpu() -> std::time::Duration {
+        let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: getrusage fills the struct it is given.
+        let ok = unsafe { libc::getrusage(libc::RUSAGE_THREAD, ru.as_mut_ptr()) } == 0;
+        if !ok {
+            return std::time::Duration::ZERO;
+        }
+        // SAFETY: initialised by the successful call above.
+        let ru = unsafe { ru.assume_init() };
+        let tv = |t: libc::timeval| {
+            std::time::Duration::from_secs(t.tv_sec as u64)
+                + std::time::Duration::from_micros(t.tv_usec as u64)
+        };
+        tv(ru.ru_utime) + tv(ru.ru_stime)
+    }
+
+    pub(crate) fn mark(&mut self, phase: &str) {
+        if self.on {
+            let now = std::time::Instant::now();
+            eprintln!("archive: {phase}: {:.3?}", now - self.last);
+            self.last = now;
+        }
+    }
+}
+
 /// Apply `[start, EOF)` of `ledger` to `conn`, inside the caller's
 /// transaction. The caller owns the cursor and timestamps.
 pub(crate) fn apply_range(
@@ -310,11 +351,13 @@ pub(crate) fn apply_range(
     start: u64,
     mode: Mode,
 ) -> Result<Applied> {
+    let mut trace = Trace::new();
     let mut out = Applied {
         safe_offset: start,
         ..Applied::default()
     };
     let (new_stamps, limit) = scan_stamps(ledger, start, &mut out.skipped)?;
+    trace.mark("stamp pass");
     out.stamps = new_stamps.len() as u64;
     {
         let mut ins = conn.prepare_cached(INSERT_STAMP).map_err(db_err(db_path))?;
@@ -324,6 +367,7 @@ pub(crate) fn apply_range(
         }
     }
     let index = load_stamps(conn, db_path)?;
+    trace.mark("stamp index");
 
     let mut sessions: HashSet<String> = HashSet::new();
     for s in &new_stamps {
@@ -356,10 +400,12 @@ pub(crate) fn apply_range(
     // A write error explains a failed send, so it is reported first.
     written?;
     parsed?;
+    trace.mark("row pass");
 
     if mode == Mode::Fresh {
         schema::create_secondary_indexes(conn, db_path)?;
         schema::create_fidelity_index(conn, db_path)?;
+        trace.mark("indexes");
     }
 
     // Refold turns hit by new stamps. A fresh build already folded every
@@ -373,7 +419,12 @@ pub(crate) fn apply_range(
     if refold_needed {
         refold(conn, db_path, &index, &new_stamps, &mut sessions)?;
     }
-    out.sessions_touched = rebuild_sessions(conn, db_path, &sessions)?;
+    trace.mark("refold");
+    // A fresh archive's sessions are derived from one sequential scan;
+    // odd key values take the reference's per-session statement.
+    let scan = mode == Mode::Fresh && !exotic_turns;
+    out.sessions_touched = rebuild_sessions(conn, db_path, &sessions, scan)?;
+    trace.mark("sessions");
     out.skipped.sort_by_key(|s| s.offset);
     Ok(out)
 }
@@ -393,6 +444,7 @@ fn parse_pass(
     let mut sc = LineScanner::open_at(ledger, start).ctx("read", ledger)?;
     let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
     let mut last_session_key = String::new();
+    let mut cache = FoldCache::default();
     let closed = || Error::InvalidInput("archive writer stopped".into());
     while let Some(line) = sc.next_line().ctx("read", ledger)? {
         if line.offset >= limit || !line.terminated {
@@ -414,6 +466,7 @@ fn parse_pass(
                 match turn_item(
                     &mut v,
                     index,
+                    &mut cache,
                     mode,
                     &mut last_session_key,
                     sessions,
@@ -478,12 +531,16 @@ fn parse_pass(
     if !batch.is_empty() {
         tx.send(batch).map_err(|_| closed())?;
     }
+    if std::env::var_os("RELAYBURN_ARCHIVE_TRACE").is_some() {
+        eprintln!("archive: parser cpu {:.3?}", Trace::thread_cpu());
+    }
     Ok(())
 }
 
 fn turn_item(
     line: &mut Value,
     index: &StampIndex,
+    cache: &mut FoldCache,
     mode: Mode,
     last_session_key: &mut String,
     sessions: &mut HashSet<String>,
@@ -493,7 +550,7 @@ fn turn_item(
         Some(r @ Value::Object(_)) => r,
         _ => return Err("turn line has no record object".into()),
     };
-    let cols = index.fold(rec).columns()?;
+    let cols = cache.columns(index, rec)?;
     let exotic = ["source", "sessionId", "messageId", "ts"]
         .iter()
         .any(|k| rec.get(k).and_then(Value::as_str).is_none());
@@ -549,7 +606,10 @@ fn write_items(
     // In a fresh archive a key seen for the first time has no tool calls
     // to delete; hashes only skip deletes, so a collision costs a delete.
     let mut seen: HashSet<u64> = HashSet::new();
+    let mut busy = std::time::Duration::ZERO;
+    let trace = Trace::new();
     for batch in rx {
+        let t0 = std::time::Instant::now();
         for item in batch {
             match item {
                 Item::Turn(row, may_have_calls) => {
@@ -588,12 +648,43 @@ fn write_items(
                 }
             }
         }
+        busy += t0.elapsed();
+    }
+    if trace.on {
+        eprintln!(
+            "archive: writer busy: {busy:.3?}, cpu {:.3?}",
+            Trace::thread_cpu()
+        );
     }
     Ok(())
 }
 
+/// Distinct values of `turns.source`, stepping through an index whose
+/// first column is `source` instead of scanning the table.
+fn distinct_sources(conn: &Connection, path: &Path) -> Result<Vec<String>> {
+    let e = db_err(path);
+    let mut first = conn.prepare("SELECT MIN(source) FROM turns").map_err(&e)?;
+    let mut next = conn
+        .prepare("SELECT MIN(source) FROM turns WHERE source > ?1")
+        .map_err(&e)?;
+    let mut out: Vec<String> = Vec::new();
+    let mut cur: Option<String> = first.query_row([], |r| text_col(r, 0)).map_err(&e)?;
+    while let Some(s) = cur {
+        cur = next.query_row([&s], |r| text_col(r, 0)).map_err(&e)?;
+        out.push(s);
+    }
+    Ok(out)
+}
+
+const TURN_KEY_COLS: &str = "SELECT source, session_id, message_id, ts FROM turns";
+
+/// Parameters per `IN (…)` lookup.
+const IN_CHUNK: usize = 500;
+
 /// Turns a stamp may apply to, found as the reference finds them: by the
 /// first selector field present among sessionId, messageId and range.
+/// The set is the reference's; the lookups use indexes where it scans
+/// (sessionId per source, all messageIds in one pass).
 fn refold(
     conn: &Connection,
     path: &Path,
@@ -603,7 +694,7 @@ fn refold(
 ) -> Result<()> {
     let e = db_err(path);
     let mut targets: HashMap<String, [String; 4]> = HashMap::new();
-    let mut collect = |stmt: &mut Statement<'_>, params: &[Sv]| -> Result<()> {
+    let mut collect = |stmt: &mut Statement<'_>, params: &[&Sv]| -> Result<()> {
         let mut rows = stmt
             .query(rusqlite::params_from_iter(params.iter()))
             .map_err(&e)?;
@@ -616,21 +707,25 @@ fn refold(
         }
         Ok(())
     };
-    const COLS: &str = "SELECT source, session_id, message_id, ts FROM turns";
+    let sources: Vec<Sv> = distinct_sources(conn, path)?
+        .into_iter()
+        .map(Sv::Text)
+        .collect();
     let mut by_session = conn
-        .prepare(&format!("{COLS} WHERE session_id = ?1"))
+        .prepare(&format!(
+            "{TURN_KEY_COLS} WHERE source = ?1 AND session_id = ?2"
+        ))
         .map_err(&e)?;
-    let mut by_message = conn
-        .prepare(&format!("{COLS} WHERE message_id = ?1"))
-        .map_err(&e)?;
+    let mut message_ids: Vec<Sv> = Vec::new();
     for s in stamps {
         let sel = &s.selector;
         if let Some(sid) = sel.get("sessionId") {
             let p = bindable(sid).unwrap_or(Sv::Null);
-            collect(&mut by_session, &[p])?;
+            for src in &sources {
+                collect(&mut by_session, &[src, &p])?;
+            }
         } else if let Some(mid) = sel.get("messageId") {
-            let p = bindable(mid).unwrap_or(Sv::Null);
-            collect(&mut by_message, &[p])?;
+            message_ids.push(bindable(mid).unwrap_or(Sv::Null));
         } else if let Some(range) = sel.get("range").filter(|r| r.is_truthy()) {
             let mut wheres = Vec::new();
             let mut params = Vec::new();
@@ -641,15 +736,25 @@ fn refold(
                 }
             }
             let sql = if wheres.is_empty() {
-                COLS.to_string()
+                TURN_KEY_COLS.to_string()
             } else {
-                format!("{COLS} WHERE {}", wheres.join(" AND "))
+                format!("{TURN_KEY_COLS} WHERE {}", wheres.join(" AND "))
             };
             let mut stmt = conn.prepare(&sql).map_err(&e)?;
-            collect(&mut stmt, &params)?;
+            let refs: Vec<&Sv> = params.iter().collect();
+            collect(&mut stmt, &refs)?;
         }
     }
+    for chunk in message_ids.chunks(IN_CHUNK) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let mut stmt = conn
+            .prepare(&format!("{TURN_KEY_COLS} WHERE message_id IN ({marks})"))
+            .map_err(&e)?;
+        let refs: Vec<&Sv> = chunk.iter().collect();
+        collect(&mut stmt, &refs)?;
+    }
     let mut update = conn.prepare(REFOLD_TURN).map_err(&e)?;
+    let mut cache = FoldCache::default();
     for [source, session_id, message_id, ts] in targets.into_values() {
         let mut fake = Object::new();
         fake.insert("source", Value::from(source.as_str()));
@@ -658,7 +763,7 @@ fn refold(
         fake.insert("ts", Value::from(ts));
         let fake = Value::Object(fake);
         // Values that cannot be bound were refused with their stamp.
-        let c = index.fold(&fake).columns().map_err(Error::InvalidInput)?;
+        let c = cache.columns(index, &fake).map_err(Error::InvalidInput)?;
         update
             .execute(rusqlite::params![
                 c.workflow_id,
@@ -678,31 +783,381 @@ fn refold(
 
 /// Re-derive the touched sessions; returns how many distinct session ids
 /// were touched (the reference's count, which ignores the source).
-fn rebuild_sessions(conn: &Connection, path: &Path, keys: &HashSet<String>) -> Result<u64> {
+fn rebuild_sessions(
+    conn: &Connection,
+    path: &Path,
+    keys: &HashSet<String>,
+    scan: bool,
+) -> Result<u64> {
     let e = db_err(path);
     let mut distinct: HashSet<&str> = HashSet::new();
     for k in keys {
         distinct.insert(k.split_once('|').map_or(k.as_str(), |(_, s)| s));
     }
+    let aggregates = if scan {
+        session_scan::scan(conn, path)?
+    } else {
+        None
+    };
     let mut resolved: HashSet<String> = HashSet::new();
-    let mut sources = conn
-        .prepare("SELECT DISTINCT source FROM turns WHERE session_id = ?1")
+    let mut sources: Option<Vec<String>> = None;
+    let mut exists = conn
+        .prepare("SELECT 1 FROM turns WHERE source = ?1 AND session_id = ?2 LIMIT 1")
         .map_err(&e)?;
     for k in keys {
         if let Some(sid) = k.strip_prefix("*|") {
-            let mut rows = sources.query([sid]).map_err(&e)?;
-            while let Some(r) = rows.next().map_err(&e)? {
-                let src = text_col(r, 0).map_err(&e)?.unwrap_or_default();
-                resolved.insert(format!("{src}|{sid}"));
+            // A stamp's session: every source that has turns in it.
+            if sources.is_none() {
+                sources = Some(distinct_sources(conn, path)?);
+            }
+            for src in sources.iter().flatten() {
+                if exists.exists([src.as_str(), sid]).map_err(&e)? {
+                    resolved.insert(format!("{src}|{sid}"));
+                }
             }
         } else {
             resolved.insert(k.clone());
         }
     }
-    let mut upsert = conn.prepare(UPSERT_SESSION).map_err(&e)?;
-    for k in &resolved {
-        let (source, sid) = k.split_once('|').unwrap_or((k.as_str(), ""));
-        upsert.execute([source, sid]).map_err(&e)?;
+    match aggregates {
+        Some(mut agg) => {
+            let mut insert = conn.prepare(session_scan::INSERT_SESSION).map_err(&e)?;
+            for k in &resolved {
+                let (source, sid) = k.split_once('|').unwrap_or((k.as_str(), ""));
+                let key = (source.as_bytes().to_vec(), sid.as_bytes().to_vec());
+                if let Some(a) = agg.remove(&key) {
+                    insert
+                        .execute(rusqlite::params_from_iter(a.row(source, sid).iter()))
+                        .map_err(&e)?;
+                }
+            }
+        }
+        None => {
+            let mut upsert = conn.prepare(UPSERT_SESSION).map_err(&e)?;
+            for k in &resolved {
+                let (source, sid) = k.split_once('|').unwrap_or((k.as_str(), ""));
+                upsert.execute([source, sid]).map_err(&e)?;
+            }
+        }
     }
     Ok(distinct.len() as u64)
+}
+
+/// The session aggregate of [`UPSERT_SESSION`] computed in one pass over
+/// the `turns` table instead of one index walk per session, with SQLite's
+/// semantics: MIN/MAX of text by bytes, NULLs ignored, models in the order
+/// of `idx_turns_session` (turn_index as SQLite orders mixed types, then
+/// rowid).
+mod session_scan {
+    use std::cmp::Ordering;
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    use rusqlite::types::ValueRef;
+    use rusqlite::Connection;
+
+    use super::{db_err, Sv};
+    use crate::error::Result;
+
+    pub(super) const INSERT_SESSION: &str = "INSERT INTO sessions (
+  source, session_id, project, project_key, started_at, ended_at, turn_count,
+  model_set_json, workflow_id, agent_id, parent_agent_id, has_subagent,
+  min_fidelity, has_full_attribution
+) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+
+    /// An index key value: NULL < numbers < text (< blob, not stored here).
+    #[derive(Debug, Clone)]
+    enum Key {
+        Int(i64),
+        Real(f64),
+        Text(Vec<u8>),
+    }
+
+    fn cmp_int_real(i: i64, r: f64) -> Ordering {
+        let f = i as f64;
+        match f.partial_cmp(&r) {
+            Some(Ordering::Equal) => {
+                // Equal as doubles: decide on the exact integer value.
+                if r >= 9_223_372_036_854_775_808.0 {
+                    Ordering::Less
+                } else if r < -9_223_372_036_854_775_808.0 {
+                    Ordering::Greater
+                } else {
+                    i.cmp(&(r as i64))
+                }
+            }
+            Some(o) => o,
+            None => Ordering::Greater,
+        }
+    }
+
+    fn cmp_key(a: &Key, b: &Key) -> Ordering {
+        match (a, b) {
+            (Key::Int(x), Key::Int(y)) => x.cmp(y),
+            (Key::Real(x), Key::Real(y)) => x.partial_cmp(y).unwrap_or(Ordering::Equal),
+            (Key::Int(x), Key::Real(y)) => cmp_int_real(*x, *y),
+            (Key::Real(x), Key::Int(y)) => cmp_int_real(*y, *x).reverse(),
+            (Key::Text(x), Key::Text(y)) => x.cmp(y),
+            (Key::Text(_), _) => Ordering::Greater,
+            (_, Key::Text(_)) => Ordering::Less,
+        }
+    }
+
+    #[derive(Default)]
+    pub(super) struct Agg {
+        count: i64,
+        min_ts: Option<Vec<u8>>,
+        max_ts: Option<Vec<u8>>,
+        /// project, project_key, workflow_id, agent_id, parent_subagent_id.
+        mins: [Option<Vec<u8>>; 5],
+        max_sidechain: Option<Key>,
+        min_rank: Option<u8>,
+        known: i64,
+        not_full: i64,
+        /// Each distinct model with the first index position it has.
+        models: Vec<(Vec<u8>, Key, i64)>,
+    }
+
+    fn text(v: ValueRef<'_>) -> Option<Option<Vec<u8>>> {
+        match v {
+            ValueRef::Null => Some(None),
+            ValueRef::Text(t) => Some(Some(t.to_vec())),
+            _ => None,
+        }
+    }
+
+    fn min_into(slot: &mut Option<Vec<u8>>, v: Option<Vec<u8>>, want_min: bool) {
+        if let Some(v) = v {
+            let replace = match slot {
+                None => true,
+                Some(cur) => {
+                    if want_min {
+                        v < *cur
+                    } else {
+                        v > *cur
+                    }
+                }
+            };
+            if replace {
+                *slot = Some(v);
+            }
+        }
+    }
+
+    const RANKS: [&str; 5] = [
+        "cost-only",
+        "aggregate-only",
+        "partial",
+        "usage-only",
+        "full",
+    ];
+
+    impl Agg {
+        pub(super) fn row(self, source: &str, sid: &str) -> [Sv; 14] {
+            let t = |v: Option<Vec<u8>>| match v {
+                Some(b) => Sv::Text(String::from_utf8_lossy(&b).into_owned()),
+                None => Sv::Null,
+            };
+            let mut models = self.models;
+            models.sort_by(|a, b| cmp_key(&a.1, &b.1).then(a.2.cmp(&b.2)));
+            let mut json = String::from("[");
+            for (i, (m, _, _)) in models.iter().enumerate() {
+                if i > 0 {
+                    json.push(',');
+                }
+                crate::json::write_str(&mut json, &String::from_utf8_lossy(m));
+            }
+            json.push(']');
+            let has_subagent = match self.max_sidechain {
+                None => Sv::Int(0),
+                Some(Key::Int(i)) => Sv::Int(i),
+                Some(Key::Real(r)) => Sv::Real(r),
+                Some(Key::Text(b)) => Sv::Text(String::from_utf8_lossy(&b).into_owned()),
+            };
+            let min_fidelity = match self.min_rank {
+                Some(r) => Sv::Text(RANKS[r as usize - 1].to_string()),
+                None => Sv::Null,
+            };
+            let full = if self.known == 0 {
+                Sv::Null
+            } else {
+                Sv::Int(i64::from(self.not_full == 0))
+            };
+            let [project, project_key, workflow, agent, parent] = self.mins;
+            [
+                Sv::Text(source.to_string()),
+                Sv::Text(sid.to_string()),
+                t(project),
+                t(project_key),
+                t(self.min_ts),
+                t(self.max_ts),
+                Sv::Int(self.count),
+                Sv::Text(json),
+                t(workflow),
+                t(agent),
+                t(parent),
+                has_subagent,
+                min_fidelity,
+                full,
+            ]
+        }
+    }
+
+    pub(super) type Aggregates = HashMap<(Vec<u8>, Vec<u8>), Agg>;
+
+    /// Aggregate every session of `turns`; `None` when a value has a type
+    /// this pass does not model (the caller then uses the SQL statement).
+    pub(super) fn scan(conn: &Connection, path: &Path) -> Result<Option<Aggregates>> {
+        let e = db_err(path);
+        let mut stmt = conn
+            .prepare(
+                "SELECT rowid, source, session_id, turn_index, ts, model, project, project_key,
+                        workflow_id, agent_id, parent_subagent_id, is_sidechain,
+                        attribution_fidelity
+                 FROM turns",
+            )
+            .map_err(&e)?;
+        let mut rows = stmt.query([]).map_err(&e)?;
+        let mut out: Aggregates = HashMap::new();
+        while let Some(r) = rows.next().map_err(&e)? {
+            let rowid: i64 = r.get(0).map_err(&e)?;
+            let (Some(Some(source)), Some(Some(sid))) = (
+                text(r.get_ref(1).map_err(&e)?),
+                text(r.get_ref(2).map_err(&e)?),
+            ) else {
+                return Ok(None);
+            };
+            let key = match r.get_ref(3).map_err(&e)? {
+                ValueRef::Integer(i) => Key::Int(i),
+                ValueRef::Real(f) => Key::Real(f),
+                ValueRef::Text(t) => Key::Text(t.to_vec()),
+                _ => return Ok(None),
+            };
+            let (Some(Some(ts)), Some(Some(model))) = (
+                text(r.get_ref(4).map_err(&e)?),
+                text(r.get_ref(5).map_err(&e)?),
+            ) else {
+                return Ok(None);
+            };
+            let mut mins: [Option<Vec<u8>>; 5] = Default::default();
+            for (i, slot) in mins.iter_mut().enumerate() {
+                match text(r.get_ref(6 + i).map_err(&e)?) {
+                    Some(v) => *slot = v,
+                    None => return Ok(None),
+                }
+            }
+            let side = match r.get_ref(11).map_err(&e)? {
+                ValueRef::Null => None,
+                ValueRef::Integer(i) => Some(Key::Int(i)),
+                ValueRef::Real(f) => Some(Key::Real(f)),
+                _ => return Ok(None),
+            };
+            let fid = match text(r.get_ref(12).map_err(&e)?) {
+                Some(v) => v,
+                None => return Ok(None),
+            };
+            let a = out.entry((source, sid)).or_default();
+            a.count += 1;
+            min_into(&mut a.min_ts, Some(ts.clone()), true);
+            min_into(&mut a.max_ts, Some(ts), false);
+            for (slot, v) in a.mins.iter_mut().zip(mins) {
+                min_into(slot, v, true);
+            }
+            if let Some(sv) = side {
+                let bigger = match &a.max_sidechain {
+                    None => true,
+                    Some(cur) => cmp_key(&sv, cur) == Ordering::Greater,
+                };
+                if bigger {
+                    a.max_sidechain = Some(sv);
+                }
+            }
+            if let Some(f) = fid {
+                a.known += 1;
+                if f != b"full" {
+                    a.not_full += 1;
+                }
+                if let Some(rank) = RANKS.iter().position(|r| r.as_bytes() == f.as_slice()) {
+                    let rank = rank as u8 + 1;
+                    a.min_rank = Some(a.min_rank.map_or(rank, |m| m.min(rank)));
+                }
+            }
+            match a.models.iter_mut().find(|(m, _, _)| *m == model) {
+                Some(entry) => {
+                    let earlier = cmp_key(&key, &entry.1).then(rowid.cmp(&entry.2));
+                    if earlier == Ordering::Less {
+                        entry.1 = key;
+                        entry.2 = rowid;
+                    }
+                }
+                None => a.models.push((model, key, rowid)),
+            }
+        }
+        Ok(Some(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sessions_of(scan: bool) -> Vec<Vec<String>> {
+        let conn = Connection::open_in_memory().unwrap();
+        let p = Path::new(":memory:");
+        schema::ensure_schema(&conn, p, true).unwrap();
+        // Mixed turn_index types, repeated models out of order, NULL and
+        // known fidelity, sidechain flags, text minima with shared prefixes.
+        conn.execute_batch(
+            "INSERT INTO turns (source, session_id, message_id, turn_index, ts, model, project,
+               project_key, is_sidechain, workflow_id, agent_id, parent_subagent_id,
+               attribution_fidelity)
+             VALUES
+             ('a','s1','m1',3,'2026-01-03','zeta','/p/b',NULL,NULL,'wf2',NULL,NULL,'full'),
+             ('a','s1','m2',1,'2026-01-01','beta','/p/a','k',0,'wf1','g',NULL,NULL),
+             ('a','s1','m3',1.5,'2026-01-02','gamma','/p/ab','j',1,NULL,NULL,'pp','partial'),
+             ('a','s1','m4','x','2026-01-05','omega',NULL,NULL,NULL,NULL,NULL,NULL,'full'),
+             ('a','s1','m5',1,'2026-01-04','beta',NULL,NULL,NULL,NULL,NULL,NULL,'usage-only'),
+             ('b','s1','m1',0,'2026-02-01','m',NULL,NULL,NULL,NULL,NULL,NULL,NULL),
+             ('b','s2','m1',0,'2026-02-01','m\"q',NULL,NULL,0,NULL,NULL,NULL,'full'),
+             ('b','s2','m2',0,'2026-02-02','m\"q',NULL,NULL,0,NULL,NULL,NULL,'odd');",
+        )
+        .unwrap();
+        let keys: HashSet<String> = ["a|s1", "*|s1", "b|s2", "c|none"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(rebuild_sessions(&conn, p, &keys, scan).unwrap(), 3);
+        let mut stmt = conn
+            .prepare("SELECT * FROM sessions ORDER BY source, session_id")
+            .unwrap();
+        let n = stmt.column_count();
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((0..n)
+                    .map(|i| match r.get_ref(i).unwrap() {
+                        rusqlite::types::ValueRef::Text(t) => {
+                            String::from_utf8_lossy(t).into_owned()
+                        }
+                        other => format!("{other:?}"),
+                    })
+                    .collect::<Vec<_>>())
+            })
+            .unwrap();
+        rows.collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    #[test]
+    fn session_scan_equals_the_per_session_statement() {
+        let by_sql = sessions_of(false);
+        assert_eq!(by_sql.len(), 3);
+        // Worked by hand for (a, s1): models by (turn_index, rowid) are
+        // beta(1), beta(1), gamma(1.5), zeta(3), omega('x'); the smallest
+        // project is '/p/a'; the worst class is partial.
+        assert_eq!(by_sql[0][7], r#"["beta","gamma","zeta","omega"]"#);
+        assert_eq!(by_sql[0][2], "/p/a");
+        assert_eq!(by_sql[0][12], "partial");
+        assert_eq!(by_sql[0][11], "Integer(1)");
+        assert_eq!(by_sql[2][7], r#"["m\"q"]"#);
+        assert_eq!(sessions_of(true), by_sql);
+    }
 }

@@ -74,6 +74,9 @@ struct RangeIndex {
     /// Segment tree over `items` of the largest upper bound (None = open).
     tree: Vec<Option<usize>>,
     size: usize,
+    /// Every distinct bound, sorted: timestamps between two neighbours (or
+    /// equal to one) fall in exactly the same windows.
+    points: Vec<JsString>,
 }
 
 fn upper_ge(a: &Option<JsString>, b: &Option<JsString>) -> bool {
@@ -110,7 +113,27 @@ impl RangeIndex {
                 (None, b) => b,
             };
         }
-        RangeIndex { items, tree, size }
+        let mut points: Vec<JsString> = items
+            .iter()
+            .flat_map(|(f, t, _)| [f.clone(), t.clone()])
+            .flatten()
+            .collect();
+        points.sort_by(|a, b| a.js_cmp(b));
+        points.dedup_by(|a, b| a.js_cmp(b).is_eq());
+        RangeIndex {
+            items,
+            tree,
+            size,
+            points,
+        }
+    }
+
+    /// Which stretch between bounds `ts` is in; equal segments mean equal
+    /// window hits.
+    fn segment(&self, ts: &JsString) -> u32 {
+        let i = self.points.partition_point(|p| p.js_cmp(ts).is_lt());
+        let on_point = self.points.get(i).is_some_and(|p| p.js_cmp(ts).is_eq());
+        (2 * i + usize::from(on_point)) as u32
     }
 
     /// Stamps whose window holds `ts`.
@@ -163,6 +186,13 @@ pub(crate) struct StampIndex {
     all_ranges: Vec<u32>,
     /// Stamps checked against every turn (odd range bounds).
     general: Vec<u32>,
+    /// Each stamp's enrichment entries, keys interned.
+    entries: Vec<StampEntries>,
+    key_names: Vec<JsString>,
+    /// Segment tree over window segments: each node summarises the window
+    /// stamps covering all of its segments.
+    window_tree: Vec<Summary>,
+    window_leaves: usize,
 }
 
 /// A bound that leaves the window open on that side (falsy in JavaScript),
@@ -207,8 +237,101 @@ impl StampIndex {
             }
         }
         ix.ranges = RangeIndex::build(ranges);
+        let mut interned: HashMap<JsString, KeyId> = HashMap::new();
+        for st in &stamps {
+            let mut e = StampEntries::default();
+            for_each_entry(&st.enrichment, |k, v| {
+                if k == *"__proto__" {
+                    if matches!(v, Value::Object(_) | Value::Null) {
+                        e.proto = Some(v);
+                    }
+                    return;
+                }
+                let next = interned.len() as KeyId;
+                let id = *interned.entry(k.clone()).or_insert_with(|| {
+                    ix.key_names.push(k);
+                    next
+                });
+                e.keys.push((id, v));
+            });
+            ix.entries.push(e);
+        }
+        ix.build_window_tree();
         ix.stamps = stamps;
         ix
+    }
+
+    /// Place every window stamp on the segments its window covers.
+    fn build_window_tree(&mut self) {
+        let segments = 2 * self.ranges.points.len() + 1;
+        let n = segments.next_power_of_two();
+        self.window_leaves = n;
+        self.window_tree = vec![Summary::default(); 2 * n];
+        let seg_of = |b: &Option<JsString>, open: usize| match b {
+            None => open,
+            Some(p) => {
+                let i = self.ranges.points.partition_point(|q| q.js_cmp(p).is_lt());
+                2 * i + 1
+            }
+        };
+        for (from, to, stamp) in &self.ranges.items {
+            let lo = seg_of(from, 0);
+            let hi = seg_of(to, segments - 1);
+            if lo > hi {
+                continue; // an empty window
+            }
+            let (mut l, mut r) = (lo + n, hi + n + 1);
+            while l < r {
+                if l & 1 == 1 {
+                    self.window_tree[l].add_stamp(*stamp, &self.entries[*stamp as usize]);
+                    l += 1;
+                }
+                if r & 1 == 1 {
+                    r -= 1;
+                    self.window_tree[r].add_stamp(*stamp, &self.entries[*stamp as usize]);
+                }
+                l /= 2;
+                r /= 2;
+            }
+        }
+    }
+
+    /// What the window stamps covering `seg` assign.
+    fn window_summary(&self, seg: u32) -> Summary {
+        let mut out = Summary::default();
+        let mut node = seg as usize + self.window_leaves;
+        while node >= 1 {
+            out.merge(&self.window_tree[node]);
+            node /= 2;
+        }
+        out
+    }
+
+    /// The enrichment an assignment summary stands for.
+    fn materialize(&self, s: &Summary) -> std::result::Result<EnrichmentCols, String> {
+        let mut order: Vec<((u32, u32), KeyId, u32)> = s
+            .slots
+            .iter()
+            .filter(|(k, _)| **k != PROTO_KEY)
+            .map(|(k, slot)| (slot.first, *k, slot.last))
+            .collect();
+        order.sort_unstable_by_key(|(first, _, _)| *first);
+        let mut folded = Folded::default();
+        for (_, key, last) in order {
+            let value = self.entries[last as usize]
+                .keys
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            folded
+                .own
+                .insert(self.key_names[key as usize].clone(), value);
+        }
+        if let Some(slot) = s.slots.get(&PROTO_KEY) {
+            folded.proto = self.entries[slot.last as usize].proto.clone();
+        }
+        folded.columns()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -218,33 +341,222 @@ impl StampIndex {
             && self.general.is_empty()
     }
 
-    /// The enrichment the reference folds onto `turn` (an object with at
-    /// least `sessionId`, `messageId` and `ts`).
-    pub(crate) fn fold(&self, turn: &Value) -> Folded {
-        let mut out = Folded::default();
-        if self.is_empty() {
-            return out;
-        }
-        let mut cand: Vec<u32> = Vec::new();
-        cand.extend_from_slice(self.by_session.get(turn.get("sessionId")));
-        cand.extend_from_slice(self.by_message.get(turn.get("messageId")));
+    /// Matching stamps that are not window-only stamps, in fold order.
+    fn other_matches(&self, turn: &Value, out: &mut Vec<u32>) {
+        out.clear();
+        let checked = self
+            .by_session
+            .get(turn.get("sessionId"))
+            .iter()
+            .chain(self.by_message.get(turn.get("messageId")))
+            .chain(&self.general)
+            .copied()
+            .filter(|&i| stamp_matches(&self.stamps[i as usize].selector, turn));
+        out.extend(checked);
+        out.sort_unstable();
+        out.dedup();
+    }
+
+    /// Window-only stamps matching `turn`, unordered.
+    fn window_matches(&self, turn: &Value, out: &mut Vec<u32>) {
         match turn.get("ts") {
-            Some(Value::String(ts)) => self.ranges.query(ts, &mut cand),
-            _ => cand.extend_from_slice(&self.all_ranges),
+            // Window hits are exact: those stamps have no other field.
+            Some(Value::String(ts)) => self.ranges.query(ts, out),
+            _ => out.extend(
+                self.all_ranges
+                    .iter()
+                    .copied()
+                    .filter(|&i| stamp_matches(&self.stamps[i as usize].selector, turn)),
+            ),
         }
-        cand.extend_from_slice(&self.general);
-        if cand.is_empty() {
-            return out;
+    }
+
+    /// The stamps that match `turn` (an object with at least `sessionId`,
+    /// `messageId` and `ts`), in fold order.
+    pub(crate) fn matching(&self, turn: &Value, out: &mut Vec<u32>) {
+        out.clear();
+        if self.is_empty() {
+            return;
         }
-        cand.sort_unstable();
-        cand.dedup();
-        for i in cand {
-            let s = &self.stamps[i as usize];
-            if stamp_matches(&s.selector, turn) {
-                out.apply(&s.enrichment);
-            }
+        let mut others = Vec::new();
+        self.other_matches(turn, &mut others);
+        self.window_matches(turn, out);
+        out.extend(others);
+        out.sort_unstable();
+        out.dedup();
+    }
+
+    /// Fold the given stamps (in fold order).
+    pub(crate) fn fold_stamps(&self, matched: &[u32]) -> Folded {
+        let mut out = Folded::default();
+        for &i in matched {
+            out.apply(&self.stamps[i as usize].enrichment);
         }
         out
+    }
+
+    /// The enrichment the reference folds onto `turn`.
+    #[cfg(test)]
+    pub(crate) fn fold(&self, turn: &Value) -> Folded {
+        let mut m = Vec::new();
+        self.matching(turn, &mut m);
+        self.fold_stamps(&m)
+    }
+}
+
+/// Interned enrichment key; [`PROTO_KEY`] stands for `__proto__`.
+type KeyId = u32;
+const PROTO_KEY: KeyId = KeyId::MAX;
+
+/// `Object.entries` of one stamp's enrichment.
+#[derive(Default)]
+struct StampEntries {
+    keys: Vec<(KeyId, Value)>,
+    /// An object (or null) assigned to `__proto__`.
+    proto: Option<Value>,
+}
+
+/// Where a key is first assigned (stamp, position in its entries) and
+/// which stamp assigns it last: all a fold needs, since the last value
+/// wins and the key keeps its first place.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    first: (u32, u32),
+    last: u32,
+}
+
+/// The assignments of a set of stamps, mergeable in any order.
+#[derive(Debug, Clone, Default)]
+struct Summary {
+    slots: HashMap<KeyId, Slot>,
+}
+
+impl Summary {
+    fn put(&mut self, key: KeyId, slot: Slot) {
+        self.slots
+            .entry(key)
+            .and_modify(|s| {
+                s.first = s.first.min(slot.first);
+                s.last = s.last.max(slot.last);
+            })
+            .or_insert(slot);
+    }
+
+    fn add_stamp(&mut self, order: u32, e: &StampEntries) {
+        for (pos, (key, _)) in e.keys.iter().enumerate() {
+            self.put(
+                *key,
+                Slot {
+                    first: (order, pos as u32),
+                    last: order,
+                },
+            );
+        }
+        if e.proto.is_some() {
+            self.put(
+                PROTO_KEY,
+                Slot {
+                    first: (order, 0),
+                    last: order,
+                },
+            );
+        }
+    }
+
+    fn merge(&mut self, other: &Summary) {
+        for (k, slot) in &other.slots {
+            self.put(*k, *slot);
+        }
+    }
+}
+
+/// Folds are memoised: turns in the same stretch between window bounds
+/// with the same session and message matches fold alike. Window stamps
+/// are summarised per stretch through a segment tree, so a turn costs
+/// about the number of distinct keys, however many windows cover it.
+#[derive(Default)]
+pub(crate) struct FoldCache {
+    others: Vec<u32>,
+    windows: HashMap<u32, Summary>,
+    memo: HashMap<(u32, Vec<u32>), std::result::Result<EnrichmentCols, String>>,
+}
+
+const FOLD_CACHE_ENTRIES: usize = 4096;
+
+impl FoldCache {
+    /// The enrichment columns of `turn`, or why they cannot be bound.
+    pub(crate) fn columns(
+        &mut self,
+        index: &StampIndex,
+        turn: &Value,
+    ) -> std::result::Result<EnrichmentCols, String> {
+        if index.is_empty() {
+            return Ok(EnrichmentCols::empty());
+        }
+        let Some(Value::String(ts)) = turn.get("ts") else {
+            let mut m = Vec::new();
+            index.matching(turn, &mut m);
+            return index.fold_stamps(&m).columns();
+        };
+        let seg = index.ranges.segment(ts);
+        index.other_matches(turn, &mut self.others);
+        let key = (seg, std::mem::take(&mut self.others));
+        if let Some(hit) = self.memo.get(&key) {
+            let out = hit.clone();
+            self.others = key.1;
+            return out;
+        }
+        if self.windows.len() >= FOLD_CACHE_ENTRIES {
+            self.windows.clear();
+        }
+        let windows = self
+            .windows
+            .entry(seg)
+            .or_insert_with(|| index.window_summary(seg));
+        let cols = if windows.slots.is_empty() && key.1.is_empty() {
+            Ok(EnrichmentCols::empty())
+        } else {
+            let mut s = windows.clone();
+            for &o in &key.1 {
+                s.add_stamp(o, &index.entries[o as usize]);
+            }
+            index.materialize(&s)
+        };
+        if self.memo.len() >= FOLD_CACHE_ENTRIES {
+            self.memo.clear();
+        }
+        self.memo.insert(key, cols.clone());
+        cols
+    }
+}
+
+/// `Object.entries(e)` for the values JSON can hold.
+fn for_each_entry(e: &Value, mut f: impl FnMut(JsString, Value)) {
+    match e {
+        Value::Object(o) => {
+            for (k, v) in o.iter() {
+                f(k.clone(), v.clone());
+            }
+        }
+        Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                f(JsString::from(i.to_string()), v.clone());
+            }
+        }
+        Value::String(s) => {
+            let units: Vec<u16> = match s {
+                JsString::Utf16(u) => u.to_vec(),
+                JsString::Utf8(t) => t.encode_utf16().collect(),
+            };
+            for (i, u) in units.into_iter().enumerate() {
+                let ch = match String::from_utf16(&[u]) {
+                    Ok(c) => JsString::from(c),
+                    Err(_) => JsString::Utf16(Box::new([u])),
+                };
+                f(JsString::from(i.to_string()), Value::String(ch));
+            }
+        }
+        _ => {}
     }
 }
 
@@ -261,33 +573,7 @@ pub(crate) struct Folded {
 impl Folded {
     /// `for (const [k, v] of Object.entries(e)) out[k] = v`.
     pub(crate) fn apply(&mut self, e: &Value) {
-        match e {
-            Value::Object(o) => {
-                for (k, v) in o.iter() {
-                    self.assign(k.clone(), v.clone());
-                }
-            }
-            Value::Array(a) => {
-                for (i, v) in a.iter().enumerate() {
-                    self.assign(JsString::from(i.to_string()), v.clone());
-                }
-            }
-            Value::String(s) => {
-                let text = s.to_lossy();
-                let units: Vec<u16> = match s {
-                    JsString::Utf16(u) => u.to_vec(),
-                    JsString::Utf8(_) => text.encode_utf16().collect(),
-                };
-                for (i, u) in units.into_iter().enumerate() {
-                    let ch = match String::from_utf16(&[u]) {
-                        Ok(c) => JsString::from(c),
-                        Err(_) => JsString::Utf16(Box::new([u])),
-                    };
-                    self.assign(JsString::from(i.to_string()), Value::String(ch));
-                }
-            }
-            _ => {}
-        }
+        for_each_entry(e, |k, v| self.assign(k, v));
     }
 
     fn assign(&mut self, k: JsString, v: Value) {
@@ -341,7 +627,13 @@ mod tests {
     }
 
     fn fold_json(ix: &StampIndex, turn: &str) -> String {
-        ix.fold(&parse(turn).unwrap()).columns().unwrap().json
+        let via_cache = FoldCache::default()
+            .columns(ix, &parse(turn).unwrap())
+            .unwrap()
+            .json;
+        let direct = ix.fold(&parse(turn).unwrap()).columns().unwrap().json;
+        assert_eq!(via_cache, direct);
+        direct
     }
 
     #[test]
@@ -417,5 +709,84 @@ mod tests {
         let c = f.columns().unwrap();
         assert_eq!(c.json, r#"{"0":"a","1":"b","persona":"p"}"#);
         assert_eq!(c.tier, Sv::Text("x".into()));
+    }
+
+    #[test]
+    fn memoised_summaries_equal_the_linear_fold_on_mixed_stamps() {
+        // A small deterministic generator (no dependency needed).
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let keys = ["a", "b", "c", "workflowId", "tier", "0", "1"];
+        let mut stamps = Vec::new();
+        for _ in 0..300 {
+            let sel = match next(5) {
+                0 => format!(r#"{{"sessionId":"s{}"}}"#, next(4)),
+                1 => format!(r#"{{"messageId":"m{}"}}"#, next(20)),
+                2 => format!(
+                    r#"{{"sessionId":"s{}","range":{{"toTs":"{:03}"}}}}"#,
+                    next(4),
+                    next(100)
+                ),
+                _ => {
+                    let a = next(100);
+                    let b = a + next(60);
+                    match next(4) {
+                        0 => format!(r#"{{"range":{{"fromTs":"{a:03}"}}}}"#),
+                        1 => format!(r#"{{"range":{{"toTs":"{b:03}"}}}}"#),
+                        2 => r#"{"range":{"fromTs":"","toTs":null}}"#.to_string(),
+                        _ => format!(r#"{{"range":{{"fromTs":"{a:03}","toTs":"{b:03}"}}}}"#),
+                    }
+                }
+            };
+            let enr = match next(10) {
+                0 => r#"["x","y"]"#.to_string(),
+                1 => r#""zz""#.to_string(),
+                2 => r#"{"__proto__":{"tier":"p"},"c":"proto"}"#.to_string(),
+                _ => {
+                    let mut parts = Vec::new();
+                    for _ in 0..=next(3) {
+                        let k = keys[next(keys.len() as u64) as usize];
+                        parts.push(format!(r#""{k}":"v{}""#, next(1000)));
+                    }
+                    parts.dedup();
+                    format!("{{{}}}", parts.join(","))
+                }
+            };
+            stamps.push(st(&sel, &enr));
+        }
+        let copy: Vec<FoldStamp> = stamps
+            .iter()
+            .map(|s| FoldStamp {
+                selector: s.selector.clone(),
+                enrichment: s.enrichment.clone(),
+            })
+            .collect();
+        let ix = StampIndex::new(stamps);
+        let mut cache = FoldCache::default();
+        for _ in 0..2000 {
+            let turn = parse(&format!(
+                r#"{{"sessionId":"s{}","messageId":"m{}","ts":"{:03}"}}"#,
+                next(5),
+                next(25),
+                next(170)
+            ))
+            .unwrap();
+            let mut want = Folded::default();
+            for s in &copy {
+                if stamp_matches(&s.selector, &turn) {
+                    want.apply(&s.enrichment);
+                }
+            }
+            let want = want.columns().unwrap();
+            let got = cache.columns(&ix, &turn).unwrap();
+            assert_eq!(got.json, want.json, "{turn:?}");
+            assert_eq!(got.tier, want.tier, "{turn:?}");
+            assert_eq!(got.workflow_id, want.workflow_id, "{turn:?}");
+        }
     }
 }

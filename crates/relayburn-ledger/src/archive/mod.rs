@@ -287,6 +287,8 @@ fn build_aside(home: &LedgerHome, tmp: &Path) -> Result<BuildResult> {
     let mut conn = Connection::open(tmp).map_err(sql_err(tmp))?;
     let e = sql_err(tmp);
     conn.execute_batch(BULK_PRAGMAS).map_err(&e)?;
+    // Secondary indexes are built after the load, by sorting, which costs
+    // less than keeping them up to date row by row.
     schema::ensure_schema(&conn, tmp, false)?;
     schema::insert_initial_state(&conn, tmp)?;
     let now = iso_now();
@@ -313,13 +315,17 @@ fn build_aside(home: &LedgerHome, tmp: &Path) -> Result<BuildResult> {
             Ok(applied)
         }
     })?;
+    let mut trace = build::Trace::new();
+    trace.mark("commit");
     // The swapped-in file must be a WAL database like the reference's.
     conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
         .map_err(&e)?;
     conn.close().map_err(|(_, err)| sql_err(tmp)(err))?;
+    trace.mark("close");
     std::fs::File::open(tmp)
         .and_then(|f| f.sync_all())
         .ctx("sync", tmp)?;
+    trace.mark("sync");
     Ok(finish(applied, true))
 }
 

@@ -113,12 +113,26 @@ pub(crate) struct TurnRow {
 }
 
 /// The enrichment columns and JSON text of a folded turn.
+#[derive(Debug, Clone)]
 pub(crate) struct EnrichmentCols {
     pub workflow_id: Sv,
     pub agent_id: Sv,
     pub persona: Sv,
     pub tier: Sv,
     pub json: String,
+}
+
+impl EnrichmentCols {
+    /// No stamp applies: all NULL, `{}`.
+    pub(crate) fn empty() -> EnrichmentCols {
+        EnrichmentCols {
+            workflow_id: Sv::Null,
+            agent_id: Sv::Null,
+            persona: Sv::Null,
+            tier: Sv::Null,
+            json: "{}".into(),
+        }
+    }
 }
 
 /// The record object of a `turn`, `compaction` or `tool_result_event`

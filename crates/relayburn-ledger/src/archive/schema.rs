@@ -205,8 +205,9 @@ pub(crate) fn ensure_schema(conn: &Connection, path: &Path, with_indexes: bool) 
     Ok(())
 }
 
-/// The secondary indexes, without the fidelity one (a bulk load creates
-/// them once the rows are in, which is much faster than maintaining them).
+/// The secondary indexes, without the fidelity one. A bulk load creates
+/// them once the rows are in: one sort each costs less than keeping them
+/// up to date row by row.
 pub(crate) fn create_secondary_indexes(conn: &Connection, path: &Path) -> Result<()> {
     let e = sql_err(path);
     for sql in CREATE_INDEXES {
