@@ -13,7 +13,7 @@
 //! Then come the refold of turns hit by new stamps and the re-derivation
 //! of touched sessions, both with the reference's SQL semantics.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -148,9 +148,10 @@ const CALL_ROWS: usize = 16;
 /// Turns per multi-row upsert.
 const TURN_ROWS: usize = 8;
 
+/// By rowid: the row was just read, so the key lookup is not needed.
 const REFOLD_TURN: &str = "UPDATE turns
   SET workflow_id = ?1, agent_id = ?2, persona = ?3, tier = ?4, enrichment_json = ?5
-  WHERE source = ?6 AND session_id = ?7 AND message_id = ?8";
+  WHERE rowid = ?6";
 
 /// Re-derives one session from its turns. The aggregate is the
 /// reference's: worst fidelity by rank (NULL classes ignored), "all full"
@@ -187,6 +188,10 @@ ON CONFLICT (source, session_id) DO UPDATE SET
   parent_agent_id = excluded.parent_agent_id, has_subagent = excluded.has_subagent,
   min_fidelity = excluded.min_fidelity,
   has_full_attribution = excluded.has_full_attribution";
+
+/// Above this many touched sessions one scan of `turns` beats one index
+/// walk per session.
+const SCAN_SESSIONS: usize = 2000;
 
 /// A stamp line of the stretch that the archive accepts.
 struct NewStamp {
@@ -450,9 +455,10 @@ pub(crate) fn apply_range(
         refold(conn, db_path, &index, &new_stamps, &mut sessions)?;
     }
     trace.mark("refold");
-    // A fresh archive's sessions are derived from one sequential scan;
-    // odd key values take the reference's per-session statement.
-    let scan = mode == Mode::Fresh && !exotic_turns;
+    // A fresh archive's sessions, or very many touched ones, are derived
+    // from one sequential scan; odd key values take the reference's
+    // per-session statement.
+    let scan = (mode == Mode::Fresh && !exotic_turns) || sessions.len() > SCAN_SESSIONS;
     out.sessions_touched = rebuild_sessions(conn, db_path, &sessions, scan)?;
     trace.mark("sessions");
     out.skipped.sort_by_key(|s| s.offset);
@@ -796,7 +802,33 @@ fn distinct_sources(conn: &Connection, path: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-const TURN_KEY_COLS: &str = "SELECT source, session_id, message_id, ts FROM turns";
+/// Candidate turns are collected as rowids first (memory stays small even
+/// when a stamp reaches most turns), then read back one by one.
+const TURN_KEY_COLS: &str = "SELECT rowid FROM turns";
+
+const REFOLD_READ: &str = "SELECT source, session_id, message_id, ts,
+  workflow_id, agent_id, persona, tier, enrichment_json FROM turns WHERE rowid = ?1";
+
+fn stored(v: rusqlite::types::ValueRef<'_>) -> Sv {
+    use rusqlite::types::ValueRef;
+    match v {
+        ValueRef::Null => Sv::Null,
+        ValueRef::Integer(i) => Sv::Int(i),
+        ValueRef::Real(f) => Sv::Real(f),
+        ValueRef::Text(t) | ValueRef::Blob(t) => Sv::Text(String::from_utf8_lossy(t).into_owned()),
+    }
+}
+
+/// Would binding `new` store exactly `old`? Text compares as bytes; a
+/// double bound to a text column is stored as text, so it never counts as
+/// equal (the row is rewritten, which is always correct).
+fn same_stored(new: &Sv, old: &Sv) -> bool {
+    match (new, old) {
+        (Sv::Null, Sv::Null) => true,
+        (Sv::Text(a), Sv::Text(b)) => a == b,
+        _ => false,
+    }
+}
 
 /// Parameters per `IN (…)` lookup.
 const IN_CHUNK: usize = 500;
@@ -813,17 +845,13 @@ fn refold(
     sessions: &mut HashSet<String>,
 ) -> Result<()> {
     let e = db_err(path);
-    let mut targets: HashMap<String, [String; 4]> = HashMap::new();
+    let mut targets: HashSet<i64> = HashSet::new();
     let mut collect = |stmt: &mut Statement<'_>, params: &[&Sv]| -> Result<()> {
         let mut rows = stmt
             .query(rusqlite::params_from_iter(params.iter()))
             .map_err(&e)?;
         while let Some(r) = rows.next().map_err(&e)? {
-            let mut vals: [String; 4] = Default::default();
-            for (i, slot) in vals.iter_mut().enumerate() {
-                *slot = text_col(r, i).map_err(&e)?.unwrap_or_default();
-            }
-            targets.insert(format!("{}|{}|{}", vals[0], vals[1], vals[2]), vals);
+            targets.insert(r.get(0).map_err(&e)?);
         }
         Ok(())
     };
@@ -873,29 +901,48 @@ fn refold(
         let refs: Vec<&Sv> = chunk.iter().collect();
         collect(&mut stmt, &refs)?;
     }
+    let mut rowids: Vec<i64> = targets.into_iter().collect();
+    rowids.sort_unstable();
+    let mut read = conn.prepare(REFOLD_READ).map_err(&e)?;
     let mut update = conn.prepare(REFOLD_TURN).map_err(&e)?;
     let mut cache = FoldCache::default();
-    for [source, session_id, message_id, ts] in targets.into_values() {
+    for rowid in rowids {
+        let (key, current) = read
+            .query_row([rowid], |r| {
+                let mut key: [String; 4] = Default::default();
+                for (i, slot) in key.iter_mut().enumerate() {
+                    *slot = text_col(r, i)?.unwrap_or_default();
+                }
+                let mut current: [Sv; 5] = [Sv::Null, Sv::Null, Sv::Null, Sv::Null, Sv::Null];
+                for (i, slot) in current.iter_mut().enumerate() {
+                    *slot = stored(r.get_ref(4 + i)?);
+                }
+                Ok((key, current))
+            })
+            .map_err(&e)?;
+        let [source, session_id, message_id, ts] = key;
         let mut fake = Object::new();
         fake.insert("source", Value::from(source.as_str()));
         fake.insert("sessionId", Value::from(session_id.as_str()));
-        fake.insert("messageId", Value::from(message_id.as_str()));
+        fake.insert("messageId", Value::from(message_id));
         fake.insert("ts", Value::from(ts));
         let fake = Value::Object(fake);
         // Values that cannot be bound were refused with their stamp.
         let c = cache.columns(index, &fake).map_err(Error::InvalidInput)?;
-        update
-            .execute(rusqlite::params![
-                c.workflow_id,
-                c.agent_id,
-                c.persona,
-                c.tier,
-                c.json,
-                source,
-                session_id,
-                message_id
-            ])
-            .map_err(&e)?;
+        let new = [
+            c.workflow_id,
+            c.agent_id,
+            c.persona,
+            c.tier,
+            Sv::Text(c.json),
+        ];
+        // Rewriting a row with the values it holds changes nothing.
+        if !new.iter().zip(&current).all(|(n, o)| same_stored(n, o)) {
+            let [w, a, p, t, j] = new;
+            update
+                .execute(rusqlite::params![w, a, p, t, j, rowid])
+                .map_err(&e)?;
+        }
         sessions.insert(format!("{source}|{session_id}"));
     }
     Ok(())
@@ -979,7 +1026,7 @@ mod session_scan {
     use super::{db_err, Sv};
     use crate::error::Result;
 
-    pub(super) const INSERT_SESSION: &str = "INSERT INTO sessions (
+    pub(super) const INSERT_SESSION: &str = "INSERT OR REPLACE INTO sessions (
   source, session_id, project, project_key, started_at, ended_at, turn_count,
   model_set_json, workflow_id, agent_id, parent_agent_id, has_subagent,
   min_fidelity, has_full_attribution

@@ -208,6 +208,8 @@ fn build_locked(home: &LedgerHome) -> Result<BuildResult> {
     remove_stale_rebuilds(home.root());
     let mut conn = open_archive(&path)?;
     let e = sql_err(&path);
+    // A tail touches index pages all over a big archive: keep them cached.
+    conn.execute_batch(BUILD_CACHE).map_err(&e)?;
     let now = iso_now();
     let Some((size, mtime)) = file_stat(&ledger)? else {
         conn.execute(
@@ -253,6 +255,9 @@ fn build_locked(home: &LedgerHome) -> Result<BuildResult> {
 pub fn rebuild_archive(home: &LedgerHome, locks: &Locks) -> Result<BuildResult> {
     locks.with_lock(ARCHIVE_LOCK, || rebuild_locked(home))
 }
+
+/// Page cache of a connection that builds (the default is 2 MB).
+const BUILD_CACHE: &str = "PRAGMA cache_size = -262144";
 
 /// Bulk-load settings for the file being built, which nobody else opens:
 /// no journal, no syncs (the file is synced once before the swap), a big
