@@ -13,7 +13,7 @@
 //! Then come the refold of turns hit by new stamps and the re-derivation
 //! of touched sessions, both with the reference's SQL semantics.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -28,6 +28,7 @@ use crate::records::{line_kind, Kind};
 use super::fold::{FoldCache, FoldStamp, Folded, StampIndex};
 use super::rows::{
     bindable, compaction_row, record_mut, tool_result_event_row, turn_keys, turn_row, Sv, TurnRow,
+    TOOL_CALL_COLUMNS, TURN_COLUMNS,
 };
 use super::schema::{self, sql_err, STAMP_WILDCARD};
 use super::SkippedRecord;
@@ -70,15 +71,16 @@ const INSERT_STAMP: &str = "INSERT OR REPLACE INTO stamps
   (source, session_id, ts, selector_json, enrichment_json, ledger_offset_bytes)
   VALUES ('*', ?1, ?2, ?3, ?4, ?5)";
 
-const UPSERT_TURN: &str = "INSERT INTO turns (
+const UPSERT_TURNS: &str = "INSERT INTO turns (
   source, session_id, message_id, turn_index, ts, model, project, project_key,
   activity, stop_reason, has_edits, retries, is_sidechain, subagent_id,
   parent_subagent_id, parent_tool_use_id, subagent_type, subagent_description,
   input_tokens, output_tokens, reasoning_tokens, cache_read_tokens,
   cache_create_5m_tokens, cache_create_1h_tokens, workflow_id, agent_id,
   persona, tier, enrichment_json, attribution_fidelity, tokens_present, cost_present
-) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-  ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32)
+) VALUES ";
+
+const UPSERT_TURN_TAIL: &str = "
 ON CONFLICT (source, session_id, message_id) DO UPDATE SET
   turn_index = excluded.turn_index, ts = excluded.ts, model = excluded.model,
   project = excluded.project, project_key = excluded.project_key,
@@ -103,24 +105,53 @@ ON CONFLICT (source, session_id, message_id) DO UPDATE SET
 const DELETE_TOOL_CALLS: &str =
     "DELETE FROM tool_calls WHERE source = ?1 AND session_id = ?2 AND message_id = ?3";
 
-const INSERT_TOOL_CALL: &str = "INSERT INTO tool_calls (
+const INSERT_TOOL_CALLS: &str = "INSERT INTO tool_calls (
   source, session_id, message_id, call_index, tool_use_id, tool_name, target,
   args_hash, is_error, replaced_tools, collapsed_calls
-) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+) VALUES ";
 
 const UPSERT_COMPACTION: &str = "INSERT OR REPLACE INTO compactions
   (source, session_id, ts, preceding_message_id, tokens_before_compact)
   VALUES (?1, ?2, ?3, ?4, ?5)";
 
-const UPSERT_TOOL_RESULT_EVENT: &str = "INSERT OR REPLACE INTO tool_result_events (
+const UPSERT_TOOL_RESULT_EVENTS: &str = "INSERT OR REPLACE INTO tool_result_events (
   source, session_id, message_id, tool_use_id, call_index, event_index, status,
   content_length, content_hash, is_error, subagent_session_id, agent_id,
   event_source, ts
-) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+) VALUES ";
 
+/// `INSERT … VALUES` head followed by `rows` groups of `width` parameters:
+/// one statement per several rows saves most of the per-row overhead, and
+/// rows of one statement apply in order, as separate statements would.
+fn multi_row(head: &str, width: usize, rows: usize) -> String {
+    let mut sql = String::from(head);
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..width {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('?');
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Tool-result events per multi-row insert.
+const EVENT_ROWS: usize = 32;
+/// Tool calls per multi-row insert.
+const CALL_ROWS: usize = 16;
+/// Turns per multi-row upsert.
+const TURN_ROWS: usize = 8;
+
+/// By rowid: the row was just read, so the key lookup is not needed.
 const REFOLD_TURN: &str = "UPDATE turns
   SET workflow_id = ?1, agent_id = ?2, persona = ?3, tier = ?4, enrichment_json = ?5
-  WHERE source = ?6 AND session_id = ?7 AND message_id = ?8";
+  WHERE rowid = ?6";
 
 /// Re-derives one session from its turns. The aggregate is the
 /// reference's: worst fidelity by rank (NULL classes ignored), "all full"
@@ -157,6 +188,10 @@ ON CONFLICT (source, session_id) DO UPDATE SET
   parent_agent_id = excluded.parent_agent_id, has_subagent = excluded.has_subagent,
   min_fidelity = excluded.min_fidelity,
   has_full_attribution = excluded.has_full_attribution";
+
+/// Above this many touched sessions one scan of `turns` beats one index
+/// walk per session.
+const SCAN_SESSIONS: usize = 2000;
 
 /// A stamp line of the stretch that the archive accepts.
 struct NewStamp {
@@ -420,9 +455,10 @@ pub(crate) fn apply_range(
         refold(conn, db_path, &index, &new_stamps, &mut sessions)?;
     }
     trace.mark("refold");
-    // A fresh archive's sessions are derived from one sequential scan;
-    // odd key values take the reference's per-session statement.
-    let scan = mode == Mode::Fresh && !exotic_turns;
+    // A fresh archive's sessions, or very many touched ones, are derived
+    // from one sequential scan; odd key values take the reference's
+    // per-session statement.
+    let scan = (mode == Mode::Fresh && !exotic_turns) || sessions.len() > SCAN_SESSIONS;
     out.sessions_touched = rebuild_sessions(conn, db_path, &sessions, scan)?;
     trace.mark("sessions");
     out.skipped.sort_by_key(|s| s.offset);
@@ -571,11 +607,96 @@ fn turn_item(
 }
 
 struct Writer<'c> {
-    upsert_turn: Statement<'c>,
+    conn: &'c Connection,
+    /// Index n upserts n + 1 turns.
+    turns: Vec<Statement<'c>>,
     delete_calls: Statement<'c>,
-    insert_call: Statement<'c>,
+    /// Index n inserts n + 1 tool calls.
+    insert_calls: Vec<Statement<'c>>,
     compaction: Statement<'c>,
-    tool_result_event: Statement<'c>,
+    /// Index n upserts n + 1 events.
+    events: Vec<Option<Statement<'c>>>,
+    /// Turns not yet written, each with whether its old tool calls must go.
+    pending_turns: Vec<(Box<TurnRow>, bool)>,
+    /// Boxed as they arrive, to keep the channel's items small.
+    #[allow(clippy::vec_box)]
+    pending_events: Vec<Box<[Sv; 14]>>,
+}
+
+impl Writer<'_> {
+    fn flush_events(&mut self, e: &impl Fn(rusqlite::Error) -> Error) -> Result<()> {
+        let mut start = 0;
+        while start < self.pending_events.len() {
+            let n = (self.pending_events.len() - start).min(EVENT_ROWS);
+            if self.events[n - 1].is_none() {
+                let sql = multi_row(UPSERT_TOOL_RESULT_EVENTS, 14, n);
+                self.events[n - 1] = Some(self.conn.prepare(&sql).map_err(e)?);
+            }
+            let rows = &self.pending_events[start..start + n];
+            if let Some(stmt) = self.events[n - 1].as_mut() {
+                stmt.execute(rusqlite::params_from_iter(
+                    rows.iter().flat_map(|r| r.iter()),
+                ))
+                .map_err(e)?;
+            }
+            start += n;
+        }
+        self.pending_events.clear();
+        Ok(())
+    }
+
+    /// Write the pending turns, then, turn by turn, drop replaced tool
+    /// calls and insert the new ones (several turns' calls per statement
+    /// when no delete comes between).
+    fn flush_turns(&mut self, e: &impl Fn(rusqlite::Error) -> Error) -> Result<()> {
+        let turns = std::mem::take(&mut self.pending_turns);
+        let mut start = 0;
+        while start < turns.len() {
+            let n = (turns.len() - start).min(TURN_ROWS);
+            let params = turns[start..start + n]
+                .iter()
+                .flat_map(|(row, _)| row.cols.iter());
+            self.turns[n - 1]
+                .execute(rusqlite::params_from_iter(params))
+                .map_err(e)?;
+            start += n;
+        }
+        let mut calls: Vec<(&[Sv], Sv, &[Sv; TOOL_CALL_COLUMNS])> = Vec::new();
+        for (row, must_delete) in &turns {
+            let key = &row.cols[..3];
+            if *must_delete {
+                self.insert_calls(&mut calls, e)?;
+                self.delete_calls
+                    .execute(rusqlite::params_from_iter(key.iter()))
+                    .map_err(e)?;
+            }
+            for (i, tc) in row.tool_calls.iter().enumerate() {
+                calls.push((key, Sv::Int(i as i64), tc));
+            }
+        }
+        self.insert_calls(&mut calls, e)?;
+        Ok(())
+    }
+
+    fn insert_calls(
+        &mut self,
+        calls: &mut Vec<(&[Sv], Sv, &[Sv; TOOL_CALL_COLUMNS])>,
+        e: &impl Fn(rusqlite::Error) -> Error,
+    ) -> Result<()> {
+        let mut start = 0;
+        while start < calls.len() {
+            let n = (calls.len() - start).min(CALL_ROWS);
+            let params = calls[start..start + n]
+                .iter()
+                .flat_map(|(key, idx, tc)| key.iter().chain(std::iter::once(idx)).chain(tc.iter()));
+            self.insert_calls[n - 1]
+                .execute(rusqlite::params_from_iter(params))
+                .map_err(e)?;
+            start += n;
+        }
+        calls.clear();
+        Ok(())
+    }
 }
 
 fn key_hash(cols: &[Sv]) -> Option<u64> {
@@ -596,12 +717,25 @@ fn write_items(
     mode: Mode,
 ) -> Result<()> {
     let e = db_err(path);
+    let conn: &Connection = conn;
     let mut w = Writer {
-        upsert_turn: conn.prepare(UPSERT_TURN).map_err(&e)?,
+        conn,
+        turns: (1..=TURN_ROWS)
+            .map(|n| {
+                let sql = multi_row(UPSERT_TURNS, TURN_COLUMNS, n) + UPSERT_TURN_TAIL;
+                conn.prepare(&sql)
+            })
+            .collect::<rusqlite::Result<_>>()
+            .map_err(&e)?,
         delete_calls: conn.prepare(DELETE_TOOL_CALLS).map_err(&e)?,
-        insert_call: conn.prepare(INSERT_TOOL_CALL).map_err(&e)?,
+        insert_calls: (1..=CALL_ROWS)
+            .map(|n| conn.prepare(&multi_row(INSERT_TOOL_CALLS, 11, n)))
+            .collect::<rusqlite::Result<_>>()
+            .map_err(&e)?,
         compaction: conn.prepare(UPSERT_COMPACTION).map_err(&e)?,
-        tool_result_event: conn.prepare(UPSERT_TOOL_RESULT_EVENT).map_err(&e)?,
+        events: (0..EVENT_ROWS).map(|_| None).collect(),
+        pending_turns: Vec::with_capacity(TURN_ROWS),
+        pending_events: Vec::with_capacity(EVENT_ROWS),
     };
     // In a fresh archive a key seen for the first time has no tool calls
     // to delete; hashes only skip deletes, so a collision costs a delete.
@@ -613,27 +747,15 @@ fn write_items(
         for item in batch {
             match item {
                 Item::Turn(row, may_have_calls) => {
-                    let key = &row.cols[..3];
-                    w.upsert_turn
-                        .execute(rusqlite::params_from_iter(row.cols.iter()))
-                        .map_err(&e)?;
                     let must_delete = may_have_calls
                         || mode == Mode::Incremental
-                        || match key_hash(key) {
+                        || match key_hash(&row.cols[..3]) {
                             Some(h) => !seen.insert(h),
                             None => true,
                         };
-                    if must_delete {
-                        w.delete_calls
-                            .execute(rusqlite::params_from_iter(key.iter()))
-                            .map_err(&e)?;
-                    }
-                    for (i, tc) in row.tool_calls.iter().enumerate() {
-                        let idx = Sv::Int(i as i64);
-                        let params = key.iter().chain(std::iter::once(&idx)).chain(tc.iter());
-                        w.insert_call
-                            .execute(rusqlite::params_from_iter(params))
-                            .map_err(&e)?;
+                    w.pending_turns.push((row, must_delete));
+                    if w.pending_turns.len() == TURN_ROWS {
+                        w.flush_turns(&e)?;
                     }
                 }
                 Item::Compaction(row) => {
@@ -642,14 +764,18 @@ fn write_items(
                         .map_err(&e)?;
                 }
                 Item::ToolResultEvent(row) => {
-                    w.tool_result_event
-                        .execute(rusqlite::params_from_iter(row.iter()))
-                        .map_err(&e)?;
+                    w.pending_events.push(row);
+                    if w.pending_events.len() == EVENT_ROWS {
+                        w.flush_turns(&e)?;
+                        w.flush_events(&e)?;
+                    }
                 }
             }
         }
         busy += t0.elapsed();
     }
+    w.flush_turns(&e)?;
+    w.flush_events(&e)?;
     if trace.on {
         eprintln!(
             "archive: writer busy: {busy:.3?}, cpu {:.3?}",
@@ -676,7 +802,33 @@ fn distinct_sources(conn: &Connection, path: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-const TURN_KEY_COLS: &str = "SELECT source, session_id, message_id, ts FROM turns";
+/// Candidate turns are collected as rowids first (memory stays small even
+/// when a stamp reaches most turns), then read back one by one.
+const TURN_KEY_COLS: &str = "SELECT rowid FROM turns";
+
+const REFOLD_READ: &str = "SELECT source, session_id, message_id, ts,
+  workflow_id, agent_id, persona, tier, enrichment_json FROM turns WHERE rowid = ?1";
+
+fn stored(v: rusqlite::types::ValueRef<'_>) -> Sv {
+    use rusqlite::types::ValueRef;
+    match v {
+        ValueRef::Null => Sv::Null,
+        ValueRef::Integer(i) => Sv::Int(i),
+        ValueRef::Real(f) => Sv::Real(f),
+        ValueRef::Text(t) | ValueRef::Blob(t) => Sv::Text(String::from_utf8_lossy(t).into_owned()),
+    }
+}
+
+/// Would binding `new` store exactly `old`? Text compares as bytes; a
+/// double bound to a text column is stored as text, so it never counts as
+/// equal (the row is rewritten, which is always correct).
+fn same_stored(new: &Sv, old: &Sv) -> bool {
+    match (new, old) {
+        (Sv::Null, Sv::Null) => true,
+        (Sv::Text(a), Sv::Text(b)) => a == b,
+        _ => false,
+    }
+}
 
 /// Parameters per `IN (…)` lookup.
 const IN_CHUNK: usize = 500;
@@ -693,17 +845,13 @@ fn refold(
     sessions: &mut HashSet<String>,
 ) -> Result<()> {
     let e = db_err(path);
-    let mut targets: HashMap<String, [String; 4]> = HashMap::new();
+    let mut targets: HashSet<i64> = HashSet::new();
     let mut collect = |stmt: &mut Statement<'_>, params: &[&Sv]| -> Result<()> {
         let mut rows = stmt
             .query(rusqlite::params_from_iter(params.iter()))
             .map_err(&e)?;
         while let Some(r) = rows.next().map_err(&e)? {
-            let mut vals: [String; 4] = Default::default();
-            for (i, slot) in vals.iter_mut().enumerate() {
-                *slot = text_col(r, i).map_err(&e)?.unwrap_or_default();
-            }
-            targets.insert(format!("{}|{}|{}", vals[0], vals[1], vals[2]), vals);
+            targets.insert(r.get(0).map_err(&e)?);
         }
         Ok(())
     };
@@ -753,29 +901,48 @@ fn refold(
         let refs: Vec<&Sv> = chunk.iter().collect();
         collect(&mut stmt, &refs)?;
     }
+    let mut rowids: Vec<i64> = targets.into_iter().collect();
+    rowids.sort_unstable();
+    let mut read = conn.prepare(REFOLD_READ).map_err(&e)?;
     let mut update = conn.prepare(REFOLD_TURN).map_err(&e)?;
     let mut cache = FoldCache::default();
-    for [source, session_id, message_id, ts] in targets.into_values() {
+    for rowid in rowids {
+        let (key, current) = read
+            .query_row([rowid], |r| {
+                let mut key: [String; 4] = Default::default();
+                for (i, slot) in key.iter_mut().enumerate() {
+                    *slot = text_col(r, i)?.unwrap_or_default();
+                }
+                let mut current: [Sv; 5] = [Sv::Null, Sv::Null, Sv::Null, Sv::Null, Sv::Null];
+                for (i, slot) in current.iter_mut().enumerate() {
+                    *slot = stored(r.get_ref(4 + i)?);
+                }
+                Ok((key, current))
+            })
+            .map_err(&e)?;
+        let [source, session_id, message_id, ts] = key;
         let mut fake = Object::new();
         fake.insert("source", Value::from(source.as_str()));
         fake.insert("sessionId", Value::from(session_id.as_str()));
-        fake.insert("messageId", Value::from(message_id.as_str()));
+        fake.insert("messageId", Value::from(message_id));
         fake.insert("ts", Value::from(ts));
         let fake = Value::Object(fake);
         // Values that cannot be bound were refused with their stamp.
         let c = cache.columns(index, &fake).map_err(Error::InvalidInput)?;
-        update
-            .execute(rusqlite::params![
-                c.workflow_id,
-                c.agent_id,
-                c.persona,
-                c.tier,
-                c.json,
-                source,
-                session_id,
-                message_id
-            ])
-            .map_err(&e)?;
+        let new = [
+            c.workflow_id,
+            c.agent_id,
+            c.persona,
+            c.tier,
+            Sv::Text(c.json),
+        ];
+        // Rewriting a row with the values it holds changes nothing.
+        if !new.iter().zip(&current).all(|(n, o)| same_stored(n, o)) {
+            let [w, a, p, t, j] = new;
+            update
+                .execute(rusqlite::params![w, a, p, t, j, rowid])
+                .map_err(&e)?;
+        }
         sessions.insert(format!("{source}|{session_id}"));
     }
     Ok(())
@@ -859,7 +1026,7 @@ mod session_scan {
     use super::{db_err, Sv};
     use crate::error::Result;
 
-    pub(super) const INSERT_SESSION: &str = "INSERT INTO sessions (
+    pub(super) const INSERT_SESSION: &str = "INSERT OR REPLACE INTO sessions (
   source, session_id, project, project_key, started_at, ended_at, turn_count,
   model_set_json, workflow_id, agent_id, parent_agent_id, has_subagent,
   min_fidelity, has_full_attribution
