@@ -387,21 +387,6 @@ fn process_alive(pid: i32) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn iso_dates() {
-        assert_eq!(iso_from_millis(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            iso_from_millis(1_776_643_200_123),
-            "2026-04-20T00:00:00.123Z"
-        );
-        assert_eq!(iso_from_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
-    }
-}
-
 impl crate::ledger::Ledger {
     /// Apply the ledger tail to `archive.sqlite` (incremental build).
     pub fn build_archive(&self) -> Result<BuildResult> {
@@ -428,5 +413,20 @@ impl crate::ledger::Ledger {
     /// the stored columns).
     pub fn query_turns_from_archive(&self, q: &crate::query::Query) -> Result<Vec<Value>> {
         query_all_from_archive(self.home(), q)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_dates() {
+        assert_eq!(iso_from_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            iso_from_millis(1_776_643_200_123),
+            "2026-04-20T00:00:00.123Z"
+        );
+        assert_eq!(iso_from_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 }
