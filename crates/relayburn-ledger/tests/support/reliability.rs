@@ -319,6 +319,8 @@ pub struct LedgerAudit {
     pub records: Vec<(u64, usize)>,
     /// Lines that are not records: (offset, bytes, terminated).
     pub fragments: Vec<(u64, Vec<u8>, bool)>,
+    /// Lines of the other kinds (stamps, compactions, …): offsets.
+    pub others: Vec<u64>,
     pub ends_with_newline: bool,
 }
 
@@ -351,6 +353,7 @@ impl LedgerAudit {
                     );
                     a.records.push((l.offset, i));
                 }
+                None if v.as_ref().and_then(line_kind).is_some() => a.others.push(l.offset),
                 None => a.fragments.push((l.offset, l.bytes.to_vec(), l.terminated)),
             }
         }
@@ -361,6 +364,7 @@ impl LedgerAudit {
     pub fn joined(&self, rest: LedgerAudit) -> LedgerAudit {
         let mut a = self.clone();
         a.records.extend(rest.records);
+        a.others.extend(rest.others);
         a.fragments.extend(rest.fragments);
         a.ends_with_newline = rest.ends_with_newline;
         a
@@ -373,6 +377,12 @@ impl LedgerAudit {
                 .records
                 .iter()
                 .filter(|r| r.0 < offset)
+                .copied()
+                .collect(),
+            others: self
+                .others
+                .iter()
+                .filter(|&&o| o < offset)
                 .copied()
                 .collect(),
             fragments: self
@@ -439,6 +449,8 @@ impl IndexAudit {
                 a.torn_tail = Some(text);
             } else if hex {
                 a.hashes.push(Hash16::parse_hex(&text).unwrap());
+            } else if text.trim().is_empty() {
+                // Blank lines are skipped by every reader.
             } else {
                 a.bad.push(text);
             }
