@@ -422,12 +422,26 @@ fn acquire_loop(
     })
 }
 
-/// Exclusive create, then record who we are.
+/// Exclusive create, with who we are already in the file.
+///
+/// A lockfile that exists without its holder line can only be judged by
+/// its mtime, so a process killed between creating it and writing to it
+/// would block every writer for the whole stale window. Where the system
+/// allows it the file is therefore written unnamed and linked into place
+/// (an atomic create-if-absent like `O_EXCL`); elsewhere the line is
+/// prepared first so that the gap is a single system call.
 fn create(path: &Path) -> io::Result<Owned> {
-    let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
-    // An empty lockfile is still a valid lock (it is what the reference
-    // writes), so a failed write only costs the diagnostics.
-    let _ = file.write_all(LockHolder::current().to_line().as_bytes());
+    let line = LockHolder::current().to_line();
+    let file = match create_published(path, line.as_bytes()) {
+        Some(done) => done?,
+        None => {
+            let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
+            // An empty lockfile is still a valid lock (it is what the
+            // reference writes), so a failed write only costs the diagnostics.
+            let _ = file.write_all(line.as_bytes());
+            file
+        }
+    };
     match file.metadata() {
         Ok(m) => Ok(Owned {
             file: Arc::new(file),
@@ -442,6 +456,50 @@ fn create(path: &Path) -> io::Result<Owned> {
             Err(e)
         }
     }
+}
+
+/// Write `body` into an unnamed file in the lock's directory (`O_TMPFILE`)
+/// and link it in as `path`; `linkat` fails with `EEXIST` when the lock is
+/// held, exactly like an exclusive create. `None` when this cannot be done
+/// here (no `O_TMPFILE` support, no `/proc`, or any error that the plain
+/// exclusive create will report in its own words).
+#[cfg(target_os = "linux")]
+fn create_published(path: &Path, body: &[u8]) -> Option<io::Result<File>> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::io::AsRawFd;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut file = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o666)
+        .open(dir)
+        .ok()?;
+    file.write_all(body).ok()?;
+    let from = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()?;
+    let to = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: both are valid NUL-terminated paths; linkat does not keep them.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if rc == 0 {
+        return Some(Ok(file));
+    }
+    let err = io::Error::last_os_error();
+    (err.kind() == ErrorKind::AlreadyExists).then_some(Err(err))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn create_published(_path: &Path, _body: &[u8]) -> Option<io::Result<File>> {
+    None
 }
 
 /// What an existing lockfile looks like to an acquirer.
