@@ -478,6 +478,284 @@ pub fn collect(home: &LedgerHome) -> Result<FloorRows> {
     Ok(rows)
 }
 
+/// The stamps, then every row-producing line in ledger order, with the
+/// rebuild's statements. `always_delete` is the incremental build's rule
+/// (a live archive may hold tool calls for any key); a fresh build only
+/// deletes for a key it has seen before.
+fn insert_items(conn: &Connection, rows: &FloorRows, always_delete: bool) -> Result<()> {
+    {
+        let mut ins = conn.prepare_cached(INSERT_STAMP)?;
+        for s in &rows.stamps {
+            ins.execute(rusqlite::params_from_iter(s.iter()))?;
+        }
+        let mut read = conn.prepare(LOAD_STAMPS)?;
+        let mut q = read.query([])?;
+        while let Some(r) = q.next()? {
+            std::hint::black_box((r.get_ref(0)?, r.get_ref(1)?));
+        }
+    }
+    let mut upsert_turn = conn.prepare(UPSERT_TURN)?;
+    let mut delete_calls = conn.prepare(DELETE_TOOL_CALLS)?;
+    let mut insert_call = conn.prepare(INSERT_TOOL_CALL)?;
+    let mut compaction = conn.prepare(UPSERT_COMPACTION)?;
+    let mut event = conn.prepare(UPSERT_TOOL_RESULT_EVENT)?;
+    let mut seen: HashSet<u64> = HashSet::new();
+    for item in &rows.items {
+        match *item {
+            Item::Turn(i) => {
+                let cols = &rows.turns[i as usize];
+                let key = &cols[..3];
+                upsert_turn.execute(rusqlite::params_from_iter(cols.iter()))?;
+                let must_delete = always_delete
+                    || match hash_key(key) {
+                        Some(h) => !seen.insert(h),
+                        None => true,
+                    };
+                if must_delete {
+                    delete_calls.execute(rusqlite::params_from_iter(key.iter()))?;
+                }
+                for (n, tc) in rows.calls[i as usize].iter().enumerate() {
+                    let idx = Sv::Int(n as i64);
+                    let params = key.iter().chain(std::iter::once(&idx)).chain(tc.iter());
+                    insert_call.execute(rusqlite::params_from_iter(params))?;
+                }
+            }
+            Item::Compaction(i) => {
+                compaction.execute(rusqlite::params_from_iter(
+                    rows.compactions[i as usize].iter(),
+                ))?;
+            }
+            Item::ToolResultEvent(i) => {
+                event.execute(rusqlite::params_from_iter(rows.events[i as usize].iter()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Collect the rows that the ledger lines from byte `from` on produced in
+/// `home`'s archive (built past them), in ledger order, with the sessions
+/// they touch: what an incremental build of that tail writes.
+pub fn collect_tail(home: &LedgerHome, from: u64) -> Result<FloorRows> {
+    let archive = home.archive();
+    let conn = Connection::open_with_flags(&archive, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .with_context(|| format!("opening {}", archive.display()))?;
+    let mut rows = FloorRows::default();
+    read_table(
+        &conn,
+        &format!(
+            "SELECT session_id, ts, selector_json, enrichment_json, ledger_offset_bytes
+             FROM stamps WHERE ledger_offset_bytes >= {from} ORDER BY ledger_offset_bytes"
+        ),
+        &[],
+        |c| {
+            if let Ok(arr) = <[Sv; 5]>::try_from(c) {
+                rows.stamps.push(arr);
+            }
+        },
+    )?;
+    let mut turn_q = conn.prepare(&format!(
+        "SELECT {TURN_COLUMNS} FROM turns WHERE source = ?1 AND session_id = ?2 AND message_id = ?3"
+    ))?;
+    let mut calls_q = conn.prepare(&format!(
+        "SELECT {CALL_COLUMNS} FROM tool_calls
+         WHERE source = ?1 AND session_id = ?2 AND message_id = ?3 ORDER BY call_index"
+    ))?;
+    let mut event_q = conn.prepare(&format!(
+        "SELECT {EVENT_COLUMNS} FROM tool_result_events WHERE source = ?1 AND session_id = ?2
+         AND message_id = ?3 AND tool_use_id = ?4 AND event_index = ?5"
+    ))?;
+    let mut compaction_q = conn.prepare(&format!(
+        "SELECT {COMPACTION_COLUMNS} FROM compactions
+         WHERE source = ?1 AND session_id = ?2 AND ts = ?3"
+    ))?;
+    let fetch = |stmt: &mut rusqlite::Statement<'_>,
+                 key: &[Sv],
+                 numbers: &[usize]|
+     -> Result<Vec<Vec<Sv>>> {
+        let mut out = Vec::new();
+        let mut q = stmt.query(rusqlite::params_from_iter(key.iter()))?;
+        while let Some(r) = q.next()? {
+            let mut cols = Vec::new();
+            for i in 0..r.as_ref().column_count() {
+                let mut v = Sv::from_ref(r.get_ref(i)?);
+                if numbers.contains(&i) {
+                    if let Sv::Int(x) = v {
+                        v = Sv::Real(x as f64);
+                    }
+                }
+                cols.push(v);
+            }
+            out.push(cols);
+        }
+        Ok(out)
+    };
+    let bind = |v: Option<&Value>| match v {
+        Some(Value::String(s)) => Sv::Text(s.to_lossy().into_owned().into_boxed_str()),
+        Some(Value::Number(n)) => Sv::Real(*n),
+        _ => Sv::Null,
+    };
+    let mut turn_at: HashMap<String, u32> = HashMap::new();
+    let mut sessions: Vec<(String, String)> = Vec::new();
+    let mut session_seen: HashSet<(String, String)> = HashSet::new();
+    let ledger = home.ledger();
+    let mut sc = LineScanner::open_at(&ledger, from)
+        .with_context(|| format!("reading {}", ledger.display()))?;
+    let mut key = String::new();
+    while let Some(line) = sc.next_line()? {
+        if !line.terminated {
+            break;
+        }
+        if line.oversized {
+            continue;
+        }
+        let Parsed::Value(v) = parse_line(line.bytes) else {
+            continue;
+        };
+        let Some(kind) = line_kind(&v) else { continue };
+        let Some(rec) = v.get("record") else { continue };
+        key.clear();
+        match kind {
+            Kind::Turn => {
+                let k: Vec<Sv> = ["source", "sessionId", "messageId"]
+                    .iter()
+                    .map(|f| bind(rec.get(f)))
+                    .collect();
+                let text = key_text(&k, 3);
+                let at = match turn_at.get(&text) {
+                    Some(&i) => Some(i),
+                    None => {
+                        let found = fetch(&mut turn_q, &k, TURN_NUMBERS)?;
+                        match found.into_iter().next() {
+                            Some(row) => {
+                                let i = rows.turns.len() as u32;
+                                rows.turns.push(row.into_boxed_slice());
+                                let mut calls = Vec::new();
+                                for c in fetch(&mut calls_q, &k, &[])? {
+                                    let mut rest: [Sv; 7] = Default::default();
+                                    for (slot, v) in rest.iter_mut().zip(c.into_iter().skip(4)) {
+                                        *slot = v;
+                                    }
+                                    for &n in CALL_NUMBERS {
+                                        if let Sv::Int(x) = rest[n] {
+                                            rest[n] = Sv::Real(x as f64);
+                                        }
+                                    }
+                                    calls.push(rest);
+                                }
+                                rows.calls.push(calls);
+                                turn_at.insert(text, i);
+                                Some(i)
+                            }
+                            None => None,
+                        }
+                    }
+                };
+                if let Some(i) = at {
+                    rows.items.push(Item::Turn(i));
+                    if let (Sv::Text(src), Sv::Text(sid)) = (&k[0], &k[1]) {
+                        let pair = (src.to_string(), sid.to_string());
+                        if session_seen.insert(pair.clone()) {
+                            sessions.push(pair);
+                        }
+                    }
+                }
+            }
+            Kind::ToolResultEvent => {
+                let mut k = vec![bind(rec.get("source")), bind(rec.get("sessionId"))];
+                k.push(match rec.get("messageId") {
+                    None | Some(Value::Null) => Sv::Text("".into()),
+                    m => bind(m),
+                });
+                k.push(bind(rec.get("toolUseId")));
+                k.push(bind(rec.get("eventIndex")));
+                if let Some(row) = fetch(&mut event_q, &k, EVENT_NUMBERS)?.into_iter().next() {
+                    rows.items
+                        .push(Item::ToolResultEvent(rows.events.len() as u32));
+                    rows.events.push(row.into_boxed_slice());
+                }
+            }
+            Kind::Compaction => {
+                let k: Vec<Sv> = ["source", "sessionId", "ts"]
+                    .iter()
+                    .map(|f| bind(rec.get(f)))
+                    .collect();
+                if let Some(row) = fetch(&mut compaction_q, &k, COMPACTION_NUMBERS)?
+                    .into_iter()
+                    .next()
+                {
+                    rows.items
+                        .push(Item::Compaction(rows.compactions.len() as u32));
+                    rows.compactions.push(row.into_boxed_slice());
+                }
+            }
+            _ => {}
+        }
+    }
+    rows.sessions = sessions;
+    Ok(rows)
+}
+
+/// Seconds spent in each step of an incremental floor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TailTimes {
+    /// Open with the live archive's pragmas.
+    pub open: f64,
+    pub inserts: f64,
+    pub sessions: f64,
+    pub commit: f64,
+    /// Close (which checkpoints the WAL into the file).
+    pub close: f64,
+    pub total: f64,
+}
+
+/// Apply `rows` (from [`collect_tail`]) to the live archive at `db` as an
+/// incremental build does: WAL, one `BEGIN IMMEDIATE` transaction, every
+/// turn's tool calls deleted first, touched sessions re-derived.
+/// `cache_kib` sets `PRAGMA cache_size` (SQLite's default when `None`).
+pub fn load_tail(rows: &FloorRows, db: &Path, cache_kib: Option<i64>) -> Result<TailTimes> {
+    let mut t = TailTimes::default();
+    let start = Instant::now();
+    let mut lap = Instant::now();
+    let mut split = |slot: &mut f64| {
+        *slot = lap.elapsed().as_secs_f64();
+        lap = Instant::now();
+    };
+    let conn = Connection::open(db)?;
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+    conn.execute_batch("PRAGMA foreign_keys = ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    if let Some(kib) = cache_kib {
+        conn.execute_batch(&format!("PRAGMA cache_size = -{kib}"))?;
+    }
+    split(&mut t.open);
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let _cursor: i64 = conn.query_row(
+        "SELECT ledger_offset_bytes FROM archive_state WHERE id = 1",
+        [],
+        |r| r.get(0),
+    )?;
+    insert_items(&conn, rows, true)?;
+    split(&mut t.inserts);
+    {
+        let mut upsert = conn.prepare(UPSERT_SESSION)?;
+        for (source, sid) in &rows.sessions {
+            upsert.execute([source, sid])?;
+        }
+    }
+    conn.execute(
+        "UPDATE archive_state SET last_built_at = ?1 WHERE id = 1",
+        ["bench"],
+    )?;
+    split(&mut t.sessions);
+    conn.execute_batch("COMMIT")?;
+    split(&mut t.commit);
+    conn.close().map_err(|(_, e)| e)?;
+    split(&mut t.close);
+    t.total = start.elapsed().as_secs_f64();
+    Ok(t)
+}
+
 /// Seconds spent in each step of a floor load.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FloorTimes {
@@ -537,54 +815,7 @@ pub fn load(rows: &FloorRows, db: &Path) -> Result<FloorTimes> {
     split(&mut t.setup);
 
     let tx = conn.transaction()?;
-    {
-        let mut ins = tx.prepare_cached(INSERT_STAMP)?;
-        for s in &rows.stamps {
-            ins.execute(rusqlite::params_from_iter(s.iter()))?;
-        }
-        let mut read = tx.prepare(LOAD_STAMPS)?;
-        let mut q = read.query([])?;
-        while let Some(r) = q.next()? {
-            std::hint::black_box((r.get_ref(0)?, r.get_ref(1)?));
-        }
-    }
-    {
-        let mut upsert_turn = tx.prepare(UPSERT_TURN)?;
-        let mut delete_calls = tx.prepare(DELETE_TOOL_CALLS)?;
-        let mut insert_call = tx.prepare(INSERT_TOOL_CALL)?;
-        let mut compaction = tx.prepare(UPSERT_COMPACTION)?;
-        let mut event = tx.prepare(UPSERT_TOOL_RESULT_EVENT)?;
-        let mut seen: HashSet<u64> = HashSet::new();
-        for item in &rows.items {
-            match *item {
-                Item::Turn(i) => {
-                    let cols = &rows.turns[i as usize];
-                    let key = &cols[..3];
-                    upsert_turn.execute(rusqlite::params_from_iter(cols.iter()))?;
-                    let must_delete = match hash_key(key) {
-                        Some(h) => !seen.insert(h),
-                        None => true,
-                    };
-                    if must_delete {
-                        delete_calls.execute(rusqlite::params_from_iter(key.iter()))?;
-                    }
-                    for (n, tc) in rows.calls[i as usize].iter().enumerate() {
-                        let idx = Sv::Int(n as i64);
-                        let params = key.iter().chain(std::iter::once(&idx)).chain(tc.iter());
-                        insert_call.execute(rusqlite::params_from_iter(params))?;
-                    }
-                }
-                Item::Compaction(i) => {
-                    compaction.execute(rusqlite::params_from_iter(
-                        rows.compactions[i as usize].iter(),
-                    ))?;
-                }
-                Item::ToolResultEvent(i) => {
-                    event.execute(rusqlite::params_from_iter(rows.events[i as usize].iter()))?;
-                }
-            }
-        }
-    }
+    insert_items(&tx, rows, false)?;
     split(&mut t.inserts);
     for sql in &rows.indexes {
         tx.execute_batch(sql)?;

@@ -23,6 +23,8 @@ use crate::floor;
 pub enum ChildCommand {
     /// One full rebuild of the archive.
     Rebuild(ChildHome),
+    /// One incremental build of the archive (for profiling).
+    Build(ChildHome),
     /// Collect the rows of the archive, then load them into a new file.
     Floor(ChildFloor),
     /// Take and release a lock in a loop from a common start time.
@@ -76,6 +78,16 @@ pub fn run(cmd: ChildCommand) -> Result<()> {
             result("tool_result_events", r.tool_result_events_applied);
             result("sessions_touched", r.sessions_touched);
             result("skipped", r.skipped_count);
+            result("vm_hwm", vm_hwm().unwrap_or(0));
+        }
+        ChildCommand::Build(a) => {
+            let ledger = Ledger::open(LedgerHome::new(&a.home))?;
+            let t = Instant::now();
+            let r = ledger.build_archive()?;
+            result("secs", t.elapsed().as_secs_f64());
+            result("scanned_bytes", r.scanned_bytes);
+            result("turns", r.turns_applied);
+            result("sessions_touched", r.sessions_touched);
             result("vm_hwm", vm_hwm().unwrap_or(0));
         }
         ChildCommand::Floor(a) => {

@@ -14,6 +14,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use relayburn_ledger::Ledger;
 
+use crate::floor;
+
 use super::{count, loadavg, mb, secs, BenchHome, HomeArgs, OutArgs, Section, Summary};
 
 #[derive(Args, Debug)]
@@ -26,6 +28,13 @@ pub struct IncrementalArgs {
     /// Timed incremental builds (each from the same full build).
     #[arg(long, default_value_t = 5)]
     pub reps: usize,
+    /// Skip the SQLite floor of the incremental build.
+    #[arg(long)]
+    pub no_floor: bool,
+    /// `cache_size` values (KiB) to run the floor with; 0 is SQLite's
+    /// default, which the live archive uses.
+    #[arg(long, value_delimiter = ',', default_value = "0,65536")]
+    pub floor_cache_kib: Vec<i64>,
     #[command(flatten)]
     pub out: OutArgs,
 }
@@ -161,8 +170,58 @@ pub fn run_incremental(a: IncrementalArgs) -> Result<()> {
         samples.push(dt);
         last = Some(r);
     }
-    let _ = std::fs::remove_file(&base_copy);
     let sum = Summary::of(&samples);
+    if !a.no_floor {
+        eprintln!("SQLite floor of the incremental build …");
+        let rows = floor::collect_tail(&lh, cut)?;
+        let c = rows.counts();
+        s.row(
+            "incremental SQLite floor: statements",
+            format!(
+                "{} turn upserts (each with a tool-call delete), {} tool-call inserts, {} event upserts, {} compaction upserts, {} session upserts",
+                count(c.turn_statements),
+                count(c.tool_call_statements),
+                count(c.event_statements),
+                count(c.compaction_statements),
+                count(c.sessions)
+            ),
+        );
+        let scratch = home.path.join("bench-tail-floor.sqlite");
+        for &kib in &a.floor_cache_kib {
+            let mut totals = Vec::new();
+            let mut last = floor::TailTimes::default();
+            for _ in 0..a.reps.clamp(1, 3) {
+                copy_db(&base_copy, &scratch)?;
+                last = floor::load_tail(&rows, &scratch, (kib > 0).then_some(kib))?;
+                totals.push(last.total);
+            }
+            s.row(
+                format!(
+                    "incremental SQLite floor, cache_size {}",
+                    if kib > 0 {
+                        format!("{} MiB", kib / 1024)
+                    } else {
+                        "default (as the live archive)".into()
+                    }
+                ),
+                format!(
+                    "{} · last run: open {} · inserts {} · sessions {} · commit {} · close+checkpoint {}",
+                    Summary::of(&totals).line(),
+                    secs(last.open),
+                    secs(last.inserts),
+                    secs(last.sessions),
+                    secs(last.commit),
+                    secs(last.close)
+                ),
+            );
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = scratch.as_os_str().to_owned();
+            p.push(suffix);
+            let _ = std::fs::remove_file(PathBuf::from(p));
+        }
+    }
+    let _ = std::fs::remove_file(&base_copy);
     s.row("incremental build of the tail", sum.line());
     if let Some(r) = last {
         s.row(
