@@ -1,4 +1,5 @@
-//! `relayburn-bench`: generate realistic ledger homes for benchmarks.
+//! `relayburn-bench`: generate realistic ledger homes and run the
+//! benchmarks of the performance goals.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -6,6 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use relayburn_bench::gen::{self, GenOptions, StampMix};
+use relayburn_bench::run::{append, child, incremental, lock, query, rebuild};
 
 #[derive(Parser)]
 #[command(name = "relayburn-bench", version, about)]
@@ -19,6 +21,30 @@ enum Command {
     /// Write a deterministic synthetic home (ledger, index sidecars,
     /// content sidecars) whose line mix follows real ledgers.
     Gen(GenArgs),
+    /// Run a benchmark and print its figures with the command line.
+    #[command(subcommand)]
+    Run(RunCommand),
+    /// Work the benchmarks do in child processes.
+    #[command(subcommand, hide = true)]
+    Child(child::ChildCommand),
+}
+
+#[derive(Subcommand)]
+enum RunCommand {
+    /// Full rebuild of one home, beside the SQLite floor for the same rows.
+    Rebuild(rebuild::RebuildArgs),
+    /// Full rebuild of homes that differ only in their stamp lines.
+    Stamps(rebuild::StampsArgs),
+    /// Full rebuild at several sizes: time and peak memory per size.
+    Scaling(rebuild::ScalingArgs),
+    /// Incremental build of a tail appended after a full build.
+    Incremental(incremental::IncrementalArgs),
+    /// Turns appended per second with dedup, by batch size.
+    Append(append::AppendArgs),
+    /// Ledger and archive query latency.
+    Query(query::QueryArgs),
+    /// Lock acquire+release, alone and with contending processes.
+    Lock(lock::LockArgs),
 }
 
 #[derive(Args)]
@@ -48,6 +74,16 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Gen(a) => run_gen(a),
+        Command::Run(r) => match r {
+            RunCommand::Rebuild(a) => rebuild::run_rebuild(a),
+            RunCommand::Stamps(a) => rebuild::run_stamps(a),
+            RunCommand::Scaling(a) => rebuild::run_scaling(a),
+            RunCommand::Incremental(a) => incremental::run_incremental(a),
+            RunCommand::Append(a) => append::run_append(a),
+            RunCommand::Query(a) => query::run_query(a),
+            RunCommand::Lock(a) => lock::run_lock(a),
+        },
+        Command::Child(c) => child::run(c),
     }
 }
 
