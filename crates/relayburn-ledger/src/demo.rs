@@ -182,7 +182,10 @@ pub fn write_demo(ledger: &Ledger) -> Result<DemoSummary> {
                 ("ts", s(&ts(1, t * 3))),
                 ("role", s("assistant")),
                 ("kind", s("text")),
-                ("text", s(&format!("Step {t}: reading the code before editing it."))),
+                (
+                    "text",
+                    s(&format!("Step {t}: reading the code before editing it.")),
+                ),
             ])
         })
         .collect();

@@ -27,3 +27,4 @@ pub use json::{JsString, Object, Value};
 pub use ledger::Ledger;
 pub use query::Query;
 pub use records::Kind;
+pub use state::check;
