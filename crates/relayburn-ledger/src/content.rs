@@ -232,28 +232,9 @@ impl Ledger {
         older_than: Duration,
         is_recoverable: Option<IsRecoverable<'_>>,
     ) -> Result<PruneResult> {
-        let dir = self.home().content_dir();
         let mut result = PruneResult::default();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(result),
-            Err(e) => return Err(Error::io("read directory", &dir, e)),
-        };
-        // Full precision (the reference truncates to whole milliseconds), so
-        // that a zero age reliably takes a file written a moment ago.
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64() * 1000.0)
-            .unwrap_or(0.0);
-        let cutoff = now_ms - older_than.as_millis() as f64;
-        let mut sessions = Vec::new();
-        for entry in entries {
-            let entry = entry.ctx("read directory", &dir)?;
-            if let Some(sid) = sidecar_session(&entry.file_name()) {
-                sessions.push((sid, entry.path()));
-            }
-        }
-        for (sid, path) in sessions {
+        let cutoff = prune_cutoff(older_than);
+        for (sid, path) in self.sidecar_files()? {
             let outcome = self.with_lock(&lock_name(&sid), || {
                 let Ok(meta) = std::fs::metadata(&path) else {
                     return Ok(None);
@@ -285,33 +266,48 @@ impl Ledger {
     /// The sidecars [`prune_content`](Self::prune_content) would delete
     /// now, as `(sessionId, bytes)`, sorted by session id; reads only.
     pub fn prune_candidates(&self, older_than: Duration) -> Result<Vec<(String, u64)>> {
+        let cutoff = prune_cutoff(older_than);
+        let mut out = Vec::new();
+        for (sid, path) in self.sidecar_files()? {
+            if let Ok(meta) = std::fs::metadata(&path) {
+                if meta.is_file() && mtime_ms(&meta) <= cutoff {
+                    out.push((sid, meta.len()));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// `(sessionId, path)` of every validly named sidecar.
+    fn sidecar_files(&self) -> Result<Vec<(String, std::path::PathBuf)>> {
         let dir = self.home().content_dir();
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(Error::io("read directory", &dir, e)),
         };
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64() * 1000.0)
-            .unwrap_or(0.0);
-        let cutoff = now_ms - older_than.as_millis() as f64;
         let mut out = Vec::new();
         for entry in entries {
             let entry = entry.ctx("read directory", &dir)?;
-            let Some(sid) = sidecar_session(&entry.file_name()) else {
-                continue;
-            };
-            let Ok(meta) = std::fs::metadata(entry.path()) else {
-                continue;
-            };
-            if meta.is_file() && mtime_ms(&meta) <= cutoff {
-                out.push((sid, meta.len()));
+            if let Some(sid) = sidecar_session(&entry.file_name()) {
+                out.push((sid, entry.path()));
             }
         }
-        out.sort();
         Ok(out)
     }
+}
+
+/// Files with an mtime at or before this (ms since the epoch) are old
+/// enough to prune. Full precision (the reference truncates to whole
+/// milliseconds), so that a zero age reliably takes a file written a
+/// moment ago.
+fn prune_cutoff(older_than: Duration) -> f64 {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0);
+    now_ms - older_than.as_secs_f64() * 1000.0
 }
 
 /// The session id of a sidecar file name `<id>.jsonl`, when valid.
