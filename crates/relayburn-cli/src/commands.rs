@@ -281,7 +281,7 @@ fn rebuild(ctx: &Ctx, target: RebuildTarget) -> Result<u8> {
 /// Rebuild the index: the human lines and the JSON result.
 fn rebuild_index(ctx: &Ctx, json: bool) -> Result<(Vec<String>, Value)> {
     let p = ctx.progress(json, "rebuilding ledger indexes");
-    let r = ctx.ledger.rebuild_index()?;
+    let r = ctx.ledger.rebuild_index_with_progress(&mut p.callback())?;
     p.finish();
     let mut lines = vec![format!(
         "rebuilt ledger index: {} id hashes, {} content fingerprints",

@@ -258,12 +258,21 @@ impl Ledger {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn rebuild_index(&self) -> Result<RebuildIndexResult> {
+        self.rebuild_index_with_progress(&mut |_, _| {})
+    }
+
+    /// [`rebuild_index`](Self::rebuild_index), reporting `(bytes read,
+    /// ledger size)` every few megabytes.
+    pub fn rebuild_index_with_progress(
+        &self,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<RebuildIndexResult> {
         let path = self.home().ledger();
         let mut rb = Rebuilder::default();
         let before = std::fs::metadata(&path).ok();
         let mut reached = 0;
         if let Some(m) = before.as_ref().filter(|m| m.is_file()) {
-            reached = rb.scan(&path, 0, Some(m.len()))?;
+            reached = rb.scan(&path, 0, Some(m.len()), progress)?;
         }
         self.with_lock(LEDGER_LOCK, || {
             let now = std::fs::metadata(&path).ok();
@@ -280,7 +289,7 @@ impl Ledger {
             }
             let ledger_file = match now.as_ref().filter(|m| m.is_file()) {
                 Some(m) => {
-                    end = rb.scan(&path, end, None)?;
+                    end = rb.scan(&path, end, None, progress)?;
                     Tracked {
                         id: Some(FileId::of(m)),
                         offset: end,

@@ -472,8 +472,19 @@ impl Rebuilder {
 
     /// Feed every record of the ledger between two offsets; returns the
     /// offset reached.
-    pub(crate) fn scan(&mut self, path: &Path, from: u64, to: Option<u64>) -> Result<u64> {
+    pub(crate) fn scan(
+        &mut self,
+        path: &Path,
+        from: u64,
+        to: Option<u64>,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<u64> {
         let mut f = File::open(path).ctx("open", path)?;
+        let total = match to {
+            Some(t) => t,
+            None => f.metadata().ctx("stat", path)?.len(),
+        };
+        let mut next_report = from;
         if from > 0 {
             f.seek(SeekFrom::Start(from)).ctx("seek", path)?;
         }
@@ -488,6 +499,10 @@ impl Rebuilder {
             // being written, and the locked pass reads it again.
             if to.is_some() && !line.terminated {
                 break;
+            }
+            if line.offset >= next_report {
+                progress(line.offset, total);
+                next_report = line.offset + (4 << 20);
             }
             if !line.oversized {
                 for_each_logical(line.bytes, |p| {
