@@ -65,6 +65,8 @@ enum Item {
 }
 
 const BATCH: usize = 256;
+/// Bytes between two progress reports.
+const PROGRESS_STEP: u64 = 4 << 20;
 const CHANNEL_BATCHES: usize = 8;
 
 const INSERT_STAMP: &str = "INSERT OR REPLACE INTO stamps
@@ -385,6 +387,7 @@ pub(crate) fn apply_range(
     ledger: &Path,
     start: u64,
     mode: Mode,
+    progress: super::Progress<'_>,
 ) -> Result<Applied> {
     let mut trace = Trace::new();
     let mut out = Applied {
@@ -426,6 +429,7 @@ pub(crate) fn apply_range(
             &mut out,
             &mut sessions,
             &mut exotic_turns,
+            progress,
         );
         let written = writer
             .join()
@@ -476,7 +480,10 @@ fn parse_pass(
     out: &mut Applied,
     sessions: &mut HashSet<String>,
     exotic_turns: &mut bool,
+    progress: super::Progress<'_>,
 ) -> Result<()> {
+    let total = limit.saturating_sub(start);
+    let mut next_report = start;
     let mut sc = LineScanner::open_at(ledger, start).ctx("read", ledger)?;
     let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
     let mut last_session_key = String::new();
@@ -485,6 +492,10 @@ fn parse_pass(
     while let Some(line) = sc.next_line().ctx("read", ledger)? {
         if line.offset >= limit || !line.terminated {
             break;
+        }
+        if line.offset >= next_report {
+            progress(line.offset - start, total);
+            next_report = line.offset + PROGRESS_STEP;
         }
         if line.oversized {
             continue;
@@ -567,6 +578,7 @@ fn parse_pass(
     if !batch.is_empty() {
         tx.send(batch).map_err(|_| closed())?;
     }
+    progress(total, total);
     if std::env::var_os("RELAYBURN_ARCHIVE_TRACE").is_some() {
         eprintln!("archive: parser cpu {:.3?}", Trace::thread_cpu());
     }
