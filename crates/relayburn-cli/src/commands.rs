@@ -311,10 +311,11 @@ fn build_archive(ctx: &Ctx, full: bool, json: bool) -> Result<BuildResult> {
             "building archive tail"
         },
     );
+    let report = |done: u64, total: u64| p.bytes(done, total);
     let r = if full {
-        ctx.ledger.rebuild_archive()?
+        ctx.ledger.rebuild_archive_with_progress(&report)?
     } else {
-        ctx.ledger.build_archive()?
+        ctx.ledger.build_archive_with_progress(&report)?
     };
     p.finish();
     Ok(r)
