@@ -204,8 +204,15 @@ struct NewStamp {
 
 /// Could this line be a stamp? `stamp` can only be spelled in JSON as
 /// those bytes or with a `\u` escape.
+///
+/// The searchers are built once: building one per line cost as much as
+/// the search itself.
 fn maybe_stamp(bytes: &[u8]) -> bool {
-    memchr::memmem::find(bytes, b"stamp").is_some() || memchr::memmem::find(bytes, b"\\u").is_some()
+    use memchr::memmem::Finder;
+    static FINDERS: std::sync::OnceLock<(Finder<'static>, Finder<'static>)> =
+        std::sync::OnceLock::new();
+    let (word, escape) = FINDERS.get_or_init(|| (Finder::new(b"stamp"), Finder::new(b"\\u")));
+    word.find(bytes).is_some() || escape.find(bytes).is_some()
 }
 
 /// The parameters of a stamp row; fails where the reference's build
