@@ -198,21 +198,11 @@ impl Ledger {
 
     /// Session ids that have a non-empty sidecar with a valid name, sorted.
     pub fn list_content_session_ids(&self) -> Result<Vec<String>> {
-        let dir = self.home().content_dir();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("read directory", &dir, e)),
-        };
         let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.ctx("read directory", &dir)?;
-            let Some(sid) = sidecar_session(&entry.file_name()) else {
-                continue;
-            };
+        for (sid, path) in self.sidecar_files()? {
             // An empty sidecar means "tried, nothing written": not listed,
             // so it is parsed again.
-            if std::fs::metadata(entry.path()).is_ok_and(|m| m.len() > 0) {
+            if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
                 out.push(sid);
             }
         }

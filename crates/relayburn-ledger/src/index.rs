@@ -218,74 +218,11 @@ fn js_to_number(v: &Value) -> f64 {
         Value::Null => 0.0,
         Value::Bool(b) => f64::from(u8::from(*b)),
         Value::Number(n) => *n,
-        Value::String(s) => js_string_to_number(&s.to_lossy()),
+        Value::String(s) => crate::json::js_string_to_number(&s.to_lossy()),
         // Arrays become their joined text; objects "[object Object]" (NaN).
-        Value::Array(_) => js_string_to_number(&v.js_to_string()),
+        Value::Array(_) => crate::json::js_string_to_number(&v.js_to_string()),
         Value::Object(_) => f64::NAN,
     }
-}
-
-/// `Number(text)`: trimmed; empty is 0; decimal literals, `Infinity` and
-/// unsigned `0x`/`0o`/`0b` integers; anything else is NaN.
-fn js_string_to_number(text: &str) -> f64 {
-    let t = crate::json::js_trim(text);
-    if t.is_empty() {
-        return 0.0;
-    }
-    let radix = match t.get(..2) {
-        Some("0x" | "0X") => 16,
-        Some("0o" | "0O") => 8,
-        Some("0b" | "0B") => 2,
-        _ => 10,
-    };
-    if radix != 10 {
-        let digits = &t[2..];
-        if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
-            return f64::NAN;
-        }
-        return digits.chars().fold(0.0, |acc, c| {
-            acc * f64::from(radix) + f64::from(c.to_digit(radix).unwrap_or(0))
-        });
-    }
-    let unsigned = t.strip_prefix(['+', '-']).unwrap_or(t);
-    if unsigned == "Infinity" {
-        return if t.starts_with('-') {
-            f64::NEG_INFINITY
-        } else {
-            f64::INFINITY
-        };
-    }
-    // A StrDecimalLiteral: digits, optional fraction, optional exponent,
-    // with at least one digit in the mantissa. Rust's parser also accepts
-    // "inf"/"nan", which the check below excludes.
-    let b = unsigned.as_bytes();
-    let mut i = 0;
-    let int_digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
-    i += int_digits;
-    let mut frac_digits = 0;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        frac_digits = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
-        i += frac_digits;
-    }
-    if int_digits + frac_digits == 0 {
-        return f64::NAN;
-    }
-    if matches!(b.get(i), Some(b'e' | b'E')) {
-        i += 1;
-        if matches!(b.get(i), Some(b'+' | b'-')) {
-            i += 1;
-        }
-        let exp_digits = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
-        if exp_digits == 0 {
-            return f64::NAN;
-        }
-        i += exp_digits;
-    }
-    if i != b.len() {
-        return f64::NAN;
-    }
-    t.parse::<f64>().unwrap_or(f64::NAN)
 }
 
 /// The turn content fingerprint:
@@ -403,12 +340,12 @@ mod tests {
             ("0.0000001", 1e-7),
             ("00012", 12.0),
         ] {
-            assert_eq!(js_string_to_number(text), want, "{text:?}");
+            assert_eq!(crate::json::js_string_to_number(text), want, "{text:?}");
         }
         for text in [
             "-0x10", "infinity", "inf", "NaN", "1_0", "1n", "1 2", "- 1", "1e", "-", ".", "0x",
         ] {
-            assert!(js_string_to_number(text).is_nan(), "{text:?}");
+            assert!(crate::json::js_string_to_number(text).is_nan(), "{text:?}");
         }
     }
 

@@ -19,6 +19,7 @@ pub mod query;
 pub mod records;
 pub mod rewrite;
 pub mod state;
+pub mod time;
 pub mod writer;
 
 pub use error::{Error, Result};

@@ -817,26 +817,7 @@ fn parse_proc_stat(text: &str) -> Option<(char, u64)> {
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` for ms since the epoch.
 fn iso_utc(ms: u64) -> String {
-    let days = ms / 86_400_000;
-    let in_day = ms % 86_400_000;
-    // Civil date from days since 1970-01-01 (proleptic Gregorian), by
-    // 400-year eras starting on March 1st.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        in_day / 3_600_000,
-        in_day / 60_000 % 60,
-        in_day / 1_000 % 60,
-        in_day % 1_000
-    )
+    crate::time::iso_from_millis(ms as i64)
 }
 
 #[cfg(test)]

@@ -152,44 +152,7 @@ fn js_compare(a: Option<&Value>, b: &JsString) -> Option<Ordering> {
     }
 }
 
-/// JavaScript's `Number(string)` (StringToNumber).
-pub(crate) fn js_string_to_number(s: &str) -> f64 {
-    let t = crate::json::js_trim(s);
-    if t.is_empty() {
-        return 0.0;
-    }
-    let radix = |p: &str, r: u32| {
-        if p.is_empty() || !p.chars().all(|c| c.is_digit(r)) {
-            return f64::NAN;
-        }
-        p.chars().fold(0.0, |acc, c| {
-            acc * f64::from(r) + f64::from(c.to_digit(r).unwrap_or(0))
-        })
-    };
-    let lower2 = t.get(..2).map(str::to_ascii_lowercase);
-    match lower2.as_deref() {
-        Some("0x") => return radix(&t[2..], 16),
-        Some("0o") => return radix(&t[2..], 8),
-        Some("0b") => return radix(&t[2..], 2),
-        _ => {}
-    }
-    let unsigned = t.strip_prefix(['+', '-']).unwrap_or(t);
-    if unsigned == "Infinity" {
-        return if t.starts_with('-') {
-            f64::NEG_INFINITY
-        } else {
-            f64::INFINITY
-        };
-    }
-    // Rust also takes "inf", "nan" and friends, which JavaScript does not.
-    if !unsigned
-        .bytes()
-        .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'+' | b'-'))
-    {
-        return f64::NAN;
-    }
-    t.parse::<f64>().unwrap_or(f64::NAN)
-}
+pub(crate) use crate::json::js_string_to_number;
 
 /// The parsed JSON lines of the ledger, in file order. Stops with the
 /// first read error.

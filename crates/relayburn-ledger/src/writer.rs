@@ -15,6 +15,7 @@ use crate::index::{record_id, turn_fingerprint, Hash16, CONTENT_WINDOW};
 use crate::json::{JsString, Object, Value};
 use crate::ledger::Ledger;
 use crate::records::{wrap_record, Kind};
+pub use crate::time::{iso_from_millis, now_iso};
 
 /// Lock names of SPEC §3.
 pub(crate) const LEDGER_LOCK: &str = "ledger";
@@ -355,44 +356,6 @@ fn spawn_env_relationship(line: &Value) -> Option<Value> {
         o.insert("agentId", Value::String(agent.clone()));
     }
     Some(Value::Object(o))
-}
-
-/// The current time as JavaScript's `Date#toISOString` prints it.
-pub fn now_iso() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    iso_from_millis(now)
-}
-
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for milliseconds since the epoch (UTC).
-pub fn iso_from_millis(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
-    let rem = ms.rem_euclid(86_400_000);
-    let (y, m, d) = civil_from_days(days);
-    let (h, min, s, milli) = (
-        rem / 3_600_000,
-        rem / 60_000 % 60,
-        rem / 1000 % 60,
-        rem % 1000,
-    );
-    format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z")
-}
-
-/// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
-/// days-to-civil algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 #[cfg(test)]

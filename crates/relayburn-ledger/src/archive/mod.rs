@@ -112,35 +112,7 @@ impl BuildResult {
     }
 }
 
-/// `new Date().toISOString()`.
-pub(crate) fn iso_now() -> String {
-    let d = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    iso_from_millis(d.as_millis() as i64)
-}
-
-fn iso_from_millis(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
-    let rem = ms.rem_euclid(86_400_000);
-    // Civil date from days since 1970-01-01 (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3_600_000,
-        rem / 60_000 % 60,
-        rem / 1000 % 60,
-        rem % 1000
-    )
-}
+pub(crate) use crate::time::now_iso as iso_now;
 
 /// Size and `Math.floor(mtimeMs)` of a regular file, if there is one.
 pub(crate) fn file_stat(path: &Path) -> Result<Option<(u64, i64)>> {
@@ -477,16 +449,6 @@ impl crate::ledger::Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn iso_dates() {
-        assert_eq!(iso_from_millis(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            iso_from_millis(1_776_643_200_123),
-            "2026-04-20T00:00:00.123Z"
-        );
-        assert_eq!(iso_from_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
-    }
 
     #[test]
     fn progress_counts_the_stretch_bytes() {
