@@ -89,11 +89,19 @@ impl Windows {
     }
 }
 
+/// A rough guess of how many turns the writers have appended after
+/// `secs` seconds; stamps aim at turns and sessions around there (a stamp
+/// may also come before its turns, which is allowed).
+fn turns_by(secs: f64) -> u64 {
+    100 + (secs * 300.0) as u64
+}
+
 fn stamp_line(k: u64, rng: &mut Rng, newest_turn: u64) -> Value {
-    let selector = if rng.chance(4) && newest_turn > 0 {
-        format!(r#"{{"messageId":"m-{}"}}"#, rng.below(newest_turn))
+    let j = rng.below(newest_turn) as usize;
+    let selector = if rng.chance(4) {
+        format!(r#"{{"messageId":"m-{j}"}}"#)
     } else {
-        format!(r#"{{"sessionId":"s-{}"}}"#, rng.below(7))
+        format!(r#"{{"sessionId":"{}"}}"#, turn_session(j))
     };
     let parent = if rng.chance(10) {
         format!(r#","parentAgentId":"pa-{}""#, rng.below(5))
@@ -191,7 +199,8 @@ fn soak_child() {
         "stamps" => {
             let mut rng = Rng::new(seed ^ 0x57a4);
             while running() && s.ops < MAX_ITERATIONS {
-                let line = stamp_line(s.ops, &mut rng, 1_000);
+                let newest = turns_by(s.started.elapsed().as_secs_f64());
+                let line = stamp_line(s.ops, &mut rng, newest);
                 ok(l.append_stamp(&line), "append_stamp");
                 s.ops += 1;
                 s.items += 1;
@@ -214,7 +223,9 @@ fn soak_child() {
                     Query::default()
                 } else {
                     Query {
-                        session_id: Some(format!("s-{}", s.ops % 7)),
+                        session_id: Some(turn_session(
+                            pause.below(turns_by(s.started.elapsed().as_secs_f64())) as usize,
+                        )),
                         ..Query::default()
                     }
                 };
