@@ -315,6 +315,7 @@ impl Ledger {
             st.window_file = window_file;
             st.ledger_file = ledger_file;
             st.loaded = true;
+            st.pin_index_files(home);
             Ok(RebuildIndexResult {
                 ids: rb.ids.len(),
                 content: tail.len(),

@@ -748,7 +748,7 @@ fn archive_ops(rng: &mut Rng, next_turn: &mut usize) -> Vec<Op> {
         let j = rng.below(upto) as i64;
         let selector = match rng.below(3) {
             0 => format!(r#"{{"messageId":"m-{j}"}}"#),
-            _ => format!(r#"{{"sessionId":"s-{}"}}"#, j % 7),
+            _ => format!(r#"{{"sessionId":"{}"}}"#, turn_session(j as usize)),
         };
         let parent = if rng.chance(4) {
             format!(r#","parentAgentId":"pa-{}""#, rng.below(5))
@@ -771,8 +771,8 @@ fn archive_ops(rng: &mut Rng, next_turn: &mut usize) -> Vec<Op> {
         let j = rng.below(upto) as i64;
         compactions.push(
             json::parse(&format!(
-                r#"{{"v":1,"source":"codex","sessionId":"s-{}","ts":"{}","precedingMessageId":"m-{j}","tokensBeforeCompact":{}}}"#,
-                j % 7,
+                r#"{{"v":1,"source":"codex","sessionId":"{}","ts":"{}","precedingMessageId":"m-{j}","tokensBeforeCompact":{}}}"#,
+                turn_session(j as usize),
                 iso(BASE_MS + j * 1000 + 500),
                 j * 10,
             ))
@@ -780,8 +780,8 @@ fn archive_ops(rng: &mut Rng, next_turn: &mut usize) -> Vec<Op> {
         );
         results.push(
             json::parse(&format!(
-                r#"{{"v":1,"source":"codex","sessionId":"s-{}","messageId":"m-{j}","toolUseId":"t{j}","eventIndex":{},"status":"completed","eventSource":"tool_result","ts":"{}"}}"#,
-                j % 7,
+                r#"{{"v":1,"source":"codex","sessionId":"{}","messageId":"m-{j}","toolUseId":"t{j}","eventIndex":{},"status":"completed","eventSource":"tool_result","ts":"{}"}}"#,
+                turn_session(j as usize),
                 rng.below(3),
                 iso(BASE_MS + j * 1000 + 250),
             ))

@@ -89,6 +89,35 @@ pub(crate) struct IndexState {
     pub(crate) ids_file: Tracked,
     pub(crate) window_file: Tracked,
     pub(crate) ledger_file: Tracked,
+    ids_pin: Pin,
+    window_pin: Pin,
+}
+
+/// An open handle on a tracked index file. While it is open the file's
+/// inode cannot be freed, so no replacement can be given its number, and
+/// "same device and inode" really means "same file". Without it, the
+/// content window — replaced by a file of exactly the same size at every
+/// append once full — can come back under the number and size a handle
+/// last saw, and that handle would miss what the others wrote (then
+/// rewrite the window from its stale copy, dropping their fingerprints).
+#[derive(Debug, Default)]
+struct Pin(Option<(FileId, File)>);
+
+impl Pin {
+    fn hold(&mut self, path: &Path, tracked: &Tracked) {
+        match tracked.id {
+            None => self.0 = None,
+            Some(id) if self.0.as_ref().is_some_and(|(held, _)| *held == id) => {}
+            Some(id) => {
+                // Called under the `ledger` lock, so the path still names
+                // the file that was read; if not, the next sync notices.
+                self.0 = File::open(path).ok().and_then(|f| {
+                    let m = f.metadata().ok()?;
+                    (FileId::of(&m) == id).then_some((id, f))
+                });
+            }
+        }
+    }
 }
 
 /// One index line: 16 lowercase hex digits after trimming. Anything else
@@ -185,13 +214,21 @@ impl IndexState {
     /// Bring the state up to date with the files on disk. Call with the
     /// `ledger` lock held so the ledger cannot grow meanwhile.
     pub(crate) fn sync(&mut self, home: &LedgerHome) -> Result<()> {
-        if !self.loaded {
-            return self.load(home);
+        if !self.loaded || !self.sync_ledger(home)? {
+            self.load(home)?;
+        } else {
+            self.sync_index_files(home)?;
         }
-        if !self.sync_ledger(home)? {
-            return self.load(home);
-        }
-        self.sync_index_files(home)
+        self.pin_index_files(home);
+        Ok(())
+    }
+
+    /// Keep the index files as tracked open (see [`Pin`]). Call with the
+    /// `ledger` lock held, after the tracked state changed.
+    pub(crate) fn pin_index_files(&mut self, home: &LedgerHome) {
+        self.ids_pin.hold(&home.ledger_index(), &self.ids_file);
+        self.window_pin
+            .hold(&home.ledger_content_index(), &self.window_file);
     }
 
     /// Load as the reference's `loadIndex` does; the ledger's current size
@@ -427,6 +464,7 @@ impl IndexState {
                 }
             }
         }
+        self.pin_index_files(home);
         Ok(())
     }
 }

@@ -90,13 +90,22 @@ fn filler(i: usize, len: usize) -> String {
     s
 }
 
+/// Turns `0..100` are session `s-0`, the next hundred `s-1`, and so on:
+/// sessions of a realistic length, so that a session stamp folds onto a
+/// hundred turns, not onto a seventh of the ledger.
+pub const TURNS_PER_SESSION: usize = 100;
+
+pub fn turn_session(i: usize) -> String {
+    format!("s-{}", i / TURNS_PER_SESSION)
+}
+
 /// Turn `i`: its own id (`m-<i>`) and its own content fingerprint (the
 /// input token count is `i`).
 pub fn turn(i: usize) -> Value {
     let ts = iso_from_millis(1_767_225_600_000 + i as i64 * 1000);
     json::parse(&format!(
-        r#"{{"v":1,"source":"codex","sessionId":"s-{}","messageId":"m-{i}","turnIndex":{i},"ts":"{ts}","model":"gpt-5","usage":{{"input":{i},"output":{},"reasoning":0,"cacheRead":{},"cacheCreate5m":0,"cacheCreate1h":0}},"toolCalls":[{{"id":"t{i}","name":"Bash","argsHash":"{:016x}"}}],"project":"/p/{}","note":"{}"}}"#,
-        i % 7,
+        r#"{{"v":1,"source":"codex","sessionId":"{}","messageId":"m-{i}","turnIndex":{i},"ts":"{ts}","model":"gpt-5","usage":{{"input":{i},"output":{},"reasoning":0,"cacheRead":{},"cacheCreate5m":0,"cacheCreate1h":0}},"toolCalls":[{{"id":"t{i}","name":"Bash","argsHash":"{:016x}"}}],"project":"/p/{}","note":"{}"}}"#,
+        turn_session(i),
         7 + i % 13,
         i % 100,
         (i as u64).wrapping_mul(0x9e37_79b9),
