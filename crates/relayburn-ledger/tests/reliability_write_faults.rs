@@ -645,6 +645,7 @@ fn readonly_child(args: &[String]) {
     let ro = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
     mount(None, &root, None, ro, None).unwrap();
     let before = read(&home.ledger());
+    let started = std::time::Instant::now();
     expect_io(
         &l.append_turns(turns(50..60)).unwrap_err(),
         &home.lock("ledger"),
@@ -670,6 +671,13 @@ fn readonly_child(args: &[String]) {
         &l.rebuild_index().unwrap_err(),
         &home.lock("ledger"),
         libc::EROFS,
+    );
+    // Five refusals, none of them waiting on a lock.
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(1), "{took:?}");
+    mark(
+        "refused-in",
+        format!("{:.2}ms", took.as_secs_f64() * 1000.0),
     );
     assert_eq!(read(&home.ledger()), before);
     // Reading needs no write access.
