@@ -30,12 +30,9 @@ use relayburn_ledger::jsonl::{parse_line, LineScanner, Parsed};
 use relayburn_ledger::records::{line_kind, Kind};
 use relayburn_ledger::LedgerHome;
 
-/// The rebuild's settings for the file it builds aside.
-pub const BULK_PRAGMAS: &str = "PRAGMA journal_mode = OFF;
-PRAGMA synchronous = OFF;
-PRAGMA locking_mode = EXCLUSIVE;
-PRAGMA cache_size = -393216;
-PRAGMA foreign_keys = ON;";
+/// The rebuild's settings for the file it builds aside, taken from the
+/// archive module itself.
+pub use relayburn_ledger::archive::BULK_PRAGMAS;
 
 pub const INSERT_STAMP: &str = "INSERT OR REPLACE INTO stamps
   (source, session_id, ts, selector_json, enrichment_json, ledger_offset_bytes)

@@ -42,6 +42,30 @@ impl Hash16 {
     }
 }
 
+/// Hashes [`Hash16`] keys by their own bits: they are SHA-256 prefixes,
+/// already uniform, so SipHash would only cost time (a million ids are
+/// loaded on a process's first append).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Hash16Hasher(u64);
+
+impl std::hash::Hasher for Hash16Hasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by `Hash16`; fold any other input in (FNV-1a).
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+}
+
+/// A set of [`Hash16`] with the pass-through hasher.
+pub type Hash16Set = std::collections::HashSet<Hash16, std::hash::BuildHasherDefault<Hash16Hasher>>;
+
 impl std::fmt::Display for Hash16 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:016x}", self.0)

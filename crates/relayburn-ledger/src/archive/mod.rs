@@ -269,7 +269,10 @@ const BUILD_CACHE: &str = "PRAGMA cache_size = -262144; PRAGMA synchronous = NOR
 /// come before the first table), no journal, no syncs (the file is synced
 /// once before the swap), a big page cache, and a helper thread for the
 /// sorts that build the indexes.
-const BULK_PRAGMAS: &str = "PRAGMA page_size = 65536;
+/// Settings of the file a full rebuild builds aside (public so the
+/// benchmark's SQLite floor uses exactly these).
+#[doc(hidden)]
+pub const BULK_PRAGMAS: &str = "PRAGMA page_size = 65536;
 PRAGMA journal_mode = OFF;
 PRAGMA synchronous = OFF;
 PRAGMA locking_mode = EXCLUSIVE;

@@ -10,14 +10,14 @@
 //! Scanning the ledger tail matters because the reference appends its
 //! index lines only after releasing the `ledger` lock.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
 use crate::home::LedgerHome;
-use crate::index::{record_id, turn_fingerprint, Hash16, CONTENT_WINDOW};
+use crate::index::{record_id, turn_fingerprint, Hash16, Hash16Set, CONTENT_WINDOW};
 use crate::json::Value;
 use crate::jsonl::{for_each_logical, LineScanner, Parsed};
 use crate::records::{line_kind, Kind};
@@ -80,10 +80,10 @@ impl RebuildIndexResult {
 #[derive(Debug, Default)]
 pub(crate) struct IndexState {
     pub(crate) loaded: bool,
-    pub(crate) ids: HashSet<Hash16>,
+    pub(crate) ids: Hash16Set,
     /// Fingerprints a turn is checked against: the window at load plus
     /// everything seen since. Never trimmed, as in the reference.
-    pub(crate) content: HashSet<Hash16>,
+    pub(crate) content: Hash16Set,
     /// Mirror of `ledger.content.idx`, in file order.
     pub(crate) order: VecDeque<Hash16>,
     pub(crate) ids_file: Tracked,
@@ -236,6 +236,10 @@ impl IndexState {
     fn load(&mut self, home: &LedgerHome) -> Result<()> {
         self.reset();
         let ids = &mut self.ids;
+        // 17 bytes a line: reserve once instead of growing a million times.
+        if let Ok(m) = std::fs::metadata(home.ledger_index()) {
+            ids.reserve((m.len() / 17) as usize);
+        }
         self.ids_file = read_index_lines(&home.ledger_index(), 0, |h| {
             ids.insert(h);
         })?
@@ -473,9 +477,9 @@ impl IndexState {
 /// and the first occurrence of each fingerprint.
 #[derive(Default)]
 pub(crate) struct Rebuilder {
-    seen_ids: HashSet<Hash16>,
+    seen_ids: Hash16Set,
     pub(crate) ids: Vec<Hash16>,
-    seen_content: HashSet<Hash16>,
+    seen_content: Hash16Set,
     pub(crate) content: Vec<Hash16>,
     pub(crate) skipped: usize,
 }
