@@ -30,13 +30,12 @@ use relayburn_ledger::jsonl::{parse_line, LineScanner, Parsed};
 use relayburn_ledger::records::{line_kind, Kind};
 use relayburn_ledger::LedgerHome;
 
-/// The rebuild's settings for the file it builds aside, taken from the
-/// archive module itself.
-pub use relayburn_ledger::archive::BULK_PRAGMAS;
-
-pub const INSERT_STAMP: &str = "INSERT OR REPLACE INTO stamps
-  (source, session_id, ts, selector_json, enrichment_json, ledger_offset_bytes)
-  VALUES ('*', ?1, ?2, ?3, ?4, ?5)";
+/// The rebuild's settings for the file it builds aside, and the statements
+/// the floor runs exactly as the build does, taken from the archive module
+/// itself; the multi-row inserts of the build are run here one row each.
+pub use relayburn_ledger::archive::{
+    BULK_PRAGMAS, DELETE_TOOL_CALLS, INSERT_STAMP, UPSERT_COMPACTION, UPSERT_SESSION,
+};
 
 pub const LOAD_STAMPS: &str =
     "SELECT selector_json, enrichment_json FROM stamps ORDER BY ts, ledger_offset_bytes";
@@ -71,55 +70,16 @@ ON CONFLICT (source, session_id, message_id) DO UPDATE SET
   attribution_fidelity = excluded.attribution_fidelity,
   tokens_present = excluded.tokens_present, cost_present = excluded.cost_present";
 
-pub const DELETE_TOOL_CALLS: &str =
-    "DELETE FROM tool_calls WHERE source = ?1 AND session_id = ?2 AND message_id = ?3";
-
 pub const INSERT_TOOL_CALL: &str = "INSERT INTO tool_calls (
   source, session_id, message_id, call_index, tool_use_id, tool_name, target,
   args_hash, is_error, replaced_tools, collapsed_calls
 ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
-
-pub const UPSERT_COMPACTION: &str = "INSERT OR REPLACE INTO compactions
-  (source, session_id, ts, preceding_message_id, tokens_before_compact)
-  VALUES (?1, ?2, ?3, ?4, ?5)";
 
 pub const UPSERT_TOOL_RESULT_EVENT: &str = "INSERT OR REPLACE INTO tool_result_events (
   source, session_id, message_id, tool_use_id, call_index, event_index, status,
   content_length, content_hash, is_error, subagent_session_id, agent_id,
   event_source, ts
 ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
-
-pub const UPSERT_SESSION: &str = "INSERT INTO sessions (
-  source, session_id, project, project_key, started_at, ended_at, turn_count,
-  model_set_json, workflow_id, agent_id, parent_agent_id, has_subagent,
-  min_fidelity, has_full_attribution
-)
-SELECT source, session_id, MIN(project), MIN(project_key), MIN(ts), MAX(ts),
-  COUNT(*), json_group_array(DISTINCT model), MIN(workflow_id), MIN(agent_id),
-  MIN(parent_subagent_id), COALESCE(MAX(is_sidechain), 0),
-  CASE MIN(CASE attribution_fidelity
-             WHEN 'cost-only' THEN 1 WHEN 'aggregate-only' THEN 2
-             WHEN 'partial' THEN 3 WHEN 'usage-only' THEN 4 WHEN 'full' THEN 5
-             ELSE NULL END)
-    WHEN 1 THEN 'cost-only' WHEN 2 THEN 'aggregate-only' WHEN 3 THEN 'partial'
-    WHEN 4 THEN 'usage-only' WHEN 5 THEN 'full' ELSE NULL END,
-  CASE
-    WHEN SUM(CASE WHEN attribution_fidelity IS NOT NULL THEN 1 ELSE 0 END) = 0 THEN NULL
-    WHEN SUM(CASE WHEN attribution_fidelity IS NOT NULL AND attribution_fidelity <> 'full'
-                  THEN 1 ELSE 0 END) = 0 THEN 1
-    ELSE 0
-  END
-FROM turns
-WHERE source = ?1 AND session_id = ?2
-GROUP BY source, session_id
-ON CONFLICT (source, session_id) DO UPDATE SET
-  project = excluded.project, project_key = excluded.project_key,
-  started_at = excluded.started_at, ended_at = excluded.ended_at,
-  turn_count = excluded.turn_count, model_set_json = excluded.model_set_json,
-  workflow_id = excluded.workflow_id, agent_id = excluded.agent_id,
-  parent_agent_id = excluded.parent_agent_id, has_subagent = excluded.has_subagent,
-  min_fidelity = excluded.min_fidelity,
-  has_full_attribution = excluded.has_full_attribution";
 
 const TURN_COLUMNS: &str = "source, session_id, message_id, turn_index, ts, model, project,
   project_key, activity, stop_reason, has_edits, retries, is_sidechain, subagent_id,

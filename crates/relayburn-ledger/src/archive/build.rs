@@ -69,7 +69,8 @@ const BATCH: usize = 256;
 const PROGRESS_STEP: u64 = 4 << 20;
 const CHANNEL_BATCHES: usize = 8;
 
-const INSERT_STAMP: &str = "INSERT OR REPLACE INTO stamps
+#[doc(hidden)]
+pub const INSERT_STAMP: &str = "INSERT OR REPLACE INTO stamps
   (source, session_id, ts, selector_json, enrichment_json, ledger_offset_bytes)
   VALUES ('*', ?1, ?2, ?3, ?4, ?5)";
 
@@ -104,7 +105,8 @@ ON CONFLICT (source, session_id, message_id) DO UPDATE SET
   attribution_fidelity = excluded.attribution_fidelity,
   tokens_present = excluded.tokens_present, cost_present = excluded.cost_present";
 
-const DELETE_TOOL_CALLS: &str =
+#[doc(hidden)]
+pub const DELETE_TOOL_CALLS: &str =
     "DELETE FROM tool_calls WHERE source = ?1 AND session_id = ?2 AND message_id = ?3";
 
 const INSERT_TOOL_CALLS: &str = "INSERT INTO tool_calls (
@@ -112,7 +114,8 @@ const INSERT_TOOL_CALLS: &str = "INSERT INTO tool_calls (
   args_hash, is_error, replaced_tools, collapsed_calls
 ) VALUES ";
 
-const UPSERT_COMPACTION: &str = "INSERT OR REPLACE INTO compactions
+#[doc(hidden)]
+pub const UPSERT_COMPACTION: &str = "INSERT OR REPLACE INTO compactions
   (source, session_id, ts, preceding_message_id, tokens_before_compact)
   VALUES (?1, ?2, ?3, ?4, ?5)";
 
@@ -159,7 +162,8 @@ const REFOLD_TURN: &str = "UPDATE turns
 /// reference's: worst fidelity by rank (NULL classes ignored), "all full"
 /// only when some turn carries a class, models in first-seen order of the
 /// scan.
-const UPSERT_SESSION: &str = "INSERT INTO sessions (
+#[doc(hidden)]
+pub const UPSERT_SESSION: &str = "INSERT INTO sessions (
   source, session_id, project, project_key, started_at, ended_at, turn_count,
   model_set_json, workflow_id, agent_id, parent_agent_id, has_subagent,
   min_fidelity, has_full_attribution
