@@ -24,7 +24,7 @@ const P_TOOL_USER_TURN: f64 = 0.85;
 /// Share of tool-less turns followed by a typed user prompt.
 const P_TEXT_USER_TURN: f64 = 0.18;
 /// Share of sessions whose turns carry a fidelity block.
-const P_FIDELITY: f64 = 0.85;
+const P_FIDELITY: f64 = 0.75;
 /// Share of Claude user turns linked to the turn that follows them.
 const P_CLAUDE_FOLLOWING: f64 = 0.05;
 /// Share of compactions whose preceding turn is known.
@@ -32,11 +32,13 @@ const P_COMPACTION_ANCHORED: f64 = 0.6;
 /// Share of tool calls that fail.
 const P_TOOL_ERROR: f64 = 0.04;
 /// Compactions per turn (700 per 75,000).
-pub const COMPACTIONS_PER_TURN: f64 = 700.0 / 75_000.0;
+const COMPACTIONS_PER_TURN: f64 = 700.0 / 75_000.0;
 /// Share of spawning calls whose subagent run is generated as a session.
 const P_SPAWN_SESSION: f64 = 0.06;
+/// Largest cached prefix a model keeps.
+const MAX_CONTEXT: f64 = 190_000.0;
 /// Mean turns of a main session and of a subagent session.
-pub const MAIN_MEAN_TURNS: f64 = 100.0;
+const MAIN_MEAN_TURNS: f64 = 100.0;
 const CHILD_MEAN_TURNS: f64 = 35.0;
 const MAX_MAIN_TURNS: f64 = 1_500.0;
 const MAX_CHILD_TURNS: f64 = 400.0;
@@ -84,6 +86,8 @@ enum StampPlan {
     Range {
         from_turn: u32,
         to_turn: u32,
+        /// The first turn's timestamp, known once it is written.
+        from_ts: Option<String>,
         with_session: bool,
         enrichment: Value,
     },
@@ -109,11 +113,9 @@ pub struct Session {
     event_index: u32,
     context: f64,
     next_message_id: String,
-    prev_message_id: Option<String>,
     started: bool,
     session_stamp: Option<Value>,
     stamp_plans: Vec<StampPlan>,
-    range_from_ts: Option<String>,
     stamp_rng: Rng,
     content: Option<ContentBuf>,
 }
@@ -162,8 +164,7 @@ impl Session {
         let planned = log_logistic(world.main_lengths.next_unit(), MAIN_MEAN_TURNS)
             .clamp(2.0, MAX_MAIN_TURNS) as u32;
         let serial = world.next_serial();
-        let s = Session::build(world, serial, source, model, id, project, start, planned);
-        let mut s = s;
+        let mut s = Session::build(world, serial, source, model, id, project, start, planned);
         s.origin = origin;
         s.related = related;
         let recent = &mut world.recent[source as usize];
@@ -216,7 +217,7 @@ impl Session {
         let rng = &mut world.rng;
         let mut tag = String::with_capacity(8);
         push_hex(&mut tag, rng, 8);
-        let session_path = if rng.random_bool(0.25) {
+        let session_path = if rng.random_bool(0.2) {
             Some(session_path(source, &id, project.as_ref(), start))
         } else {
             None
@@ -263,11 +264,9 @@ impl Session {
             event_index: 0,
             context,
             next_message_id: String::new(),
-            prev_message_id: None,
             started: false,
             session_stamp: None,
             stamp_plans: Vec::new(),
-            range_from_ts: None,
             stamp_rng: derived_rng(world.seed, STAMP_STREAM, serial),
             content: None,
         };
@@ -388,6 +387,7 @@ impl Session {
                 self.stamp_plans.push(StampPlan::Range {
                     from_turn: from,
                     to_turn: to,
+                    from_ts: None,
                     with_session,
                     enrichment: Value::Object(e),
                 });
@@ -547,7 +547,16 @@ impl Session {
             }
             let id = self.new_tool_use_id(rng);
             let target = self.target(tool, rng);
-            let is_error = rng.random_bool(P_TOOL_ERROR);
+            // Some spawning calls run a subagent generated as its own
+            // session; those succeed.
+            let spawns = tool.spawns() && {
+                world.spawn_acc += P_SPAWN_SESSION;
+                world.spawn_acc >= 1.0
+            };
+            if spawns {
+                world.spawn_acc -= 1.0;
+            }
+            let is_error = !spawns && rng.random_bool(P_TOOL_ERROR);
             let content_len = log_uniform(rng, 40.0, 60_000.0);
             calls.push(Call {
                 tool,
@@ -556,12 +565,17 @@ impl Session {
                 is_error,
                 content_len,
                 args_hash: hex16(rng),
+                spawns,
                 child: None,
             });
         }
 
         // Usage: the cached prefix grows with every turn until compacted.
         let (input, output, reasoning, cc5, cc1) = self.usage(rng);
+        if self.context > MAX_CONTEXT {
+            // The user cleared the conversation.
+            self.context = log_uniform(rng, 8_000.0, 30_000.0);
+        }
         let cache_read = self.context.floor();
         let tool_bytes: f64 = calls.iter().map(|c| c.content_len).sum();
         self.context += input + output + tool_bytes / 4.0;
@@ -670,15 +684,17 @@ impl Session {
         let turn_ts = iso(ts);
         em.turn(Value::Object(t), &mut world.rng)?;
 
+        // Claude's result events name the user line that carried them.
+        let result_line =
+            (self.source == Source::Claude && !calls.is_empty()).then(|| uuid_v4(&mut world.rng));
+        let event_message_id = result_line.as_deref().unwrap_or(&message_id);
         // Subagent runs: the parent waits for them, so their result events
         // land after the child's last turn.
         let mut when = ts + world.rng.random_range(800..6_000);
         for c in calls.iter_mut() {
             let mut dur = log_uniform(&mut world.rng, 150.0, 45_000.0) as i64;
-            if c.tool.spawns() {
-                world.spawn_acc += P_SPAWN_SESSION;
-                if world.spawn_acc >= 1.0 {
-                    world.spawn_acc -= 1.0;
+            if c.spawns {
+                {
                     let agent_id = match self.source {
                         Source::Claude => uuid_v4(&mut world.rng),
                         Source::Codex => uuid_v7(when, &mut world.rng),
@@ -702,7 +718,7 @@ impl Session {
                 }
             }
             when += dur;
-            self.tool_result_event(c, &message_id, when, &u, n_calls as f64, world, em)?;
+            self.tool_result_event(c, event_message_id, when, &u, n_calls as f64, world, em)?;
         }
 
         // The user line that carries the results back, or a typed prompt.
@@ -725,7 +741,8 @@ impl Session {
                 blocks.push(text_block(&mut world.rng));
             }
             if recorded {
-                self.user_turn(uts, blocks, &message_id, is_last, world, em)?;
+                let line = result_line.clone();
+                self.user_turn(uts, blocks, line, &message_id, world, em)?;
             }
             uts
         } else {
@@ -733,7 +750,7 @@ impl Session {
             let uts = ts + world.rng.random_range(3_000..60_000) + think;
             if !is_last && world.rng.random_bool(P_TEXT_USER_TURN) {
                 let blocks = vec![text_block(&mut world.rng)];
-                self.user_turn(uts, blocks, &message_id, is_last, world, em)?;
+                self.user_turn(uts, blocks, None, &message_id, world, em)?;
             }
             uts
         };
@@ -760,7 +777,6 @@ impl Session {
         self.content_for_turn(&message_id, &turn_ts, &calls);
         self.due_stamps(idx, &message_id, &turn_ts, next_ts, em)?;
 
-        self.prev_message_id = Some(message_id);
         self.turn_index += 1;
         self.clock = next_ts;
         Ok(spawned)
@@ -840,16 +856,19 @@ impl Session {
         let rng = &mut world.rng;
         let status = if c.is_error {
             "errored"
-        } else {
+        } else if self.source == Source::Codex {
+            // Codex settles a call's status only at task end, if at all.
             *weighted(
                 rng,
                 &[
-                    ("completed", 985),
+                    ("completed", 970),
+                    ("unknown", 20),
                     ("cancelled", 5),
-                    ("unknown", 8),
-                    ("running", 2),
+                    ("running", 5),
                 ],
             )
+        } else {
+            "completed"
         };
         let event_source = match (self.source, c.child.is_some()) {
             (Source::Codex, true) => "subagent_notification",
@@ -913,11 +932,13 @@ impl Session {
         &mut self,
         ts: i64,
         blocks: Vec<Value>,
+        line_uuid: Option<String>,
         preceding: &str,
-        is_last: bool,
         world: &mut World,
         em: &mut Emitter,
     ) -> Result<()> {
+        // Called while the turn `preceding` is the current one.
+        let is_last = self.turn_index + 1 >= self.planned_turns;
         let following = (!is_last).then(|| self.next_message_id.clone());
         if following.is_none() && self.source != Source::Claude {
             // Codex and OpenCode emit a user turn only once the assistant
@@ -928,7 +949,7 @@ impl Session {
             .iter()
             .all(|b| b.get("kind").and_then(Value::as_str) == Some("text"));
         let user_uuid = match self.source {
-            Source::Claude => uuid_v4(&mut world.rng),
+            Source::Claude => line_uuid.unwrap_or_else(|| uuid_v4(&mut world.rng)),
             Source::OpenCode if text_only => opencode_id("msg", ts, &mut world.rng),
             _ => format!(
                 "{}:{}->{}",
@@ -1090,10 +1111,13 @@ impl Session {
                     *after_turn == idx
                 }
                 StampPlan::Range {
-                    from_turn, to_turn, ..
+                    from_turn,
+                    to_turn,
+                    from_ts,
+                    ..
                 } => {
                     if *from_turn == idx {
-                        self.range_from_ts = Some(turn_ts.to_owned());
+                        *from_ts = Some(turn_ts.to_owned());
                     }
                     *to_turn == idx
                 }
@@ -1102,7 +1126,7 @@ impl Session {
                 i += 1;
                 continue;
             }
-            let plan = self.stamp_plans.swap_remove(i);
+            let plan = self.stamp_plans.remove(i);
             let ts = next_ts - self.stamp_rng.random_range(1..900);
             match plan {
                 StampPlan::Message {
@@ -1113,14 +1137,12 @@ impl Session {
                     em.stamp(stamp_line(ts, selector, enrichment))?;
                 }
                 StampPlan::Range {
+                    from_ts,
                     with_session,
                     enrichment,
                     ..
                 } => {
-                    let from = self
-                        .range_from_ts
-                        .take()
-                        .unwrap_or_else(|| turn_ts.to_owned());
+                    let from = from_ts.unwrap_or_else(|| turn_ts.to_owned());
                     let range = obj(vec![
                         ("fromTs", Value::from(from)),
                         ("toTs", Value::str(turn_ts)),
@@ -1145,8 +1167,8 @@ struct Call {
     is_error: bool,
     content_len: f64,
     args_hash: String,
-    /// (child session id, agent id) when the call spawned a generated
-    /// subagent session.
+    spawns: bool,
+    /// (child session id, agent id) of the subagent session it spawned.
     child: Option<(String, String)>,
 }
 
