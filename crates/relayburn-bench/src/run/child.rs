@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
+use relayburn_ledger::archive::ARCHIVE_LOCK;
 use relayburn_ledger::lock::Locks;
 use relayburn_ledger::{Ledger, LedgerHome};
 
@@ -68,6 +69,11 @@ pub fn run(cmd: ChildCommand) -> Result<()> {
     match cmd {
         ChildCommand::Rebuild(a) => {
             let ledger = Ledger::open(LedgerHome::new(&a.home))?;
+            // Taken first (the lock is re-entrant on this thread), so that
+            // waiting for another process's build is not timed as ours.
+            let t = Instant::now();
+            let _guard = ledger.locks().acquire(ARCHIVE_LOCK)?;
+            result("lock_wait", t.elapsed().as_secs_f64());
             let t = Instant::now();
             let r = ledger.rebuild_archive()?;
             result("secs", t.elapsed().as_secs_f64());
@@ -82,6 +88,9 @@ pub fn run(cmd: ChildCommand) -> Result<()> {
         }
         ChildCommand::Build(a) => {
             let ledger = Ledger::open(LedgerHome::new(&a.home))?;
+            let t = Instant::now();
+            let _guard = ledger.locks().acquire(ARCHIVE_LOCK)?;
+            result("lock_wait", t.elapsed().as_secs_f64());
             let t = Instant::now();
             let r = ledger.build_archive()?;
             result("secs", t.elapsed().as_secs_f64());

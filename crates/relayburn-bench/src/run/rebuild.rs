@@ -88,6 +88,8 @@ pub struct RebuildRun {
     pub load: String,
     pub outcome_turns: u64,
     pub stamps: u64,
+    /// Time spent waiting for another process's archive lock (not timed).
+    pub lock_wait: f64,
 }
 
 /// Rebuild `home` in a child process and count what it wrote.
@@ -111,13 +113,22 @@ pub fn rebuild_once(home: &Path) -> Result<RebuildRun> {
         load,
         outcome_turns: o.u64("turns")?,
         stamps,
+        lock_wait: o.f64("lock_wait").unwrap_or(0.0),
     })
 }
 
 fn add_run_rows(s: &mut Section, label: &str, r: &RebuildRun) {
+    let waited = if r.lock_wait > 0.001 {
+        format!(
+            "; waited {} for another process's archive lock first, not counted",
+            secs(r.lock_wait)
+        )
+    } else {
+        String::new()
+    };
     s.row(
         format!("{label}wall (rebuild_archive call)"),
-        format!("{} (load average before: {})", secs(r.secs), r.load),
+        format!("{} (load average before: {}{waited})", secs(r.secs), r.load),
     );
     s.row(
         format!("{label}throughput"),
