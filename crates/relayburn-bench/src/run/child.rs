@@ -44,6 +44,9 @@ pub struct ChildFloor {
     pub home: PathBuf,
     #[arg(long)]
     pub db: PathBuf,
+    /// Page cache in KiB instead of the rebuild's.
+    #[arg(long)]
+    pub cache_kib: Option<i64>,
 }
 
 #[derive(Args, Debug)]
@@ -112,7 +115,7 @@ pub fn run(cmd: ChildCommand) -> Result<()> {
             result("compaction_statements", c.compaction_statements);
             result("stamp_statements", c.stamp_statements);
             result("sessions", c.sessions);
-            let f = floor::load(&rows, &a.db)?;
+            let f = floor::load_with_cache(&rows, &a.db, a.cache_kib)?;
             result("setup", f.setup);
             result("inserts", f.inserts);
             result("indexes", f.indexes);
