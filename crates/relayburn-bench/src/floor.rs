@@ -743,6 +743,12 @@ fn hash_key(cols: &[Sv]) -> Option<u64> {
 /// Insert `rows` into a new database at `db` (replacing any), timing each
 /// step.
 pub fn load(rows: &FloorRows, db: &Path) -> Result<FloorTimes> {
+    load_with_cache(rows, db, None)
+}
+
+/// As [`load`], with `PRAGMA cache_size = -cache_kib` after the rebuild's
+/// pragmas when given: what another page cache would change.
+pub fn load_with_cache(rows: &FloorRows, db: &Path, cache_kib: Option<i64>) -> Result<FloorTimes> {
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let mut p = db.as_os_str().to_owned();
         p.push(suffix);
@@ -761,6 +767,9 @@ pub fn load(rows: &FloorRows, db: &Path) -> Result<FloorTimes> {
 
     let mut conn = Connection::open(db)?;
     conn.execute_batch(BULK_PRAGMAS)?;
+    if let Some(kib) = cache_kib {
+        conn.execute_batch(&format!("PRAGMA cache_size = -{kib}"))?;
+    }
     for sql in &rows.tables {
         conn.execute_batch(sql)?;
     }

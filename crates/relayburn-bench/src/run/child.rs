@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
+use relayburn_ledger::archive::ARCHIVE_LOCK;
 use relayburn_ledger::lock::Locks;
 use relayburn_ledger::{Ledger, LedgerHome};
 
@@ -43,6 +44,9 @@ pub struct ChildFloor {
     pub home: PathBuf,
     #[arg(long)]
     pub db: PathBuf,
+    /// Page cache in KiB instead of the rebuild's.
+    #[arg(long)]
+    pub cache_kib: Option<i64>,
 }
 
 #[derive(Args, Debug)]
@@ -68,6 +72,11 @@ pub fn run(cmd: ChildCommand) -> Result<()> {
     match cmd {
         ChildCommand::Rebuild(a) => {
             let ledger = Ledger::open(LedgerHome::new(&a.home))?;
+            // Taken first (the lock is re-entrant on this thread), so that
+            // waiting for another process's build is not timed as ours.
+            let t = Instant::now();
+            let _guard = ledger.locks().acquire(ARCHIVE_LOCK)?;
+            result("lock_wait", t.elapsed().as_secs_f64());
             let t = Instant::now();
             let r = ledger.rebuild_archive()?;
             result("secs", t.elapsed().as_secs_f64());
@@ -82,6 +91,9 @@ pub fn run(cmd: ChildCommand) -> Result<()> {
         }
         ChildCommand::Build(a) => {
             let ledger = Ledger::open(LedgerHome::new(&a.home))?;
+            let t = Instant::now();
+            let _guard = ledger.locks().acquire(ARCHIVE_LOCK)?;
+            result("lock_wait", t.elapsed().as_secs_f64());
             let t = Instant::now();
             let r = ledger.build_archive()?;
             result("secs", t.elapsed().as_secs_f64());
@@ -103,7 +115,7 @@ pub fn run(cmd: ChildCommand) -> Result<()> {
             result("compaction_statements", c.compaction_statements);
             result("stamp_statements", c.stamp_statements);
             result("sessions", c.sessions);
-            let f = floor::load(&rows, &a.db)?;
+            let f = floor::load_with_cache(&rows, &a.db, a.cache_kib)?;
             result("setup", f.setup);
             result("inserts", f.inserts);
             result("indexes", f.indexes);

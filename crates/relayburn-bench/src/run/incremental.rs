@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use relayburn_ledger::archive::ARCHIVE_LOCK;
 use relayburn_ledger::Ledger;
 
 use crate::floor;
@@ -159,9 +160,13 @@ pub fn run_incremental(a: IncrementalArgs) -> Result<()> {
         restore.put_back()?;
         let load = loadavg();
         let ledger = Ledger::open(lh.clone())?;
+        // Held around the timed build (re-entrant on this thread), so that
+        // another process's build cannot be timed as ours.
+        let guard = ledger.locks().acquire(ARCHIVE_LOCK)?;
         let t = Instant::now();
         let r = ledger.build_archive()?;
         let dt = t.elapsed().as_secs_f64();
+        drop(guard);
         eprintln!("incremental build {}: {}", i + 1, secs(dt));
         s.row(
             format!("incremental build {}", i + 1),

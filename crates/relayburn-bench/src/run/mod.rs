@@ -243,6 +243,9 @@ impl Summary {
 
 /// A duration in a readable unit.
 pub fn secs(s: f64) -> String {
+    if s < 0.0 {
+        return format!("-{}", secs(-s));
+    }
     if s >= 10.0 {
         format!("{s:.1} s")
     } else if s >= 1.0 {
@@ -377,6 +380,7 @@ mod tests {
         assert_eq!(secs(12.34), "12.3 s");
         assert_eq!(secs(0.0042), "4.200 ms");
         assert_eq!(secs(0.000_012), "12.0 µs");
+        assert_eq!(secs(-2.5), "-2.50 s");
         assert_eq!(mb(150_000_000), "150.0 MB");
         assert_eq!(mb(1_500_000_000), "1.50 GB");
         assert_eq!(count(1_234_567), "1,234,567");

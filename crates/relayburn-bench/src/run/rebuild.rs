@@ -24,6 +24,10 @@ pub struct RebuildArgs {
     /// Skip the SQLite floor.
     #[arg(long)]
     pub no_floor: bool,
+    /// Also run the floor with these page cache sizes (KiB), to see what
+    /// the rebuild's 384 MiB cap costs.
+    #[arg(long, value_delimiter = ',')]
+    pub floor_cache_kib: Vec<i64>,
     #[command(flatten)]
     pub out: OutArgs,
 }
@@ -88,6 +92,8 @@ pub struct RebuildRun {
     pub load: String,
     pub outcome_turns: u64,
     pub stamps: u64,
+    /// Time spent waiting for another process's archive lock (not timed).
+    pub lock_wait: f64,
 }
 
 /// Rebuild `home` in a child process and count what it wrote.
@@ -111,13 +117,22 @@ pub fn rebuild_once(home: &Path) -> Result<RebuildRun> {
         load,
         outcome_turns: o.u64("turns")?,
         stamps,
+        lock_wait: o.f64("lock_wait").unwrap_or(0.0),
     })
 }
 
 fn add_run_rows(s: &mut Section, label: &str, r: &RebuildRun) {
+    let waited = if r.lock_wait > 0.001 {
+        format!(
+            "; waited {} for another process's archive lock first, not counted",
+            secs(r.lock_wait)
+        )
+    } else {
+        String::new()
+    };
     s.row(
         format!("{label}wall (rebuild_archive call)"),
-        format!("{} (load average before: {})", secs(r.secs), r.load),
+        format!("{} (load average before: {}{waited})", secs(r.secs), r.load),
     );
     s.row(
         format!("{label}throughput"),
@@ -189,7 +204,7 @@ pub fn run_rebuild(a: RebuildArgs) -> Result<()> {
     if !a.no_floor {
         eprintln!("SQLite floor …");
         let load = loadavg();
-        let f = floor_once(&home.path)?;
+        let f = floor_once(&home.path, None)?;
         let total = f.f64("total")?;
         s.row(
             "SQLite floor: total (same rows in memory, same statements and pragmas, one transaction)",
@@ -236,20 +251,42 @@ pub fn run_rebuild(a: RebuildArgs) -> Result<()> {
             ),
         );
     }
+    for &kib in &a.floor_cache_kib {
+        eprintln!("SQLite floor with cache_size {kib} KiB …");
+        let load = loadavg();
+        let f = floor_once(&home.path, Some(kib))?;
+        s.row(
+            format!("SQLite floor with cache_size {} MiB", kib / 1024),
+            format!(
+                "{} (load average before: {load}): inserts {} · indexes {} · sessions {} · commit {} · peak RSS {}",
+                secs(f.f64("total")?),
+                secs(f.f64("inserts")?),
+                secs(f.f64("indexes")?),
+                secs(f.f64("session_rows")?),
+                secs(f.f64("commit")?),
+                mib(f.max_rss)
+            ),
+        );
+    }
     s.note("reference (Node 22, 100 MB ledger, same machine class): 4.7 s with no stamps, 42.8 s with one sessionId stamp per session, 101 s with mixed selectors");
     s.emit(&a.out)
 }
 
 /// Collect the archive's rows and load them into a scratch file in a child.
-pub fn floor_once(home: &Path) -> Result<ChildOutcome> {
+pub fn floor_once(home: &Path, cache_kib: Option<i64>) -> Result<ChildOutcome> {
     let db = home.join("bench-floor.sqlite");
-    let o = run_child(&[
-        "floor".into(),
+    let mut args = vec![
+        "floor".to_string(),
         "--home".into(),
         home.display().to_string(),
         "--db".into(),
         db.display().to_string(),
-    ]);
+    ];
+    if let Some(kib) = cache_kib {
+        args.push("--cache-kib".into());
+        args.push(kib.to_string());
+    }
+    let o = run_child(&args);
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let mut p = db.as_os_str().to_owned();
         p.push(suffix);
