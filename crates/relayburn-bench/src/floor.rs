@@ -34,52 +34,12 @@ use relayburn_ledger::LedgerHome;
 /// the floor runs exactly as the build does, taken from the archive module
 /// itself; the multi-row inserts of the build are run here one row each.
 pub use relayburn_ledger::archive::{
-    BULK_PRAGMAS, DELETE_TOOL_CALLS, INSERT_STAMP, UPSERT_COMPACTION, UPSERT_SESSION,
+    insert_tool_calls_sql, upsert_tool_result_events_sql, upsert_turns_sql, BULK_PRAGMAS,
+    DELETE_TOOL_CALLS, INSERT_STAMP, UPSERT_COMPACTION, UPSERT_SESSION,
 };
 
 pub const LOAD_STAMPS: &str =
     "SELECT selector_json, enrichment_json FROM stamps ORDER BY ts, ledger_offset_bytes";
-
-pub const UPSERT_TURN: &str = "INSERT INTO turns (
-  source, session_id, message_id, turn_index, ts, model, project, project_key,
-  activity, stop_reason, has_edits, retries, is_sidechain, subagent_id,
-  parent_subagent_id, parent_tool_use_id, subagent_type, subagent_description,
-  input_tokens, output_tokens, reasoning_tokens, cache_read_tokens,
-  cache_create_5m_tokens, cache_create_1h_tokens, workflow_id, agent_id,
-  persona, tier, enrichment_json, attribution_fidelity, tokens_present, cost_present
-) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-  ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32)
-ON CONFLICT (source, session_id, message_id) DO UPDATE SET
-  turn_index = excluded.turn_index, ts = excluded.ts, model = excluded.model,
-  project = excluded.project, project_key = excluded.project_key,
-  activity = excluded.activity, stop_reason = excluded.stop_reason,
-  has_edits = excluded.has_edits, retries = excluded.retries,
-  is_sidechain = excluded.is_sidechain, subagent_id = excluded.subagent_id,
-  parent_subagent_id = excluded.parent_subagent_id,
-  parent_tool_use_id = excluded.parent_tool_use_id,
-  subagent_type = excluded.subagent_type,
-  subagent_description = excluded.subagent_description,
-  input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens,
-  reasoning_tokens = excluded.reasoning_tokens,
-  cache_read_tokens = excluded.cache_read_tokens,
-  cache_create_5m_tokens = excluded.cache_create_5m_tokens,
-  cache_create_1h_tokens = excluded.cache_create_1h_tokens,
-  workflow_id = excluded.workflow_id, agent_id = excluded.agent_id,
-  persona = excluded.persona, tier = excluded.tier,
-  enrichment_json = excluded.enrichment_json,
-  attribution_fidelity = excluded.attribution_fidelity,
-  tokens_present = excluded.tokens_present, cost_present = excluded.cost_present";
-
-pub const INSERT_TOOL_CALL: &str = "INSERT INTO tool_calls (
-  source, session_id, message_id, call_index, tool_use_id, tool_name, target,
-  args_hash, is_error, replaced_tools, collapsed_calls
-) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
-
-pub const UPSERT_TOOL_RESULT_EVENT: &str = "INSERT OR REPLACE INTO tool_result_events (
-  source, session_id, message_id, tool_use_id, call_index, event_index, status,
-  content_length, content_hash, is_error, subagent_session_id, agent_id,
-  event_source, ts
-) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 
 const TURN_COLUMNS: &str = "source, session_id, message_id, turn_index, ts, model, project,
   project_key, activity, stop_reason, has_edits, retries, is_sidechain, subagent_id,
@@ -451,11 +411,11 @@ fn insert_items(conn: &Connection, rows: &FloorRows, always_delete: bool) -> Res
             std::hint::black_box((r.get_ref(0)?, r.get_ref(1)?));
         }
     }
-    let mut upsert_turn = conn.prepare(UPSERT_TURN)?;
+    let mut upsert_turn = conn.prepare(&upsert_turns_sql(1))?;
     let mut delete_calls = conn.prepare(DELETE_TOOL_CALLS)?;
-    let mut insert_call = conn.prepare(INSERT_TOOL_CALL)?;
+    let mut insert_call = conn.prepare(&insert_tool_calls_sql(1))?;
     let mut compaction = conn.prepare(UPSERT_COMPACTION)?;
-    let mut event = conn.prepare(UPSERT_TOOL_RESULT_EVENT)?;
+    let mut event = conn.prepare(&upsert_tool_result_events_sql(1))?;
     let mut seen: HashSet<u64> = HashSet::new();
     for item in &rows.items {
         match *item {

@@ -146,6 +146,24 @@ fn multi_row(head: &str, width: usize, rows: usize) -> String {
     sql
 }
 
+/// The turn upsert for `rows` rows (the benchmark's floor runs it with 1).
+#[doc(hidden)]
+pub fn upsert_turns_sql(rows: usize) -> String {
+    multi_row(UPSERT_TURNS, TURN_COLUMNS, rows) + UPSERT_TURN_TAIL
+}
+
+/// The tool-call insert for `rows` rows.
+#[doc(hidden)]
+pub fn insert_tool_calls_sql(rows: usize) -> String {
+    multi_row(INSERT_TOOL_CALLS, 11, rows)
+}
+
+/// The tool-result-event upsert for `rows` rows.
+#[doc(hidden)]
+pub fn upsert_tool_result_events_sql(rows: usize) -> String {
+    multi_row(UPSERT_TOOL_RESULT_EVENTS, 14, rows)
+}
+
 /// Tool-result events per multi-row insert.
 const EVENT_ROWS: usize = 32;
 /// Tool calls per multi-row insert.
@@ -652,7 +670,7 @@ impl Writer<'_> {
         while start < self.pending_events.len() {
             let n = (self.pending_events.len() - start).min(EVENT_ROWS);
             if self.events[n - 1].is_none() {
-                let sql = multi_row(UPSERT_TOOL_RESULT_EVENTS, 14, n);
+                let sql = upsert_tool_result_events_sql(n);
                 self.events[n - 1] = Some(self.conn.prepare(&sql).map_err(e)?);
             }
             let rows = &self.pending_events[start..start + n];
@@ -745,14 +763,14 @@ fn write_items(
         conn,
         turns: (1..=TURN_ROWS)
             .map(|n| {
-                let sql = multi_row(UPSERT_TURNS, TURN_COLUMNS, n) + UPSERT_TURN_TAIL;
+                let sql = upsert_turns_sql(n);
                 conn.prepare(&sql)
             })
             .collect::<rusqlite::Result<_>>()
             .map_err(&e)?,
         delete_calls: conn.prepare(DELETE_TOOL_CALLS).map_err(&e)?,
         insert_calls: (1..=CALL_ROWS)
-            .map(|n| conn.prepare(&multi_row(INSERT_TOOL_CALLS, 11, n)))
+            .map(|n| conn.prepare(&insert_tool_calls_sql(n)))
             .collect::<rusqlite::Result<_>>()
             .map_err(&e)?,
         compaction: conn.prepare(UPSERT_COMPACTION).map_err(&e)?,

@@ -33,7 +33,10 @@ use crate::records::Kind;
 
 /// Statements the benchmark's SQLite floor runs exactly as the build does.
 #[doc(hidden)]
-pub use build::{DELETE_TOOL_CALLS, INSERT_STAMP, UPSERT_COMPACTION, UPSERT_SESSION};
+pub use build::{
+    insert_tool_calls_sql, upsert_tool_result_events_sql, upsert_turns_sql, DELETE_TOOL_CALLS,
+    INSERT_STAMP, UPSERT_COMPACTION, UPSERT_SESSION,
+};
 pub use query::{archive_available, query_all_from_archive, query_turns_from_archive};
 pub use schema::{open_archive, ARCHIVE_VERSION};
 pub use status::{archive_status, vacuum_archive, ArchiveStatus, RowCounts, VacuumResult};
