@@ -152,7 +152,7 @@ fn js_compare(a: Option<&Value>, b: &JsString) -> Option<Ordering> {
     }
 }
 
-pub(crate) use crate::json::js_string_to_number;
+use crate::json::js_string_to_number;
 
 /// The parsed JSON lines of the ledger, in file order. Stops with the
 /// first read error.

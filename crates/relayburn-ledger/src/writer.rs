@@ -15,7 +15,7 @@ use crate::index::{record_id, turn_fingerprint, Hash16, CONTENT_WINDOW};
 use crate::json::{JsString, Object, Value};
 use crate::ledger::Ledger;
 use crate::records::{wrap_record, Kind};
-pub use crate::time::{iso_from_millis, now_iso};
+use crate::time::now_iso;
 
 /// Lock names of SPEC §3.
 pub(crate) const LEDGER_LOCK: &str = "ledger";
@@ -363,6 +363,7 @@ fn spawn_env_relationship(line: &Value) -> Option<Value> {
 mod tests {
     use super::*;
     use crate::json::parse;
+    use crate::time::iso_from_millis;
 
     #[test]
     fn iso_dates_match_javascript() {

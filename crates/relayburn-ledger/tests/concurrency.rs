@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use relayburn_ledger::index::{turn_fingerprint, turn_id};
 use relayburn_ledger::lock::LockOptions;
-use relayburn_ledger::writer::iso_from_millis;
+use relayburn_ledger::time::iso_from_millis;
 use relayburn_ledger::{json, Ledger, LedgerHome, Query, Value};
 
 const ROLE: &str = "RELAYBURN_TEST_ROLE";

@@ -27,7 +27,7 @@ use relayburn_ledger::check;
 use relayburn_ledger::index::{Hash16, CONTENT_WINDOW};
 use relayburn_ledger::json::{self, Value};
 use relayburn_ledger::lock::{Locks, STALE_MS};
-use relayburn_ledger::writer::iso_from_millis;
+use relayburn_ledger::time::iso_from_millis;
 use relayburn_ledger::{Ledger, LedgerHome, Query};
 
 use reliability::*;

@@ -110,7 +110,7 @@ fn stamp_line(k: u64, rng: &mut Rng, newest_turn: u64) -> Value {
     };
     json::parse(&format!(
         r#"{{"v":1,"kind":"stamp","ts":"{}","selector":{selector},"enrichment":{{"workflowId":"wf-{}","seq":{k}{parent}}}}}"#,
-        relayburn_ledger::writer::now_iso(),
+        relayburn_ledger::time::now_iso(),
         rng.below(20),
     ))
     .unwrap()

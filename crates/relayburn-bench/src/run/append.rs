@@ -20,7 +20,7 @@ use rand_pcg::Pcg64Mcg;
 use relayburn_ledger::json::Value;
 use relayburn_ledger::jsonl::{parse_line, LineScanner, Parsed};
 use relayburn_ledger::records::{line_kind, Kind};
-use relayburn_ledger::writer::iso_from_millis;
+use relayburn_ledger::time::iso_from_millis;
 use relayburn_ledger::{Ledger, LedgerHome};
 
 use super::{count, generate, loadavg, mb, parse_size, secs, OutArgs, Section, Summary};

@@ -118,7 +118,7 @@ impl BuildResult {
     }
 }
 
-pub(crate) use crate::time::now_iso as iso_now;
+use crate::time::now_iso;
 
 /// Size and `Math.floor(mtimeMs)` of a regular file, if there is one.
 pub(crate) fn file_stat(path: &Path) -> Result<Option<(u64, i64)>> {
@@ -206,7 +206,7 @@ fn build_locked(home: &LedgerHome, progress: Progress<'_>) -> Result<BuildResult
     let e = sql_err(&path);
     // A tail touches index pages all over a big archive: keep them cached.
     conn.execute_batch(BUILD_CACHE).map_err(&e)?;
-    let now = iso_now();
+    let now = now_iso();
     let Some((size, mtime)) = file_stat(&ledger)? else {
         conn.execute(
             "UPDATE archive_state SET last_built_at = ?1 WHERE id = 1",
@@ -314,7 +314,7 @@ fn build_aside(home: &LedgerHome, tmp: &Path, progress: Progress<'_>) -> Result<
     // less than keeping them up to date row by row.
     schema::ensure_schema(&conn, tmp, false)?;
     schema::insert_initial_state(&conn, tmp)?;
-    let now = iso_now();
+    let now = now_iso();
     let stat = file_stat(&ledger)?;
     let applied = in_transaction(&mut conn, tmp, "BEGIN", |conn| match stat {
         None => {

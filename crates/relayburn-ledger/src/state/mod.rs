@@ -16,9 +16,9 @@ use std::path::Path;
 use crate::error::{Error, IoContext, Result};
 use crate::home::Env;
 use crate::index::sidecar::tmp_path;
+use crate::json::js_string_to_number;
 use crate::json::{self, write_string, Object, Value};
 use crate::ledger::Ledger;
-use crate::query::js_string_to_number;
 
 const CURSORS_LOCK: &str = "cursors";
 

@@ -16,7 +16,7 @@ use relayburn_ledger::index::{turn_fingerprint, turn_id, Hash16};
 use relayburn_ledger::json::{self, Value};
 use relayburn_ledger::jsonl::{parse_line, Parsed};
 use relayburn_ledger::records::{line_kind, wrap_record, Kind};
-use relayburn_ledger::writer::iso_from_millis;
+use relayburn_ledger::time::iso_from_millis;
 
 pub const ROLE_VAR: &str = "RELAYBURN_RELIABILITY_ROLE";
 pub const ARGS_VAR: &str = "RELAYBURN_RELIABILITY_ARGS";
