@@ -57,6 +57,7 @@ fn check(stamps: StampMix) {
             target_bytes: 3_000_000,
             seed: 7,
             stamps,
+            shape: Default::default(),
             overwrite: false,
         },
     )
@@ -134,6 +135,7 @@ fn tail_floor_equals_an_incremental_build() {
             target_bytes: 3_000_000,
             seed: 11,
             stamps: StampMix::None,
+            shape: Default::default(),
             overwrite: false,
         },
     )

@@ -296,7 +296,7 @@ pub fn floor_once(home: &Path, cache_kib: Option<i64>) -> Result<ChildOutcome> {
 }
 
 /// A directory for generated homes: the one given, or a temporary one.
-fn work_dir(given: &Option<PathBuf>) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+pub(crate) fn work_dir(given: &Option<PathBuf>) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
     match given {
         Some(p) => {
             std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
@@ -329,7 +329,7 @@ pub fn run_stamps(a: StampsArgs) -> Result<()> {
     let mut results: Vec<(StampMix, RebuildRun)> = Vec::new();
     for &mix in &a.mixes {
         let home = dir.join(format!("stamps-{mix:?}").to_lowercase());
-        let (report, gen_secs) = generate(&home, a.size, a.seed, mix)?;
+        let (report, gen_secs) = generate(&home, a.size, a.seed, mix, Default::default())?;
         s.note(format!(
             "{mix:?}: {} bytes, {} stamp lines (generated in {gen_secs:.1} s)",
             report.total_bytes,
@@ -379,7 +379,7 @@ pub fn run_scaling(a: ScalingArgs) -> Result<()> {
     let mut points: Vec<RebuildRun> = Vec::new();
     for &size in &a.sizes {
         let home = dir.join(format!("scale-{size}"));
-        generate(&home, size, a.seed, a.stamps)?;
+        generate(&home, size, a.seed, a.stamps, Default::default())?;
         let mut all = Vec::new();
         for i in 0..a.reps.max(1) {
             eprintln!(
