@@ -168,6 +168,9 @@ pub struct ChildOutcome {
     pub max_rss: u64,
     /// Wall time from spawn to exit, seconds.
     pub wall: f64,
+    /// User + system CPU of the child, seconds: steadier than wall time
+    /// when other work shares the machine.
+    pub cpu: f64,
 }
 
 impl ChildOutcome {
@@ -242,6 +245,10 @@ impl Spawned {
             fields,
             max_rss: ru.ru_maxrss as u64 * 1024,
             wall,
+            cpu: [ru.ru_utime, ru.ru_stime]
+                .iter()
+                .map(|t| t.tv_sec as f64 + t.tv_usec as f64 / 1e6)
+                .sum(),
         })
     }
 }

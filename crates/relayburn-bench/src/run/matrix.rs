@@ -120,9 +120,10 @@ pub fn run_matrix(a: MatrixArgs) -> Result<()> {
         s.row(
             format!("{name} ({shape})"),
             format!(
-                "{described}{}rebuild {} (runs {}; load {}) · {:.1} s/GB · peak RSS {} · {floor}",
+                "{described}{}rebuild {} (CPU {}; runs {}; load {}) · {:.1} s/GB · peak RSS {} · {floor}",
                 if described.is_empty() { "" } else { " · " },
                 secs(b.secs),
+                secs(b.cpu),
                 all.join(", "),
                 b.load,
                 b.secs / (b.ledger_bytes as f64 / 1e9),

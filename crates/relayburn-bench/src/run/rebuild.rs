@@ -94,6 +94,8 @@ pub struct RebuildRun {
     pub stamps: u64,
     /// Time spent waiting for another process's archive lock (not timed).
     pub lock_wait: f64,
+    /// CPU seconds of the whole child (its setup included).
+    pub cpu: f64,
 }
 
 /// Rebuild `home` in a child process and count what it wrote.
@@ -118,6 +120,7 @@ pub fn rebuild_once(home: &Path) -> Result<RebuildRun> {
         outcome_turns: o.u64("turns")?,
         stamps,
         lock_wait: o.f64("lock_wait").unwrap_or(0.0),
+        cpu: o.cpu,
     })
 }
 
