@@ -22,7 +22,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
 use relayburn_ledger::json::Value;
@@ -31,15 +30,13 @@ use relayburn_ledger::records::{line_kind, Kind};
 use relayburn_ledger::LedgerHome;
 
 /// The rebuild's settings for the file it builds aside, and the statements
-/// the floor runs exactly as the build does, taken from the archive module
-/// itself; the multi-row inserts of the build are run here one row each.
-pub use relayburn_ledger::archive::{
-    insert_tool_calls_sql, upsert_tool_result_events_sql, upsert_turns_sql, BULK_PRAGMAS,
-    DELETE_TOOL_CALLS, INSERT_STAMP, UPSERT_COMPACTION, UPSERT_SESSION,
+/// the floor runs exactly as the build does, taken from the archive's SQL
+/// module itself; the multi-row inserts of the build are run here one row
+/// each.
+pub use relayburn_ledger::archive::sql::{
+    insert_tool_calls_sql, upsert_tool_result_events_sql, upsert_turns_sql, Sv, BULK_PRAGMAS,
+    DELETE_TOOL_CALLS, INSERT_STAMP, LOAD_STAMPS, UPSERT_COMPACTION, UPSERT_SESSION,
 };
-
-pub const LOAD_STAMPS: &str =
-    "SELECT selector_json, enrichment_json FROM stamps ORDER BY ts, ledger_offset_bytes";
 
 const TURN_COLUMNS: &str = "source, session_id, message_id, turn_index, ts, model, project,
   project_key, activity, stop_reason, has_edits, retries, is_sidechain, subagent_id,
@@ -64,55 +61,21 @@ const COMPACTION_COLUMNS: &str =
     "source, session_id, ts, preceding_message_id, tokens_before_compact";
 const COMPACTION_NUMBERS: &[usize] = &[4];
 
-/// One bound parameter, as compact as the rebuild's own.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub enum Sv {
-    #[default]
-    Null,
-    Int(i64),
-    Real(f64),
-    Text(Box<str>),
-}
-
-impl ToSql for Sv {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::Borrowed(match self {
-            Sv::Null => ValueRef::Null,
-            Sv::Int(i) => ValueRef::Integer(*i),
-            Sv::Real(f) => ValueRef::Real(*f),
-            Sv::Text(s) => ValueRef::Text(s.as_bytes()),
-        }))
-    }
-}
-
-impl Sv {
-    fn from_ref(v: ValueRef<'_>) -> Sv {
-        match v {
-            ValueRef::Null => Sv::Null,
-            ValueRef::Integer(i) => Sv::Int(i),
-            ValueRef::Real(f) => Sv::Real(f),
-            ValueRef::Text(t) | ValueRef::Blob(t) => {
-                Sv::Text(String::from_utf8_lossy(t).into_owned().into_boxed_str())
-            }
+/// Key text of a stored value, written the way [`key_of`] writes the
+/// ledger's value, so that the two meet.
+fn key_part(v: &Sv, out: &mut String) {
+    use std::fmt::Write;
+    match v {
+        Sv::Null => out.push_str("\u{0}null"),
+        Sv::Int(i) => {
+            let _ = write!(out, "{}", *i as f64);
         }
-    }
-
-    /// Key text of a stored value, written the way [`key_of`] writes the
-    /// ledger's value, so that the two meet.
-    fn key_part(&self, out: &mut String) {
-        use std::fmt::Write;
-        match self {
-            Sv::Null => out.push_str("\u{0}null"),
-            Sv::Int(i) => {
-                let _ = write!(out, "{}", *i as f64);
-            }
-            Sv::Real(f) => {
-                let _ = write!(out, "{f}");
-            }
-            Sv::Text(s) => out.push_str(s),
+        Sv::Real(f) => {
+            let _ = write!(out, "{f}");
         }
-        out.push('\u{1}');
+        Sv::Text(s) => out.push_str(s),
     }
+    out.push('\u{1}');
 }
 
 /// The key text of a ledger value.
@@ -213,7 +176,7 @@ fn read_table(
     while let Some(r) = rows.next()? {
         let mut cols = Vec::with_capacity(n);
         for i in 0..n {
-            let mut v = Sv::from_ref(r.get_ref(i)?);
+            let mut v = Sv::from_stored(r.get_ref(i)?);
             if numbers.contains(&i) {
                 if let Sv::Int(x) = v {
                     v = Sv::Real(x as f64);
@@ -229,7 +192,7 @@ fn read_table(
 fn key_text(cols: &[Sv], n: usize) -> String {
     let mut k = String::new();
     for c in &cols[..n] {
-        c.key_part(&mut k);
+        key_part(c, &mut k);
     }
     k
 }
@@ -321,7 +284,7 @@ pub fn collect(home: &LedgerHome) -> Result<FloorRows> {
         EVENT_NUMBERS,
         |c| {
             let mut k = key_text(&c, 4);
-            c[5].key_part(&mut k);
+            key_part(&c[5], &mut k);
             event_at.insert(k, rows.events.len() as u32);
             rows.events.push(c.into_boxed_slice());
         },
@@ -495,7 +458,7 @@ pub fn collect_tail(home: &LedgerHome, from: u64) -> Result<FloorRows> {
         while let Some(r) = q.next()? {
             let mut cols = Vec::new();
             for i in 0..r.as_ref().column_count() {
-                let mut v = Sv::from_ref(r.get_ref(i)?);
+                let mut v = Sv::from_stored(r.get_ref(i)?);
                 if numbers.contains(&i) {
                     if let Sv::Int(x) = v {
                         v = Sv::Real(x as f64);
@@ -508,7 +471,7 @@ pub fn collect_tail(home: &LedgerHome, from: u64) -> Result<FloorRows> {
         Ok(out)
     };
     let bind = |v: Option<&Value>| match v {
-        Some(Value::String(s)) => Sv::Text(s.to_lossy().into_owned().into_boxed_str()),
+        Some(Value::String(s)) => Sv::Text(s.to_lossy().into_owned()),
         Some(Value::Number(n)) => Sv::Real(*n),
         _ => Sv::Null,
     };
