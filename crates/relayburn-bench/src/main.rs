@@ -7,6 +7,10 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use relayburn_bench::gen::{self, GenOptions, StampMix};
+
+/// The allocator `burn` uses, so that rebuild figures are the command's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use relayburn_bench::run::{append, child, incremental, lock, matrix, query, rebuild, ShapeArgs};
 
 #[derive(Parser)]
