@@ -112,6 +112,12 @@ fn check(stamps: StampMix) {
         .collect()
     };
     assert_eq!(schema("main"), schema("rebuilt"));
+    drop(conn);
+
+    // Sorted by primary key, ties in ledger order: the same rows.
+    let sorted = dir.path().join("floor-pk.sqlite");
+    floor::load_with_cache(&rows, &sorted, None, floor::FloorOrder::PrimaryKey).unwrap();
+    assert_same_tables(&sorted, &home.archive());
 }
 
 #[test]

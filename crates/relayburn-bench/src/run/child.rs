@@ -47,6 +47,9 @@ pub struct ChildFloor {
     /// Page cache in KiB instead of the rebuild's.
     #[arg(long)]
     pub cache_kib: Option<i64>,
+    /// Row order of the load.
+    #[arg(long, value_enum, default_value_t = floor::FloorOrder::Ledger)]
+    pub order: floor::FloorOrder,
 }
 
 #[derive(Args, Debug)]
@@ -115,7 +118,7 @@ pub fn run(cmd: ChildCommand) -> Result<()> {
             result("compaction_statements", c.compaction_statements);
             result("stamp_statements", c.stamp_statements);
             result("sessions", c.sessions);
-            let f = floor::load_with_cache(&rows, &a.db, a.cache_kib)?;
+            let f = floor::load_with_cache(&rows, &a.db, a.cache_kib, a.order)?;
             result("setup", f.setup);
             result("inserts", f.inserts);
             result("indexes", f.indexes);

@@ -102,7 +102,7 @@ pub fn run_matrix(a: MatrixArgs) -> Result<()> {
         } else {
             eprintln!("matrix {name}: floor …");
             let load = loadavg();
-            let f = floor_once(&home, None)?;
+            let f = floor_once(&home, None, Default::default())?;
             let total = f.f64("total")?;
             let ratio = b.secs / total;
             if worst.is_none_or(|(_, w)| ratio > w) {

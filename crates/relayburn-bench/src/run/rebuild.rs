@@ -207,10 +207,10 @@ pub fn run_rebuild(a: RebuildArgs) -> Result<()> {
     if !a.no_floor {
         eprintln!("SQLite floor …");
         let load = loadavg();
-        let f = floor_once(&home.path, None)?;
+        let f = floor_once(&home.path, None, Default::default())?;
         let total = f.f64("total")?;
         s.row(
-            "SQLite floor: total (same rows in memory, same statements and pragmas, one transaction)",
+            "SQLite floor: total (same rows in memory in ledger order, same multi-row statements and pragmas, secondary indexes after the load, one transaction)",
             format!(
                 "{} (load average before: {load}) = {:.0} % of the best rebuild ({})",
                 secs(total),
@@ -233,7 +233,7 @@ pub fn run_rebuild(a: RebuildArgs) -> Result<()> {
         s.row(
             "SQLite floor: statements",
             format!(
-                "{} ({} turn upserts, {} tool-call inserts, {} tool-call deletes, {} event upserts, {} compaction upserts, {} stamp inserts, {} session upserts) → {} statements/s",
+                "{} rows ({} turn upserts, {} tool-call inserts, {} tool-call deletes, {} event upserts, {} compaction upserts, {} stamp inserts, {} session upserts) → {} rows/s",
                 count(f.u64("statements")?),
                 count(f.u64("turn_statements")?),
                 count(f.u64("tool_call_statements")?),
@@ -253,11 +253,26 @@ pub fn run_rebuild(a: RebuildArgs) -> Result<()> {
                 best.secs / total
             ),
         );
+        eprintln!("SQLite floor, rows sorted by primary key …");
+        let load = loadavg();
+        let p = floor_once(&home.path, None, crate::floor::FloorOrder::PrimaryKey)?;
+        s.row(
+            "SQLite floor with rows sorted by primary key (rowids then differ from the reference's)",
+            format!(
+                "{} (load average before: {load}): inserts {} · indexes {} · sessions {} · commit {} = {:.2}× the ledger-order floor",
+                secs(p.f64("total")?),
+                secs(p.f64("inserts")?),
+                secs(p.f64("indexes")?),
+                secs(p.f64("session_rows")?),
+                secs(p.f64("commit")?),
+                p.f64("total")? / total
+            ),
+        );
     }
     for &kib in &a.floor_cache_kib {
         eprintln!("SQLite floor with cache_size {kib} KiB …");
         let load = loadavg();
-        let f = floor_once(&home.path, Some(kib))?;
+        let f = floor_once(&home.path, Some(kib), Default::default())?;
         s.row(
             format!("SQLite floor with cache_size {} MiB", kib / 1024),
             format!(
@@ -276,7 +291,11 @@ pub fn run_rebuild(a: RebuildArgs) -> Result<()> {
 }
 
 /// Collect the archive's rows and load them into a scratch file in a child.
-pub fn floor_once(home: &Path, cache_kib: Option<i64>) -> Result<ChildOutcome> {
+pub fn floor_once(
+    home: &Path,
+    cache_kib: Option<i64>,
+    order: crate::floor::FloorOrder,
+) -> Result<ChildOutcome> {
     let db = home.join("bench-floor.sqlite");
     let mut args = vec![
         "floor".to_string(),
@@ -288,6 +307,9 @@ pub fn floor_once(home: &Path, cache_kib: Option<i64>) -> Result<ChildOutcome> {
     if let Some(kib) = cache_kib {
         args.push("--cache-kib".into());
         args.push(kib.to_string());
+    }
+    if order == crate::floor::FloorOrder::PrimaryKey {
+        args.extend(["--order".into(), "primary-key".into()]);
     }
     let o = run_child(&args);
     for suffix in ["", "-wal", "-shm", "-journal"] {
