@@ -146,43 +146,113 @@ fn stamp_params(line: &Value) -> std::result::Result<(Value, [Sv; 4]), String> {
     ))
 }
 
+/// Below this many bytes pass 1 runs on one thread.
+const SPLIT_STAMP_SCAN: u64 = 64 << 20;
+
 /// Pass 1: the stamps of `[start, EOF)` and the end of its last complete
-/// line, which bounds pass 2 so both passes see the same lines.
+/// line, which bounds pass 2 so both passes see the same lines. A long
+/// stretch is searched in two halves on two threads (the search reads
+/// every byte of the ledger once, before anything else can start).
 fn scan_stamps(
     ledger: &Path,
     start: u64,
     skipped: &mut Vec<SkippedRecord>,
 ) -> Result<(Vec<NewStamp>, u64)> {
-    let mut sc = LineScanner::open_at(ledger, start).ctx("read", ledger)?;
+    scan_stamps_split(ledger, start, skipped, SPLIT_STAMP_SCAN)
+}
+
+fn scan_stamps_split(
+    ledger: &Path,
+    start: u64,
+    skipped: &mut Vec<SkippedRecord>,
+    split_above: u64,
+) -> Result<(Vec<NewStamp>, u64)> {
+    let len = std::fs::metadata(ledger).ctx("stat", ledger)?.len();
+    let split = if len.saturating_sub(start) >= split_above {
+        line_start_after(ledger, start + (len - start) / 2)?
+    } else {
+        len
+    };
+    if split >= len {
+        let (stamps, skips, limit) = scan_stamps_in(ledger, start, u64::MAX)?;
+        skipped.extend(skips);
+        return Ok((stamps, limit));
+    }
+    let (first, second) = std::thread::scope(|scope| {
+        let second = scope.spawn(|| scan_stamps_in(ledger, split, u64::MAX));
+        let first = scan_stamps_in(ledger, start, split);
+        let second = second
+            .join()
+            .unwrap_or_else(|_| Err(Error::InvalidInput("stamp scan thread panicked".into())));
+        (first, second)
+    });
+    let (mut stamps, mut skips, first_limit) = first?;
+    let (more, more_skips, limit) = second?;
+    // The first half ends on a line boundary, so only a torn line there
+    // (which cannot be: `split` follows a newline) would stop it early.
+    debug_assert_eq!(first_limit, split);
+    stamps.extend(more);
+    skips.extend(more_skips);
+    skipped.extend(skips);
+    Ok((stamps, limit))
+}
+
+/// The first line start at or after `at`: just past the next `\n` from
+/// `at - 1` on, or EOF.
+fn line_start_after(ledger: &Path, at: u64) -> Result<u64> {
+    let mut sc = LineScanner::open_at(ledger, at.saturating_sub(1)).ctx("read", ledger)?;
+    let terminated = sc
+        .next_line()
+        .ctx("read", ledger)?
+        .is_some_and(|line| line.terminated);
+    Ok(if terminated { sc.position() } else { u64::MAX })
+}
+
+/// Stamps (and refused stamps) of the lines starting in `[from, until)`,
+/// and the end of the last complete line seen.
+fn scan_stamps_in(
+    ledger: &Path,
+    from: u64,
+    until: u64,
+) -> Result<(Vec<NewStamp>, Vec<SkippedRecord>, u64)> {
+    let mut sc = LineScanner::open_at(ledger, from).ctx("read", ledger)?;
     let mut stamps = Vec::new();
-    let mut limit = start;
-    while let Some(line) = sc.next_line().ctx("read", ledger)? {
-        if !line.terminated {
+    let mut skipped = Vec::new();
+    let mut limit = from;
+    loop {
+        let Some(line) = sc.next_line().ctx("read", ledger)? else {
+            break;
+        };
+        if line.offset >= until || !line.terminated {
             break;
         }
-        limit = line.offset + line.bytes.len() as u64 + 1;
-        if line.oversized || !maybe_stamp(line.bytes) {
-            continue;
-        }
-        let Parsed::Value(v) = parse_line(line.bytes) else {
+        let offset = line.offset;
+        let found = if line.oversized || !maybe_stamp(line.bytes) {
+            None
+        } else {
+            match parse_line(line.bytes) {
+                Parsed::Value(v) if line_kind(&v) == Some(Kind::Stamp) => Some(v),
+                _ => None,
+            }
+        };
+        // An over-long line has no bytes: its end is the scanner's place.
+        limit = sc.position();
+        let Some(v) = found else {
             continue;
         };
-        if line_kind(&v) != Some(Kind::Stamp) {
-            continue;
-        }
         match stamp_params(&v) {
             Ok((selector, [bucket, ts, sel_json, enr_json])) => stamps.push(NewStamp {
                 selector,
-                params: [bucket, ts, sel_json, enr_json, Sv::Int(line.offset as i64)],
+                params: [bucket, ts, sel_json, enr_json, Sv::Int(offset as i64)],
             }),
             Err(reason) => skipped.push(SkippedRecord {
-                offset: line.offset,
+                offset,
                 kind: Kind::Stamp,
                 reason,
             }),
         }
     }
-    Ok((stamps, limit))
+    Ok((stamps, skipped, limit))
 }
 
 /// Every stamp of the archive in the reference's fold order.
@@ -642,4 +712,60 @@ fn write_items(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pass 1 in two halves finds what one pass finds, wherever the
+    /// stretch starts and whether or not the last line is torn.
+    #[test]
+    fn split_stamp_scan_equals_one_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.jsonl");
+        let mut text = String::new();
+        for i in 0..40 {
+            match i % 5 {
+                0 => text.push_str(&format!(
+                    r#"{{"v":1,"kind":"stamp","ts":"2026-01-01T00:00:{i:02}.000Z","selector":{{"sessionId":"s{i}"}},"enrichment":{{"workflowId":"w{i}"}}}}"#
+                )),
+                1 => text.push_str(r#"{"v":1,"kind":"stamp","ts":"t","enrichment":{}}"#),
+                2 => text.push_str(r"not json, no st\u0061mp"),
+                3 => {}
+                _ => text.push_str(&format!(
+                    r#"{{"v":1,"kind":"turn","record":{{"messageId":"m{i}"}}}}"#
+                )),
+            }
+            text.push('\n');
+        }
+        let whole = text.len();
+        text.push_str(r#"{"v":1,"kind":"stamp","ts":"torn""#);
+        for len in [whole, text.len()] {
+            std::fs::write(&path, &text[..len]).unwrap();
+            for start in [0, 1, 57, 300, whole as u64 / 2, whole as u64] {
+                let start = text[..len]
+                    .char_indices()
+                    .map(|(i, _)| i as u64)
+                    .filter(|&i| i == 0 || text.as_bytes()[i as usize - 1] == b'\n')
+                    .find(|&i| i >= start)
+                    .unwrap_or(len as u64);
+                let run = |split_above| {
+                    let mut skipped = Vec::new();
+                    let (stamps, limit) =
+                        scan_stamps_split(&path, start, &mut skipped, split_above).unwrap();
+                    let params: Vec<[Sv; 5]> = stamps.into_iter().map(|s| s.params).collect();
+                    let skips: Vec<u64> = skipped.iter().map(|s| s.offset).collect();
+                    (params, skips, limit)
+                };
+                let one = run(u64::MAX);
+                assert_eq!(run(0), one, "start {start}, length {len}");
+                assert_eq!(one.2, whole as u64, "the torn line is not in the stretch");
+                if start == 0 {
+                    assert_eq!(one.0.len(), 8);
+                    assert_eq!(one.1.len(), 8);
+                }
+            }
+        }
+    }
 }
