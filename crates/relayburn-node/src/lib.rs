@@ -23,6 +23,7 @@ use std::time::Duration;
 use napi::{Env, JsObject};
 use napi_derive::napi;
 use relayburn_ledger::archive::query as archive_query;
+use relayburn_ledger::content::IsRecoverable;
 use relayburn_ledger::json::{self, Object};
 use relayburn_ledger::lock::DetachedLock;
 use relayburn_ledger::state::Retention;
@@ -360,7 +361,7 @@ pub fn prune_content(
             Ok(recoverable.iter().any(|r| r == sid)
                 || judged.as_ref().is_some_and(|j| !j.iter().any(|r| r == sid)))
         };
-        let pred: Option<&dyn Fn(&str) -> Result<bool>> = judged.is_some().then_some(&keep);
+        let pred: Option<IsRecoverable<'_>> = judged.is_some().then_some(&keep);
         Ok(l.prune_content(age(older_than_ms), pred)?.to_json())
     })
 }
