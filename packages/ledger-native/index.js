@@ -347,12 +347,11 @@ export const isToolResultEventLine = isLine('tool_result_event');
 export const isUserTurnLine = isLine('user_turn');
 
 export function stampMatches(stamp, turn) {
-  const s = stamp.selector;
-  if (s.sessionId !== undefined && s.sessionId !== turn.sessionId) return false;
-  if (s.messageId !== undefined && s.messageId !== turn.messageId) return false;
-  if (s.range) {
-    if (s.range.fromTs && turn.ts < s.range.fromTs) return false;
-    if (s.range.toTs && turn.ts > s.range.toTs) return false;
-  }
-  return s.sessionId !== undefined || s.messageId !== undefined || s.range !== undefined;
+  const { sessionId, messageId, range } = stamp.selector;
+  // A selector with no field matches nothing.
+  if (sessionId === undefined && messageId === undefined && range === undefined) return false;
+  if (sessionId !== undefined && sessionId !== turn.sessionId) return false;
+  if (messageId !== undefined && messageId !== turn.messageId) return false;
+  if (range?.fromTs && turn.ts < range.fromTs) return false;
+  return !(range?.toTs && turn.ts > range.toTs);
 }

@@ -29,6 +29,7 @@ export function binary(t, name) {
     : path.join(repoRoot, 'target');
   const p = path.join(dir, 'release', name);
   if (existsSync(p)) return p;
+  if (process.env.RELAYBURN_REQUIRE_FIXTURES === '1') throw new Error(`${p} is not built`);
   t.skip(`${p} is not built; run cargo build --release`);
   return null;
 }
