@@ -7,9 +7,9 @@
 //! numbers, key order and lone surrogates are what JavaScript would have
 //! (the library's `json` module keeps JavaScript's semantics).
 //!
-//! Every blocking call runs on a thread of its own and settles a promise.
-//! Not on the libuv pool: a lock wait can last seconds, and a few of them
-//! would starve the very callbacks that hold the lock.
+//! Every blocking call runs on a worker thread of ours and settles a
+//! promise. Not on the libuv pool: a lock wait can last seconds, and a few
+//! of them would starve the very callbacks that hold the lock.
 //!
 //! Locks held by a JavaScript `withLock` belong to an async context, not to
 //! a thread: they are taken as [`DetachedLock`]s, and every call names the
@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use napi::{Env, JsObject};
@@ -82,19 +82,55 @@ fn ledger(home: &str) -> Result<Arc<Ledger>> {
     Ok(Arc::clone(ledgers().entry(home.to_string()).or_insert(l)))
 }
 
-/// Run `job` on its own thread; the promise resolves to its JSON text.
+type Work = Box<dyn FnOnce() + Send>;
+
+/// Senders of the worker threads waiting for work.
+static IDLE: Mutex<Vec<mpsc::Sender<Work>>> = Mutex::new(Vec::new());
+
+/// How long a worker waits for more work before it exits.
+const IDLE_WORKER: Duration = Duration::from_secs(30);
+
+/// Run `work` on an idle worker thread, or on a new one when all are busy
+/// (a worker may wait seconds on a lock, so the pool is never full). Warm
+/// threads save a thread start per call.
+fn submit(mut work: Work) -> std::io::Result<()> {
+    loop {
+        let idle = IDLE.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let Some(tx) = idle else { break };
+        match tx.send(work) {
+            Ok(()) => return Ok(()),
+            // That worker timed out meanwhile: try the next.
+            Err(mpsc::SendError(w)) => work = w,
+        }
+    }
+    std::thread::Builder::new()
+        .name("relayburn-node".into())
+        .spawn(move || {
+            let mut work = work;
+            loop {
+                work();
+                let (tx, rx) = mpsc::channel();
+                IDLE.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
+                match rx.recv_timeout(IDLE_WORKER) {
+                    Ok(w) => work = w,
+                    Err(_) => return,
+                }
+            }
+        })
+        .map(drop)
+}
+
+/// Run `job` off the JavaScript thread; the promise resolves to its JSON text.
 fn spawn(
     env: &Env,
     job: impl FnOnce() -> Result<String> + Send + 'static,
 ) -> napi::Result<JsObject> {
     let (deferred, promise) = env.create_deferred()?;
-    std::thread::Builder::new()
-        .name("relayburn-node".into())
-        .spawn(move || match job() {
-            Ok(text) => deferred.resolve(move |_| Ok(text)),
-            Err(e) => deferred.reject(napi::Error::from_reason(e.to_string())),
-        })
-        .map_err(|e| napi::Error::from_reason(format!("start a worker thread: {e}")))?;
+    submit(Box::new(move || match job() {
+        Ok(text) => deferred.resolve(move |_| Ok(text)),
+        Err(e) => deferred.reject(napi::Error::from_reason(e.to_string())),
+    }))
+    .map_err(|e| napi::Error::from_reason(format!("start a worker thread: {e}")))?;
     Ok(promise)
 }
 

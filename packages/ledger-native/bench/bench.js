@@ -128,6 +128,14 @@ if (mode === 'rebuild') {
     await ledger.appendTurns(batch);
     times.push(performance.now() - t);
   }
+  // The share of the caller's JSON.stringify, measured on batches alike.
+  const stringify = [];
+  for (let i = 0; i < batches; i++) {
+    const batch = Array.from({ length: 100 }, fresh);
+    t = performance.now();
+    JSON.stringify(batch);
+    stringify.push(performance.now() - t);
+  }
   const appended = lines() - before;
   if (appended !== 100 * (batches + 1)) {
     throw new Error(`expected ${100 * (batches + 1)} new lines, found ${appended}`);
@@ -149,6 +157,7 @@ if (mode === 'rebuild') {
   const meanRust = /mean ([\d.]+) (µs|ms)/.exec(row ?? '');
   if (!p50 || !meanRust) throw new Error(`unexpected relayburn-bench output:\n${out}`);
   const toMs = (m) => Number(m[1]) / (m[2] === 'µs' ? 1000 : 1);
+  console.log(`| of which the caller's JSON.stringify of the batch | p50 ${ms(median(stringify))} · mean ${ms(mean(stringify))} |`);
   console.log(`| library (relayburn-bench run append --batches 100) | ${row.split('|')[2].trim()} |`);
   console.log(`\n- p50: package ${ms(median(times))} vs library ${ms(toMs(p50))} → **${(median(times) / toMs(p50)).toFixed(3)} ×**`);
   console.log(`- mean: package ${ms(mean(times))} vs library ${ms(toMs(meanRust))} → ${(mean(times) / toMs(meanRust)).toFixed(3)} ×`);
