@@ -36,9 +36,16 @@ function start(cmd, args, env) {
     for (const w of waiters) w();
   });
   child.stderr.on('data', (d) => (err += d));
-  const exited = new Promise((done) => child.on('exit', (code) => done(code)));
+  let finished = false;
+  const exited = new Promise((done) =>
+    child.on('exit', (code) => {
+      finished = true;
+      done(code);
+    }),
+  );
   return {
     exited,
+    finished: () => finished,
     stderr: () => err,
     line: (prefix) =>
       new Promise((done, fail) => {
@@ -175,4 +182,25 @@ test('the burn binary waits while withLock holds the ledger lock', async (t) => 
   assert.equal(await child.exited, 0, child.stderr());
   const turns = await ledger.queryAll();
   assert.deepEqual(turns.map((x) => x.enrichment), [{ k: 'v' }]);
+});
+
+test('buildArchive waits while burn rebuilds the archive under its lock', async (t) => {
+  const burn = binary(t, 'burn');
+  const bench = binary(t, 'relayburn-bench');
+  if (!burn || !bench) return;
+  const home = tempHome(t);
+  const { execFileSync } = await import('node:child_process');
+  execFileSync(bench, ['gen', '--size', '30MB', '--seed', '2', '--out', home], { stdio: 'ignore' });
+  const child = start(burn, ['--home', home, '--quiet', 'state', 'rebuild', 'archive', '--full'], {});
+  const lock = path.join(home, 'archive.lock');
+  while (!existsSync(lock)) {
+    assert.equal(child.finished(), false, 'burn finished before it was seen holding the lock');
+    await pause(2);
+  }
+  // Had it not waited, this build would have scanned the ledger beside
+  // burn's rebuild; after it, there is nothing left to apply.
+  const r = await ledger.buildArchive();
+  assert.equal(await child.exited, 0, child.stderr());
+  assert.equal(r.scannedBytes, 0);
+  assert.equal((await ledger.getArchiveStatus()).upToDate, true);
 });
