@@ -82,12 +82,16 @@ function fileStorage() {
 // Lock paths held by the current async context (re-entrancy).
 const heldLocks = new AsyncLocalStorage();
 
+// Lock path → lock name, for every lock this process has taken.
+const lockNames = new Map();
+
 // Names of this home's locks that the current context holds; the addon
 // lets nested calls re-enter them instead of waiting on our own file.
 function held(home) {
   const out = [];
   for (const lp of heldLocks.getStore() ?? []) {
-    if (path.dirname(lp) === home) out.push(path.basename(lp).slice(0, -'.lock'.length));
+    const name = lockNames.get(lp);
+    if (name !== undefined && path.join(home, `${name}.lock`) === lp) out.push(name);
   }
   return out;
 }
@@ -98,6 +102,7 @@ export async function withLock(name, fn) {
   const current = heldLocks.getStore();
   if (current?.has(lp)) return fn();
   const id = JSON.parse(await native.acquireLock(ledgerHome(), String(name)));
+  lockNames.set(lp, String(name));
   const next = new Set(current ?? []);
   next.add(lp);
   try {

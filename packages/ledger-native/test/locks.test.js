@@ -102,6 +102,13 @@ test('re-entrant in one async context: nested withLock and writers under the led
   );
 });
 
+test('re-entry holds whatever the spelling of RELAYBURN_HOME', async (t) => {
+  const home = tempHome(t);
+  process.env.RELAYBURN_HOME = `${home}/./`;
+  await ledger.withLock('ledger', async () => ledger.appendTurns([turn('s', 'm1')]));
+  assert.equal((await ledger.queryAll()).length, 1);
+});
+
 test('another async context of the same process waits for the holder', async (t) => {
   tempHome(t);
   const events = [];
