@@ -163,24 +163,33 @@ export async function __appendStampLineForTesting(line) {
 
 const BATCH_BYTES = 1 << 20;
 
-async function* records(kind, q) {
+// Cursors of iterators dropped unfinished and then collected: close them.
+const orphans = new FinalizationRegistry((box) => {
+  if (box.id !== undefined) native.closeQuery(box.id);
+});
+
+async function* cursor(kind, q, box) {
   fileStorage();
   const text = JSON.stringify(q);
-  const id = JSON.parse(await native.openQuery(ledgerHome(), kind, text));
-  let done = false;
+  box.id = JSON.parse(await native.openQuery(ledgerHome(), kind, text));
   try {
     for (;;) {
-      const batch = JSON.parse(await native.nextBatch(id, BATCH_BYTES));
-      if (batch.length === 0) {
-        done = true;
-        return;
-      }
+      const batch = JSON.parse(await native.nextBatch(box.id, BATCH_BYTES));
+      if (batch.length === 0) return;
       yield* batch;
     }
   } finally {
-    // A reader that stopped early leaves the cursor open: close it.
-    if (!done) native.closeQuery(id);
+    // Exhausted (a no-op then) or left early: the cursor is closed.
+    native.closeQuery(box.id);
+    box.id = undefined;
   }
+}
+
+function records(kind, q) {
+  const box = { id: undefined };
+  const it = cursor(kind, q, box);
+  orphans.register(it, box);
+  return it;
 }
 
 async function collect(items) {
