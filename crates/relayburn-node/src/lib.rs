@@ -126,9 +126,15 @@ fn spawn(
     job: impl FnOnce() -> Result<String> + Send + 'static,
 ) -> napi::Result<JsObject> {
     let (deferred, promise) = env.create_deferred()?;
-    submit(Box::new(move || match job() {
-        Ok(text) => deferred.resolve(move |_| Ok(text)),
-        Err(e) => deferred.reject(napi::Error::from_reason(e.to_string())),
+    submit(Box::new(move || {
+        // A panic must still settle the promise, or the caller waits forever.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
+            Ok(Ok(text)) => deferred.resolve(move |_| Ok(text)),
+            Ok(Err(e)) => deferred.reject(napi::Error::from_reason(e.to_string())),
+            Err(_) => deferred.reject(napi::Error::from_reason(
+                "internal error in the relayburn addon (a panic; see stderr)",
+            )),
+        }
     }))
     .map_err(|e| napi::Error::from_reason(format!("start a worker thread: {e}")))?;
     Ok(promise)
