@@ -134,7 +134,11 @@ impl Env {
     /// is `RELAYBURN_SQLITE_PATH` when set and non-empty, else
     /// `<home>/burn.sqlite`.
     pub fn storage(&self) -> Result<Storage> {
-        let home = self.ledger_home()?;
+        self.storage_at(self.ledger_home()?)
+    }
+
+    /// [`storage`](Env::storage) for an explicit home (`burn --home`).
+    pub fn storage_at(&self, home: LedgerHome) -> Result<Storage> {
         let sqlite_path = match self.sqlite_path.as_ref().filter(|p| !p.is_empty()) {
             Some(p) => PathBuf::from(p),
             None => home.sqlite_store(),

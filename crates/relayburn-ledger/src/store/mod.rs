@@ -79,6 +79,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// The SQLite store behind this store, for its status and checks.
+    fn as_sqlite(&self) -> Option<&SqliteStore> {
+        None
+    }
+
     /// Record enrichment for the turns `selector` picks, stamped now.
     fn stamp(&self, selector: Value, enrichment: Value) -> Result<Value> {
         let line = crate::writer::stamp_line(selector, enrichment)?;
