@@ -10,11 +10,11 @@ use relayburn_ledger::json::{to_json_pretty, Object, Value};
 use relayburn_ledger::state::check::CheckReport;
 use relayburn_ledger::state::status::StateStatus;
 use relayburn_ledger::store::{self, Store};
-use relayburn_ledger::{Env, Kind, Ledger, LedgerHome, Query};
+use relayburn_ledger::{Env, Kind, Ledger, LedgerHome, Query, Storage, StorageKind};
 
 use crate::cli::{
-    ArchiveAction, Cli, Command, DemoArgs, From, QueryArgs, QueryKind, RebuildTarget, StampArgs,
-    StateCommand,
+    ArchiveAction, Cli, Command, CopyTarget, DemoArgs, From, QueryArgs, QueryKind, RebuildTarget,
+    StampArgs, StateCommand,
 };
 use crate::format::{bytes, int, plural};
 use crate::progress::Progress;
@@ -77,6 +77,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             Some(StateCommand::Prune { days, force, json }) => prune(&ctx, days, force, json),
             Some(StateCommand::Reset { force, json }) => reset(&ctx, force, json),
             Some(StateCommand::Check { json, repair }) => check(&ctx, json, repair),
+            Some(StateCommand::Copy { to, json }) => copy(&ctx, to, json),
         },
         Command::Query(q) => query(&ctx, q),
         Command::Stamp(s) => stamp(&ctx, s),
@@ -744,6 +745,79 @@ fn check_lines(r: &CheckReport) -> Vec<String> {
         }
     }
     l
+}
+
+// --- copy -----------------------------------------------------------------
+
+fn copy(ctx: &Ctx, to: CopyTarget, json: bool) -> Result<u8> {
+    let kind = match to {
+        CopyTarget::File => StorageKind::File,
+        CopyTarget::Sqlite => StorageKind::Sqlite,
+    };
+    if kind == ctx.store.kind() {
+        bail!(
+            "the source is already {} storage (RELAYBURN_STORAGE); choose the other backend",
+            kind.as_str()
+        );
+    }
+    let target = Storage {
+        kind,
+        ..ctx.env.storage_at(ctx.home.clone())?
+    };
+    let dest = store::open(&target)?;
+    let p = ctx.progress(json, &format!("copying into {} storage", kind.as_str()));
+    let r = store::copy::copy(ctx.store.as_ref(), dest.as_ref(), &mut |done, total| {
+        p.items(done, total, "entries")
+    })?;
+    p.finish();
+    if json {
+        print_json(&r.to_value())?;
+    } else {
+        let where_ = match kind {
+            StorageKind::Sqlite => target.sqlite_path.display().to_string(),
+            _ => target.home.ledger().display().to_string(),
+        };
+        let mut l = vec![format!("copied into {where_}:")];
+        for (k, read, added) in &r.records {
+            l.push(format!(
+                "  {}: {} read, {} added",
+                k.as_str(),
+                int(*read),
+                int(*added)
+            ));
+        }
+        l.push(format!(
+            "  stamps: {} read, {} added",
+            int(r.stamps_read),
+            int(r.stamps_added)
+        ));
+        l.push(format!(
+            "  content: {} read, {} added, {} skipped by the writer",
+            int(r.content_read),
+            int(r.content_added),
+            int(r.content_skipped)
+        ));
+        if r.refused > 0 {
+            l.push(format!("  refused by the destination: {}", int(r.refused)));
+            for why in &r.refused_reasons {
+                l.push(format!("    {why}"));
+            }
+        }
+        if r.is_complete() {
+            l.push("count check: ok, the destination holds everything the source holds".into());
+        }
+        print_lines(&l)?;
+    }
+    if !r.is_complete() {
+        for (what, n) in &r.missing {
+            eprintln!(
+                "burn state copy: count check: {} {what} missing from the destination",
+                int(*n)
+            );
+        }
+        return Ok(1);
+    }
+    Ok(0)
 }
 
 // --- query ----------------------------------------------------------------

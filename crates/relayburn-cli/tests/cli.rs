@@ -752,3 +752,43 @@ fn sqlite_path_variable_moves_the_store() {
     assert!(db.exists());
     assert!(!dir.path().join("burn.sqlite").exists());
 }
+
+#[test]
+fn state_copy_moves_a_home_into_sqlite_and_is_idempotent() {
+    let dir = demo_home();
+    let home = dir.path().join("home");
+    let file_turns = stdout(&burn_with(
+        &home,
+        &[],
+        &["query", "turns", "--from", "ledger"],
+    ));
+    assert!(file_turns.lines().count() > 10);
+    let o = burn_with(&home, &[], &["state", "copy", "--to", "sqlite", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let r = json_out(&o);
+    assert_eq!(r.get("complete").unwrap().as_bool(), Some(true));
+    let added = |r: &Value| -> f64 {
+        r.get("records")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.get("added").unwrap().as_f64().unwrap())
+            .sum()
+    };
+    assert!(added(&r) > 10.0);
+    let sqlite_turns = stdout(&burn_with(&home, SQLITE, &["query", "turns"]));
+    assert_eq!(sqlite_turns, file_turns);
+    // Again: nothing added, still complete.
+    let o = burn_with(&home, &[], &["state", "copy", "--to", "sqlite", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(added(&json_out(&o)), 0.0);
+    // Copying a backend onto itself is refused.
+    let o = burn_with(&home, SQLITE, &["state", "copy", "--to", "sqlite"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("already sqlite storage"),
+        "{}",
+        stderr(&o)
+    );
+}

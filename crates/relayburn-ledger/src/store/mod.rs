@@ -7,6 +7,7 @@
 //! [`crate::Env::storage`]); a backend is added by implementing [`Store`]
 //! and naming it there.
 
+pub mod copy;
 pub mod sqlite;
 
 use std::time::Duration;
@@ -17,7 +18,7 @@ use crate::home::{Storage, StorageKind};
 use crate::json::Value;
 use crate::ledger::Ledger;
 use crate::query::Query;
-use crate::records::Kind;
+use crate::records::{line_kind, Kind};
 
 pub use sqlite::SqliteStore;
 
@@ -49,6 +50,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Records of `kind` passing `q`; turns come with their enrichment.
     fn query_records(&self, kind: Kind, q: &Query) -> Result<Records<'_>>;
+
+    /// Every record and stamp as a ledger line (`{"v":1,"kind":K,"record":…}`,
+    /// stamps as written), in the store's order: the ledger's for file
+    /// storage; for SQLite each table in rowid order, then the stamps in
+    /// the order they were written.
+    fn entries(&self) -> Result<Records<'_>>;
 
     /// A session's content records, optionally one message's.
     fn read_content(&self, session_id: &str, message_id: Option<&str>) -> Result<Vec<Value>>;
@@ -171,6 +178,17 @@ impl Store for Ledger {
             Kind::UserTurn => Box::new(self.query_user_turns(q)?),
             Kind::Stamp => return Err(Error::InvalidInput("stamps are not queried".into())),
         })
+    }
+
+    fn entries(&self) -> Result<Records<'_>> {
+        Ok(Box::new(self.lines()?.filter(|l| match l {
+            Ok(line) => match line_kind(line) {
+                Some(Kind::Stamp) => true,
+                Some(_) => line.get("record").is_some_and(|r| r.as_object().is_some()),
+                None => false,
+            },
+            Err(_) => true,
+        })))
     }
 
     fn read_content(&self, session_id: &str, message_id: Option<&str>) -> Result<Vec<Value>> {

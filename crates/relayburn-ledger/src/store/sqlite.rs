@@ -32,7 +32,7 @@ use crate::index::{record_id, turn_fingerprint, Hash16, Hash16Set, CONTENT_WINDO
 use crate::json::{self, Object, Value};
 use crate::lock::LockOptions;
 use crate::query::{enrich_turn, passes, Filters, Query, Stamps};
-use crate::records::Kind;
+use crate::records::{wrap_record, Kind};
 use crate::writer::spawn_env_relationship;
 
 /// The schema version this build writes (`schema_state.version`).
@@ -431,6 +431,36 @@ impl SqliteStore {
             found.push((selector, enrichment));
         }
         Ok(Stamps::from_ordered(found))
+    }
+
+    /// Every stamp as its ledger line, in the order written (`seq`).
+    fn stamp_lines(&self) -> Result<Vec<Value>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT ts, selector_json, enrichment_json FROM stamps ORDER BY seq")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    text(r.get_ref(0)?),
+                    text(r.get_ref(1)?),
+                    text(r.get_ref(2)?),
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (ts, sel, enr) = row.map_err(|e| self.err(e))?;
+            let empty = || Value::Object(Object::new());
+            out.push(crate::records::obj([
+                ("v", Value::Number(1.0)),
+                ("kind", Value::str("stamp")),
+                ("ts", Value::str(&ts)),
+                ("selector", json::parse(&sel).unwrap_or_else(|_| empty())),
+                ("enrichment", json::parse(&enr).unwrap_or_else(|_| empty())),
+            ]));
+        }
+        Ok(out)
     }
 
     /// Records of `t` in rowid order: paged over the whole table, or,
@@ -1040,6 +1070,25 @@ impl Store for SqliteStore {
             Ok(rec) => passes(kind, rec, &filters),
             Err(_) => true,
         })))
+    }
+
+    fn entries(&self) -> Result<Records<'_>> {
+        let mut parts: Vec<Records<'_>> = Vec::new();
+        for kind in [
+            Kind::Turn,
+            Kind::Compaction,
+            Kind::Relationship,
+            Kind::ToolResultEvent,
+            Kind::UserTurn,
+        ] {
+            let t = table(kind).ok_or_else(|| Error::InvalidInput("no table".into()))?;
+            let rows = self.rows(&t, &Query::default())?;
+            parts.push(Box::new(
+                rows.map(move |r| r.map(|rec| wrap_record(kind, rec))),
+            ));
+        }
+        parts.push(Box::new(self.stamp_lines()?.into_iter().map(Ok)));
+        Ok(Box::new(parts.into_iter().flatten()))
     }
 
     fn read_content(&self, session_id: &str, message_id: Option<&str>) -> Result<Vec<Value>> {
