@@ -96,6 +96,42 @@ fn turns_skip_a_known_fingerprint_but_not_within_a_batch(open: Open) {
     );
 }
 
+fn a_fingerprint_another_handle_wrote_is_seen(open: Open) {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(dir.path());
+    let b = open(dir.path());
+    assert_eq!(
+        a.append_turns(vec![turn("s", "m1", "2026-01-01T00:00:01Z", 1)])
+            .unwrap(),
+        1
+    );
+    // `b` writes a turn; `a` then offers its twin under another id.
+    assert_eq!(
+        b.append_turns(vec![turn("s", "m2", "2026-01-01T00:00:02Z", 2)])
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        a.append_turns(vec![turn("s", "m3", "2026-01-01T00:00:02Z", 2)])
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        a.append_turns(vec![turn("s", "m4", "2026-01-01T00:00:03Z", 3)])
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        b.append_turns(vec![turn("s", "m5", "2026-01-01T00:00:03Z", 3)])
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        messages(&all(a.as_ref(), Kind::Turn, &Query::default())),
+        ["m1", "m2", "m4"]
+    );
+}
+
 fn queries_apply_the_reference_filters(open: Open) {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path());
@@ -376,6 +412,10 @@ macro_rules! backends {
             #[test]
             fn turns_skip_a_known_fingerprint_but_not_within_a_batch() {
                 super::turns_skip_a_known_fingerprint_but_not_within_a_batch(super::$backend)
+            }
+            #[test]
+            fn a_fingerprint_another_handle_wrote_is_seen() {
+                super::a_fingerprint_another_handle_wrote_is_seen(super::$backend)
             }
             #[test]
             fn queries_apply_the_reference_filters() {

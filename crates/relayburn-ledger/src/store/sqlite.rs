@@ -247,6 +247,7 @@ pub struct SqliteStore {
     /// rather than take each other's row for an orphan.
     local: Mutex<HashSet<String>>,
     local_freed: Condvar,
+    window: Mutex<Window>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -288,6 +289,7 @@ impl SqliteStore {
             options,
             local: Mutex::new(HashSet::new()),
             local_freed: Condvar::new(),
+            window: Mutex::new(Window::default()),
         };
         store.migrate()?;
         Ok(store)
@@ -394,7 +396,12 @@ impl SqliteStore {
         let sql = t.insert_sql(kind == Kind::Turn);
         self.write(|conn| {
             let window = match kind {
-                Kind::Turn => recent_fingerprints(conn).map_err(|e| self.err(e))?,
+                Kind::Turn => self
+                    .window
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .refresh(conn)
+                    .map_err(|e| self.err(e))?,
                 _ => Hash16Set::default(),
             };
             let mut insert = conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
@@ -803,19 +810,59 @@ fn transaction<T>(
     out
 }
 
-/// The content fingerprints of the last [`CONTENT_WINDOW`] turns by rowid.
-fn recent_fingerprints(conn: &Connection) -> rusqlite::Result<Hash16Set> {
-    let mut stmt =
-        conn.prepare_cached("SELECT content_fp FROM turns ORDER BY rowid DESC LIMIT ?1")?;
-    let rows = stmt.query_map([CONTENT_WINDOW as i64], |r| Ok(text(r.get_ref(0)?)))?;
-    let mut set = Hash16Set::default();
-    for fp in rows {
-        // A value that is not 16 hex digits matches no fingerprint of ours.
-        if let Some(h) = Hash16::parse_hex(&fp?) {
-            set.insert(h);
+/// The content fingerprints of the last [`CONTENT_WINDOW`] turns by
+/// rowid, kept between calls so an append reads only the rows written
+/// since (by anyone) instead of the whole window.
+///
+/// Turns are only ever inserted (by either implementation), and a new row
+/// gets a rowid above every existing one, so the rows past the last one
+/// seen are exactly what changed. The last row seen is checked each time;
+/// if it is gone or differs (the store was replaced), the window is read
+/// again in full, as the reference reads it on every call.
+#[derive(Debug, Default)]
+struct Window {
+    rows: VecDeque<(i64, Option<Hash16>)>,
+}
+
+impl Window {
+    /// Bring the window up to date; must run inside the write transaction.
+    fn refresh(&mut self, conn: &Connection) -> rusqlite::Result<Hash16Set> {
+        let valid = match self.rows.back() {
+            None => false,
+            Some(&(rowid, fp)) => conn
+                .prepare_cached("SELECT content_fp FROM turns WHERE rowid = ?1")?
+                .query_row([rowid], |r| Ok(Hash16::parse_hex(&text(r.get_ref(0)?))))
+                .optional()?
+                .is_some_and(|now| now == fp),
+        };
+        if valid {
+            let after = self.rows.back().map_or(i64::MIN, |r| r.0);
+            let mut stmt = conn.prepare_cached(
+                "SELECT rowid, content_fp FROM turns WHERE rowid > ?1 ORDER BY rowid",
+            )?;
+            let fresh = stmt.query_map([after], |r| {
+                Ok((r.get::<_, i64>(0)?, Hash16::parse_hex(&text(r.get_ref(1)?))))
+            })?;
+            for row in fresh {
+                self.rows.push_back(row?);
+            }
+            while self.rows.len() > CONTENT_WINDOW {
+                self.rows.pop_front();
+            }
+        } else {
+            let mut stmt = conn.prepare_cached(
+                "SELECT rowid, content_fp FROM turns ORDER BY rowid DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([CONTENT_WINDOW as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, Hash16::parse_hex(&text(r.get_ref(1)?))))
+            })?;
+            let mut fresh = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            fresh.reverse();
+            self.rows = fresh.into();
         }
+        // A value that is not 16 hex digits matches no fingerprint of ours.
+        Ok(self.rows.iter().filter_map(|r| r.1).collect())
     }
-    Ok(set)
 }
 
 /// A JavaScript value bound as `node:sqlite` binds it: strings as text
