@@ -59,6 +59,21 @@ impl PruneResult {
     }
 }
 
+impl PruneResult {
+    /// Count one session's outcome: `Some(Some(bytes))` deleted,
+    /// `Some(None)` kept as recoverable, `None` left (too recent, gone).
+    pub(crate) fn tally(&mut self, outcome: Option<Option<u64>>) {
+        match outcome {
+            Some(Some(bytes)) => {
+                self.files_deleted += 1;
+                self.bytes_freed += bytes;
+            }
+            Some(None) => self.skipped_recoverable += 1,
+            None => {}
+        }
+    }
+}
+
 /// A predicate telling whether a session's source can rebuild its sidecar.
 pub type IsRecoverable<'a> = &'a dyn Fn(&str) -> Result<bool>;
 
@@ -239,14 +254,7 @@ impl Ledger {
                 }
                 Ok(std::fs::remove_file(&path).ok().map(|()| Some(meta.len())))
             })?;
-            match outcome {
-                Some(Some(size)) => {
-                    result.files_deleted += 1;
-                    result.bytes_freed += size;
-                }
-                Some(None) => result.skipped_recoverable += 1,
-                None => {}
-            }
+            result.tally(outcome);
         }
         Ok(result)
     }

@@ -82,19 +82,11 @@ impl Ledger {
         if records.is_empty() {
             return Ok(0);
         }
-        let mut ids = Vec::with_capacity(records.len());
-        for (i, r) in records.iter().enumerate() {
-            match record_id(kind, r) {
-                Some(Ok(h)) => ids.push(h),
-                Some(Err(e)) => {
-                    return Err(Error::InvalidInput(format!(
-                        "{} record {i}: {e}",
-                        kind.as_str()
-                    )))
-                }
-                None => return Err(Error::InvalidInput("stamps have no record id".into())),
-            }
-        }
+        let ids = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| id_of(kind, i, r))
+            .collect::<Result<Vec<_>>>()?;
         self.with_lock(LEDGER_LOCK, || {
             let mut st = self.index_state();
             st.sync(self.home())?;
@@ -202,10 +194,7 @@ impl Ledger {
                 Ok(())
             });
         };
-        let rel_id = match record_id(Kind::Relationship, &rel) {
-            Some(Ok(h)) => h,
-            _ => return Err(Error::InvalidInput("unhashable relationship".into())),
-        };
+        let rel_id = id_of(Kind::Relationship, 0, &rel)?;
         self.with_lock(LEDGER_LOCK, || {
             let mut st = self.index_state();
             st.sync(self.home())?;
@@ -307,6 +296,19 @@ impl Ledger {
                 skipped: rb.skipped,
             })
         })
+    }
+}
+
+/// The id hash of record `i` of a batch of `kind`; an error naming it
+/// when it cannot be hashed.
+pub(crate) fn id_of(kind: Kind, i: usize, r: &Value) -> Result<Hash16> {
+    match record_id(kind, r) {
+        Some(Ok(h)) => Ok(h),
+        Some(Err(e)) => Err(Error::InvalidInput(format!(
+            "{} record {i}: {e}",
+            kind.as_str()
+        ))),
+        None => Err(Error::InvalidInput("stamps have no record id".into())),
     }
 }
 

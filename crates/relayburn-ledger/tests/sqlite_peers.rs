@@ -10,15 +10,15 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+#[path = "support/reliability.rs"]
+mod reliability;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use relayburn_ledger::index::{record_id, turn_fingerprint};
 use relayburn_ledger::json::parse;
 use relayburn_ledger::store::Store;
 use relayburn_ledger::{Kind, SqliteStore, Value};
-
-const ROLE_VAR: &str = "RELAYBURN_SQLITE_PEER_ROLE";
-const ARGS_VAR: &str = "RELAYBURN_SQLITE_PEER_ARGS";
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -49,20 +49,8 @@ fn new_store(dir: &Path) -> PathBuf {
 // ---------------------------------------------------------------------------
 
 fn child(role: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args([
-        "--exact",
-        "child_process_entry",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ])
-    .env(ROLE_VAR, role)
-    .env(ARGS_VAR, args.join("\u{1f}"))
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped());
-    c
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    reliability::child("child_process_entry", role, &args)
 }
 
 fn event(name: &str, detail: impl std::fmt::Display) {
@@ -73,14 +61,9 @@ fn event(name: &str, detail: impl std::fmt::Display) {
 #[test]
 #[ignore = "child process role, started by the other tests"]
 fn child_process_entry() {
-    let Ok(role) = std::env::var(ROLE_VAR) else {
+    let Some((role, args)) = reliability::role() else {
         return;
     };
-    let args: Vec<String> = std::env::var(ARGS_VAR)
-        .unwrap_or_default()
-        .split('\u{1f}')
-        .map(str::to_string)
-        .collect();
     let store = SqliteStore::open(Path::new(&args[0])).unwrap();
     match role.as_str() {
         // <db> <turns.json> <from> <to> <batch>

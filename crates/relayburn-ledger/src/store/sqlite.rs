@@ -28,7 +28,7 @@ use super::{Records, Store};
 use crate::content::{ContentAppendSummary, IsRecoverable, PruneResult};
 use crate::error::{Error, Result};
 use crate::home::{is_valid_session_id, StorageKind};
-use crate::index::{record_id, turn_fingerprint, Hash16, Hash16Set, CONTENT_WINDOW};
+use crate::index::{turn_fingerprint, Hash16, Hash16Set, CONTENT_WINDOW};
 use crate::json::{self, Object, Value};
 use crate::lock::LockOptions;
 use crate::query::{enrich_turn, passes, Filters, Query, Stamps};
@@ -372,17 +372,13 @@ impl SqliteStore {
         // call before anything is written, as the reference's throw does.
         let mut rows = Vec::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
-            let bad = |e: crate::index::HashError| {
-                Error::InvalidInput(format!("{} record {i}: {e}", kind.as_str()))
-            };
             let fp = match kind {
-                Kind::Turn => Some(turn_fingerprint(r).map_err(bad)?),
+                Kind::Turn => Some(turn_fingerprint(r).map_err(|e| {
+                    Error::InvalidInput(format!("{} record {i}: {e}", kind.as_str()))
+                })?),
                 _ => None,
             };
-            let id = match record_id(kind, r) {
-                Some(h) => h.map_err(bad)?,
-                None => return Err(Error::InvalidInput("stamps have no record id".into())),
-            };
+            let id = crate::writer::id_of(kind, i, r)?;
             let mut params = vec![SqlValue::Text(id.hex())];
             if let Some(fp) = fp {
                 params.push(SqlValue::Text(fp.hex()));
@@ -1018,10 +1014,7 @@ impl Store for SqliteStore {
             Some(r) => {
                 let t = table(Kind::Relationship)
                     .ok_or_else(|| Error::InvalidInput("no relationship table".into()))?;
-                let id = match record_id(Kind::Relationship, &r) {
-                    Some(Ok(h)) => h,
-                    _ => return Err(Error::InvalidInput("unhashable relationship".into())),
-                };
+                let id = crate::writer::id_of(Kind::Relationship, 0, &r)?;
                 let mut p = vec![SqlValue::Text(id.hex())];
                 for (col, field) in t.columns {
                     p.push(bind(r.get(field), col)?);
@@ -1193,14 +1186,7 @@ impl Store for SqliteStore {
                 })?;
                 Ok(Some(Some(bytes)))
             })?;
-            match outcome {
-                Some(Some(bytes)) => {
-                    result.files_deleted += 1;
-                    result.bytes_freed += bytes;
-                }
-                Some(None) => result.skipped_recoverable += 1,
-                None => {}
-            }
+            result.tally(outcome);
         }
         Ok(result)
     }
