@@ -28,6 +28,23 @@ pub struct ContentAppendSummary {
 }
 
 impl ContentAppendSummary {
+    /// The session a record belongs to, or `None` after counting it as
+    /// missing one (skipped silently) or as unsafe (warned about).
+    pub(crate) fn session_of<'a>(&mut self, r: &'a Value) -> Option<&'a str> {
+        let sid = match r.get("sessionId") {
+            Some(v) if v.is_truthy() => v,
+            _ => {
+                self.missing_session += 1;
+                return None;
+            }
+        };
+        let valid = sid.as_str().filter(|s| is_valid_session_id(s));
+        if valid.is_none() {
+            self.invalid_session_ids.push(sid.to_json());
+        }
+        valid
+    }
+
     /// The warnings the reference prints for this batch.
     pub fn warnings(&self) -> impl Iterator<Item = String> + '_ {
         self.invalid_session_ids
@@ -109,15 +126,7 @@ impl Ledger {
         let mut summary = ContentAppendSummary::default();
         let mut groups: Vec<(String, Vec<String>)> = Vec::new();
         for r in &records {
-            let sid = match r.get("sessionId") {
-                Some(v) if v.is_truthy() => v,
-                _ => {
-                    summary.missing_session += 1;
-                    continue;
-                }
-            };
-            let Some(sid) = sid.as_str().filter(|s| is_valid_session_id(s)) else {
-                summary.invalid_session_ids.push(sid.to_json());
+            let Some(sid) = summary.session_of(r) else {
                 continue;
             };
             let line = r.to_json();

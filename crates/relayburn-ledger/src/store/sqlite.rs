@@ -1044,21 +1044,13 @@ impl Store for SqliteStore {
         let mut summary = ContentAppendSummary::default();
         let mut rows = Vec::new();
         for r in &records {
-            let sid = match r.get("sessionId") {
-                Some(v) if v.is_truthy() => v,
-                _ => {
-                    summary.missing_session += 1;
-                    continue;
-                }
-            };
-            if !sid.as_str().is_some_and(is_valid_session_id) {
-                summary.invalid_session_ids.push(sid.to_json());
+            let Some(sid) = summary.session_of(r) else {
                 continue;
-            }
+            };
             let j = r.to_json();
             rows.push([
                 bind(r.get("source"), "source")?,
-                bind(Some(sid), "session_id")?,
+                SqlValue::Text(sid.to_string()),
                 bind(r.get("messageId"), "message_id")?,
                 bind(r.get("ts"), "ts")?,
                 SqlValue::Text(Hash16::of(&j).hex()),
