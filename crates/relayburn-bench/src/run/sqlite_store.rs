@@ -79,6 +79,21 @@ fn turn(i: u64, per_session: u64, rng: &mut Pcg64Mcg) -> Value {
     parse(&text).unwrap_or(Value::Null)
 }
 
+/// CPU time this thread has used, in seconds: beside wall time, it shows
+/// what a call costs when other work on the machine delays it.
+fn thread_cpu() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0.0;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
 fn turns_in(store: &SqliteStore) -> Result<u64> {
     let s = store.status()?;
     Ok(s.rows.iter().find(|r| r.0 == "turns").map_or(0, |r| r.1))
@@ -151,19 +166,25 @@ pub fn run_sqlite_store(a: SqliteStoreArgs) -> Result<()> {
     let start = turns_in(&store)?.max(a.turns) + 1_000_000_000;
     let load = loadavg();
     let mut samples = Vec::with_capacity(a.appends);
+    let mut cpu = Vec::with_capacity(a.appends);
     for k in 0..a.appends as u64 {
         let batch: Vec<Value> = (0..100)
             .map(|j| turn(start + k * 100 + j, per, &mut rng))
             .collect();
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), thread_cpu());
         let added = s.append_turns(batch)?;
         samples.push(t.elapsed().as_secs_f64());
+        cpu.push(thread_cpu() - c);
         anyhow::ensure!(added == 100, "call {k} added {added} of 100 turns");
     }
     let app = Summary::of(&samples);
     sec.row(
         "append 100 turns (one call)",
         format!("{} · load average before: {load}", app.line()),
+    );
+    sec.row(
+        "append 100 turns: CPU time of the call",
+        Summary::of(&cpu).line(),
     );
     sec.row(
         "append throughput",
@@ -175,6 +196,7 @@ pub fn run_sqlite_store(a: SqliteStoreArgs) -> Result<()> {
     let sessions = a.turns / per;
     let load = loadavg();
     let mut samples = Vec::with_capacity(a.queries);
+    let mut cpu = Vec::with_capacity(a.queries);
     let mut sizes = Vec::new();
     for _ in 0..a.queries {
         let sid = session_id(rng.random_range(0..sessions.max(1)));
@@ -182,11 +204,12 @@ pub fn run_sqlite_store(a: SqliteStoreArgs) -> Result<()> {
             session_id: Some(sid),
             ..Query::default()
         };
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), thread_cpu());
         let n = s
             .query_turns(&q)?
             .try_fold(0usize, |n, r| r.map(|_| n + 1))?;
         samples.push(t.elapsed().as_secs_f64());
+        cpu.push(thread_cpu() - c);
         sizes.push(n);
     }
     sizes.sort_unstable();
@@ -199,6 +222,7 @@ pub fn run_sqlite_store(a: SqliteStoreArgs) -> Result<()> {
         ),
         format!("{} · load average before: {load}", qs.line()),
     );
+    sec.row("turn query by session: CPU time", Summary::of(&cpu).line());
     sec.row(
         "goal: append p99 ≤ 10 ms",
         format!(

@@ -42,6 +42,9 @@ pub const SCHEMA_VERSION: i64 = 1;
 /// transaction before `SQLITE_BUSY`.
 pub const BUSY_TIMEOUT_MS: u64 = 30_000;
 
+/// Page cache per connection, KiB.
+const CACHE_KIB: u32 = 64 * 1024;
+
 /// Migration 1. `sqlite_master` keeps each statement's text, so the
 /// layout here is the reference's, space for space.
 const MIGRATION_1: &str = "
@@ -279,8 +282,11 @@ impl SqliteStore {
         // busy timeout turns a concurrent writer into a wait.
         conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
             .map_err(sql)?;
+        // The page cache is this connection's alone (not a property of the
+        // file): larger than SQLite's 2 MiB default so the upper levels of
+        // the id, session and time indexes stay in memory between calls.
         conn.execute_batch(&format!(
-            "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};"
+            "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA cache_size = -{CACHE_KIB};"
         ))
         .map_err(sql)?;
         let store = SqliteStore {
