@@ -18,7 +18,7 @@
 use std::cell::RefCell;
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{mpsc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::types::{Value as SqlValue, ValueRef};
@@ -251,6 +251,58 @@ pub struct SqliteStore {
     local: Mutex<HashSet<String>>,
     local_freed: Condvar,
     window: Mutex<Window>,
+    checkpointer: Mutex<Option<Checkpointer>>,
+}
+
+/// Checkpoints the WAL from a thread of its own, so an append call does
+/// not pay for copying the log into the database (SQLite's automatic
+/// checkpoint, off on our connection, would run inside the committing
+/// call). Other processes keep their own automatic checkpoints.
+struct Checkpointer {
+    wake: Option<mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// `None` when the thread or its connection cannot be had; SQLite then
+    /// checkpoints when the last connection closes, and a checkpoint of
+    /// another connection (a reference process) still applies.
+    fn start(path: &Path) -> Option<Checkpointer> {
+        let conn = Connection::open(path).ok()?;
+        conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))
+            .ok()?;
+        let (tx, rx) = mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("burn-sqlite-checkpoint".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    // A busy or failed checkpoint is simply tried again
+                    // after the next commit.
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                }
+            })
+            .ok()?;
+        Some(Checkpointer {
+            wake: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    fn poke(&self) {
+        if let Some(tx) = &self.wake {
+            // Full means a checkpoint is already due: nothing to add.
+            let _ = tx.try_send(());
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.wake.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -286,7 +338,7 @@ impl SqliteStore {
         // file): larger than SQLite's 2 MiB default so the upper levels of
         // the id, session and time indexes stay in memory between calls.
         conn.execute_batch(&format!(
-            "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA cache_size = -{CACHE_KIB};"
+            "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA cache_size = -{CACHE_KIB}; PRAGMA wal_autocheckpoint = 0;"
         ))
         .map_err(sql)?;
         let store = SqliteStore {
@@ -296,8 +348,10 @@ impl SqliteStore {
             local: Mutex::new(HashSet::new()),
             local_freed: Condvar::new(),
             window: Mutex::new(Window::default()),
+            checkpointer: Mutex::new(None),
         };
         store.migrate()?;
+        *store.checkpointer.lock().unwrap_or_else(|p| p.into_inner()) = Checkpointer::start(path);
         Ok(store)
     }
 
@@ -362,7 +416,19 @@ impl SqliteStore {
     /// Run `f` in one `BEGIN IMMEDIATE` transaction.
     fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let conn = self.conn();
-        transaction(&conn, f, |e| self.err(e))
+        let out = transaction(&conn, f, |e| self.err(e));
+        drop(conn);
+        if out.is_ok() {
+            if let Some(c) = self
+                .checkpointer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+            {
+                c.poke();
+            }
+        }
+        out
     }
 
     fn append_kind(&self, kind: Kind, records: Vec<Value>) -> Result<usize> {
