@@ -47,6 +47,10 @@ impl Progress {
         self.bar.set_position(done);
     }
 
+    pub fn set_message(&self, msg: &str) {
+        self.bar.set_message(msg.to_string());
+    }
+
     /// A callback for library functions that report `(done, total)` bytes.
     pub fn callback(&self) -> impl FnMut(u64, u64) + '_ {
         move |done, total| self.bytes(done, total)

@@ -36,6 +36,9 @@ pub enum Error {
         path: PathBuf,
         reason: String,
     },
+    /// A team ledger error; `target` and `message` never hold a password.
+    #[error("postgres {target}: {message}")]
+    Postgres { target: String, message: String },
     #[error("archive {path}: {source}")]
     Sqlite {
         path: PathBuf,

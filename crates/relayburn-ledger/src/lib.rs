@@ -19,6 +19,7 @@ pub mod query;
 pub mod records;
 pub mod rewrite;
 pub mod state;
+pub mod team;
 pub mod time;
 pub mod writer;
 

@@ -303,8 +303,14 @@ struct Stamps {
 
 impl Stamps {
     fn collect(path: PathBuf) -> Result<Stamps> {
+        Stamps::from_lines(LedgerLines::open(path)?)
+    }
+
+    /// Stamps from parsed ledger lines in ledger order; other kinds are
+    /// passed over.
+    fn from_lines(lines: impl IntoIterator<Item = Result<Value>>) -> Result<Stamps> {
         let mut found: Vec<(JsString, Value, Object)> = Vec::new();
-        for line in LedgerLines::open(path)? {
+        for line in lines {
             let line = line?;
             if line_kind(&line) != Some(Kind::Stamp) {
                 continue;
@@ -393,23 +399,84 @@ impl Iterator for Turns {
                 Ok(v) => v,
                 Err(e) => return Some(Err(e)),
             };
-            let Some(mut rec) = take_record(line, Kind::Turn) else {
+            let Some(rec) = take_record(line, Kind::Turn) else {
                 continue;
             };
-            if !self.filters.turn_without_enrichment(&rec) {
-                continue;
+            if let Some(rec) = fold_turn(&self.stamps, &self.filters, rec) {
+                return Some(Ok(rec));
             }
-            let enrichment = self.stamps.fold(&rec);
-            if !self.filters.enrichment_matches(&enrichment) {
-                continue;
-            }
-            if let Some(o) = rec.as_object_mut() {
-                // `{...record, enrichment}`: appended, or replaced in place.
-                o.insert("enrichment", Value::Object(enrichment));
-            }
-            return Some(Ok(rec));
         }
     }
+}
+
+/// A turn record filtered and enriched; `None` when the query rejects it.
+fn fold_turn(stamps: &Stamps, filters: &Filters, mut rec: Value) -> Option<Value> {
+    if !filters.turn_without_enrichment(&rec) {
+        return None;
+    }
+    let enrichment = stamps.fold(&rec);
+    if !filters.enrichment_matches(&enrichment) {
+        return None;
+    }
+    if let Some(o) = rec.as_object_mut() {
+        // `{...record, enrichment}`: appended, or replaced in place.
+        o.insert("enrichment", Value::Object(enrichment));
+    }
+    Some(rec)
+}
+
+/// A query's filter for records that come from elsewhere than the ledger
+/// file (a team database), with the ledger query's exact semantics: the
+/// same filters, and for turns the same stamp folding.
+pub struct RecordFilter {
+    kind: Kind,
+    filters: Filters,
+    stamps: Stamps,
+}
+
+impl RecordFilter {
+    /// A filter for records of `kind`. `stamp_lines` are stamp lines in
+    /// ledger order (only turns use them); other lines are ignored.
+    pub fn new(
+        kind: Kind,
+        q: &Query,
+        stamp_lines: impl IntoIterator<Item = Result<Value>>,
+    ) -> Result<RecordFilter> {
+        let stamps = if kind == Kind::Turn {
+            Stamps::from_lines(stamp_lines)?
+        } else {
+            Stamps::from_lines(std::iter::empty())?
+        };
+        Ok(RecordFilter {
+            kind,
+            filters: Filters::new(q),
+            stamps,
+        })
+    }
+
+    /// The record as the ledger query would return it, or `None`.
+    pub fn apply(&self, rec: Value) -> Option<Value> {
+        rec.as_object()?;
+        let passes: Passes = match self.kind {
+            Kind::Turn => return fold_turn(&self.stamps, &self.filters, rec),
+            Kind::Compaction => compaction_passes,
+            Kind::Relationship => relationship_passes,
+            Kind::ToolResultEvent => tool_result_event_passes,
+            Kind::UserTurn => user_turn_passes,
+            Kind::Stamp => return None,
+        };
+        passes(&rec, &self.filters).then_some(rec)
+    }
+}
+
+/// The session id and source a query narrows to, as the filters read
+/// them (empty strings do not filter), for backends that can look them up
+/// by index before applying [`RecordFilter`].
+pub fn narrowing(q: &Query) -> (Option<&str>, Option<&str>) {
+    (
+        truthy(&q.session_id).map(String::as_str),
+        truthy(&q.source).map(String::as_str),
+    )
 }
 
 impl Ledger {
