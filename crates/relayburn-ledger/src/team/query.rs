@@ -18,6 +18,9 @@ use super::target::Target;
 pub struct TeamLedger {
     target: Target,
     client: Client,
+    /// Statements prepared on this connection, by SQL text: a repeated
+    /// query then costs one round trip instead of two.
+    prepared: std::collections::HashMap<String, postgres::Statement>,
 }
 
 /// A machine's last push as the server recorded it.
@@ -67,7 +70,20 @@ impl TeamLedger {
         Ok(TeamLedger {
             target: target.clone(),
             client,
+            prepared: std::collections::HashMap::new(),
         })
+    }
+
+    fn statement(&mut self, sql: &str) -> Result<postgres::Statement> {
+        if let Some(s) = self.prepared.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self
+            .client
+            .prepare(sql)
+            .map_err(|e| self.target.db_error("prepare", e))?;
+        self.prepared.insert(sql.to_string(), s.clone());
+        Ok(s)
     }
 
     pub fn target(&self) -> &Target {
@@ -107,9 +123,10 @@ impl TeamLedger {
             params.push(s);
         }
         sql.push_str(" ORDER BY machine_id, ledger_offset, ledger_part");
+        let stmt = self.statement(&sql)?;
         let rows = self
             .client
-            .query(sql.as_str(), &params)
+            .query(&stmt, &params)
             .map_err(|e| self.target.db_error("read stamps", e))?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
@@ -172,9 +189,10 @@ impl TeamLedger {
         }
         sql.push_str(" ORDER BY machine_id, ledger_offset, ledger_part");
         let target = self.target.clone();
+        let stmt = self.statement(&sql)?;
         let rows = self
             .client
-            .query_raw(sql.as_str(), params.iter().copied())
+            .query_raw(&stmt, params.iter().copied())
             .map_err(|e| target.db_error("query", e))?;
         use postgres::fallible_iterator::FallibleIterator;
         let mut rows = rows;
