@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use relayburn_bench::gen::{self, GenOptions, StampMix};
-use relayburn_bench::run::{append, child, incremental, lock, query, rebuild, team};
+use relayburn_bench::run::{append, child, incremental, lock, query, rebuild, sqlite_store, team};
 
 #[derive(Parser)]
 #[command(name = "relayburn-bench", version, about)]
@@ -47,6 +47,9 @@ enum RunCommand {
     Lock(lock::LockArgs),
     /// Team ledger: push vs plain COPY, tail push, team query by session.
     Team(team::TeamArgs),
+    /// The SQLite storage backend: 100-turn appends and session queries
+    /// on a store holding a million turns.
+    SqliteStore(sqlite_store::SqliteStoreArgs),
 }
 
 #[derive(Args)]
@@ -85,6 +88,7 @@ fn main() -> anyhow::Result<()> {
             RunCommand::Query(a) => query::run_query(a),
             RunCommand::Lock(a) => lock::run_lock(a),
             RunCommand::Team(a) => team::run_team(a),
+            RunCommand::SqliteStore(a) => sqlite_store::run_sqlite_store(a),
         },
         Command::Child(c) => child::run(c),
     }

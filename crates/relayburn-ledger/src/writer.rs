@@ -180,22 +180,7 @@ impl Ledger {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stamp(&self, selector: Value, enrichment: Value) -> Result<Value> {
-        let has_field = selector.as_object().is_some_and(|o| {
-            o.contains_key("sessionId") || o.contains_key("messageId") || o.contains_key("range")
-        });
-        if !has_field {
-            return Err(Error::InvalidInput(
-                "stamp requires at least one selector field (sessionId, messageId, or range)"
-                    .into(),
-            ));
-        }
-        let mut line = Object::new();
-        line.insert("v", Value::Number(1.0));
-        line.insert("kind", Value::str("stamp"));
-        line.insert("ts", Value::String(JsString::from(now_iso())));
-        line.insert("selector", selector);
-        line.insert("enrichment", enrichment);
-        let line = Value::Object(line);
+        let line = stamp_line(selector, enrichment)?;
         self.append_stamp(&line)?;
         Ok(line)
     }
@@ -325,10 +310,30 @@ impl Ledger {
     }
 }
 
+/// The stamp line for `selector` and `enrichment`, stamped now; the
+/// selector needs at least one of `sessionId`, `messageId`, `range`.
+pub(crate) fn stamp_line(selector: Value, enrichment: Value) -> Result<Value> {
+    let has_field = selector.as_object().is_some_and(|o| {
+        o.contains_key("sessionId") || o.contains_key("messageId") || o.contains_key("range")
+    });
+    if !has_field {
+        return Err(Error::InvalidInput(
+            "stamp requires at least one selector field (sessionId, messageId, or range)".into(),
+        ));
+    }
+    let mut line = Object::new();
+    line.insert("v", Value::Number(1.0));
+    line.insert("kind", Value::str("stamp"));
+    line.insert("ts", Value::String(JsString::from(now_iso())));
+    line.insert("selector", selector);
+    line.insert("enrichment", enrichment);
+    Ok(Value::Object(line))
+}
+
 /// The relationship a `sessionId` stamp with a `parentAgentId` implies:
 /// `{v, source, sessionId, relatedSessionId, relationshipType, ts, agentId?}`
 /// in that key order.
-fn spawn_env_relationship(line: &Value) -> Option<Value> {
+pub(crate) fn spawn_env_relationship(line: &Value) -> Option<Value> {
     let session = line.get("selector")?.get("sessionId")?.as_js_string()?;
     if session.utf16_len() == 0 {
         return None;

@@ -11,6 +11,7 @@ pub mod incremental;
 pub mod lock;
 pub mod query;
 pub mod rebuild;
+pub mod sqlite_store;
 pub mod team;
 
 use std::fmt::Write as _;

@@ -19,16 +19,18 @@ use crate::ledger::Ledger;
 /// The push state of a home for `burn state status`: its machine id, its
 /// last push to each server, and, when a server is given, every
 /// machine's last push there (or why the server could not be asked; a
-/// status report does not fail on an unreachable server).
-pub fn push_status(ledger: &Ledger, target: Option<&Target>) -> Result<Value> {
+/// status report does not fail on an unreachable server). `None` for a
+/// home that never pushed when no server is given, so the status keeps
+/// the reference's shape.
+pub fn push_status(ledger: &Ledger, target: Option<&Target>) -> Result<Option<Value>> {
+    let machine = ledger.stored_machine_id()?;
+    let pushes = ledger.push_records()?;
+    if target.is_none() && machine.is_none() && pushes.is_empty() {
+        return Ok(None);
+    }
     let mut o = Object::new();
-    o.insert(
-        "machineId",
-        ledger
-            .stored_machine_id()?
-            .map_or(Value::Null, |m| Value::str(&m)),
-    );
-    o.insert("pushes", Value::Object(ledger.push_records()?));
+    o.insert("machineId", machine.map_or(Value::Null, |m| Value::str(&m)));
+    o.insert("pushes", Value::Object(pushes));
     if let Some(t) = target {
         let mut server = Object::new();
         server.insert("target", Value::str(t.name()));
@@ -41,5 +43,5 @@ pub fn push_status(ledger: &Ledger, target: Option<&Target>) -> Result<Value> {
         }
         o.insert("server", Value::Object(server));
     }
-    Ok(Value::Object(o))
+    Ok(Some(Value::Object(o)))
 }
