@@ -102,7 +102,7 @@ fn push(ledger: &Ledger, url: &str, machine: &str) -> Result<relayburn_ledger::t
 fn export(c: &mut Client) -> Result<Vec<(&'static str, Vec<u8>)>> {
     let mut out = Vec::new();
     for t in TABLES {
-        if matches!(t, "schema_state" | "locks" | "push_cursors") {
+        if matches!(t, "schema_state" | "locks" | "push_cursors" | "content") {
             continue;
         }
         let mut buf = Vec::new();
@@ -222,7 +222,7 @@ pub fn run_team(a: TeamArgs) -> Result<()> {
         .context("no checkpoint at the cut")?;
     let mut c = full.client()?;
     for t in TABLES {
-        if matches!(t, "schema_state" | "locks" | "push_cursors") {
+        if matches!(t, "schema_state" | "locks" | "push_cursors" | "content") {
             continue;
         }
         c.execute(

@@ -29,7 +29,7 @@ pub const RECORD_TABLES: [&str; 5] = [
 ];
 
 /// Every table the current version needs.
-pub const TABLES: [&str; 9] = [
+pub const TABLES: [&str; 10] = [
     "schema_state",
     "locks",
     "turns",
@@ -38,10 +38,12 @@ pub const TABLES: [&str; 9] = [
     "tool_result_events",
     "user_turns",
     "stamps",
+    "content",
     "push_cursors",
 ];
 
-/// Migration 1. `record_json` is `TEXT`: `jsonb` would reorder keys and
+/// Migration 1. The `content` table is the reference's, for the storage
+/// backend; `burn push` does not send message text. `record_json` is `TEXT`: `jsonb` would reorder keys and
 /// round numbers, and queries must return the record as it was written.
 /// `ledger_offset`/`ledger_part` keep each machine's ledger order.
 const MIGRATION_1: &str = "
@@ -149,6 +151,22 @@ CREATE TABLE IF NOT EXISTS stamps (
 CREATE INDEX IF NOT EXISTS idx_stamps_session ON stamps(session_id);
 CREATE INDEX IF NOT EXISTS idx_stamps_message ON stamps(message_id);
 CREATE INDEX IF NOT EXISTS idx_stamps_ts ON stamps(ts);
+
+CREATE TABLE IF NOT EXISTS content (
+  seq          BIGSERIAL PRIMARY KEY,
+  source       TEXT NOT NULL,
+  session_id   TEXT NOT NULL,
+  message_id   TEXT NOT NULL,
+  ts           TEXT NOT NULL,
+  content_fp   TEXT NOT NULL,
+  record_json  TEXT NOT NULL,
+  mtime_ms     BIGINT NOT NULL,
+  machine_id   TEXT NOT NULL,
+  UNIQUE (session_id, content_fp)
+);
+CREATE INDEX IF NOT EXISTS idx_content_session ON content(session_id);
+CREATE INDEX IF NOT EXISTS idx_content_session_message ON content(session_id, message_id);
+CREATE INDEX IF NOT EXISTS idx_content_mtime ON content(mtime_ms);
 
 CREATE TABLE IF NOT EXISTS push_cursors (
   machine_id    TEXT PRIMARY KEY,
