@@ -116,7 +116,13 @@ fn export(c: &mut Client) -> Result<Vec<(&'static str, Vec<u8>)>> {
 fn home_for(a: &TeamArgs, dir: &Path, i: usize) -> Result<LedgerHome> {
     let path = dir.join(format!("machine-{i}"));
     if !path.join("ledger.jsonl").exists() {
-        generate(&path, a.home.size, a.home.seed + i as u64, a.home.stamps)?;
+        generate(
+            &path,
+            a.home.size,
+            a.home.seed + i as u64,
+            a.home.stamps,
+            a.home.shape.shape(),
+        )?;
     }
     Ok(LedgerHome::new(path))
 }
