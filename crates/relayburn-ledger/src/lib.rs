@@ -20,6 +20,7 @@ pub mod records;
 pub mod rewrite;
 pub mod state;
 pub mod store;
+pub mod team;
 pub mod time;
 pub mod writer;
 

@@ -859,7 +859,7 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn this_host() -> Option<&'static str> {
+pub(crate) fn this_host() -> Option<&'static str> {
     static HOST: OnceLock<Option<String>> = OnceLock::new();
     HOST.get_or_init(|| {
         let mut buf = [0u8; 256];

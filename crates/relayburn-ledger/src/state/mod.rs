@@ -24,7 +24,7 @@ use crate::ledger::Ledger;
 const CURSORS_LOCK: &str = "cursors";
 
 /// Read a file as text; `None` when it does not exist.
-fn read_optional(path: &Path) -> Result<Option<String>> {
+pub(crate) fn read_optional(path: &Path) -> Result<Option<String>> {
     match std::fs::read(path) {
         Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
@@ -49,7 +49,7 @@ fn read_cursors_doc(path: &Path) -> Result<(Option<Object>, Object)> {
 }
 
 /// Write `body` through a temp file and a rename.
-fn write_atomic(path: &Path, tmp: &Path, body: &str) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, tmp: &Path, body: &str) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).ctx("create directory", dir)?;
     }
