@@ -85,13 +85,16 @@ pub enum StateCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Delete derived state (indexes, archive, content); never the ledger.
+    /// Delete derived state (indexes, archive); never the ledger or content.
     #[command(
-        after_help = "Dry run unless --force. ledger.jsonl, config.json, cursors.json and\nhwm.json are never touched.\n\nExamples:\n  burn state reset\n  burn state reset --force --json"
+        after_help = "Dry run unless --force. ledger.jsonl, config.json, cursors.json and\nhwm.json are never touched. content/ (raw text and tool payloads) is kept\nunless --delete-content is given: this tool cannot write it again, so\ndeleting it cannot be undone.\n\nExamples:\n  burn state reset\n  burn state reset --force --json\n  burn state reset --delete-content --force"
     )]
     Reset {
         #[arg(long)]
         force: bool,
+        /// Also delete content/ (cannot be undone: it is not derived).
+        #[arg(long)]
+        delete_content: bool,
         #[arg(long)]
         json: bool,
     },

@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use relayburn_ledger::archive::{ArchiveStatus, BuildResult};
 use relayburn_ledger::json::{to_json_pretty, Object, Value};
 use relayburn_ledger::state::check::CheckReport;
+use relayburn_ledger::state::reset::ResetScope;
 use relayburn_ledger::state::status::StateStatus;
 use relayburn_ledger::{Env, Ledger, LedgerHome, Query};
 
@@ -59,7 +60,11 @@ pub fn run(cli: Cli) -> Result<u8> {
             Some(StateCommand::Status { json }) => status(&ctx, json || s.json),
             Some(StateCommand::Rebuild(r)) => rebuild(&ctx, r.target),
             Some(StateCommand::Prune { days, force, json }) => prune(&ctx, days, force, json),
-            Some(StateCommand::Reset { force, json }) => reset(&ctx, force, json),
+            Some(StateCommand::Reset {
+                force,
+                delete_content,
+                json,
+            }) => reset(&ctx, force, delete_content, json),
             Some(StateCommand::Check { json, repair }) => check(&ctx, json, repair),
         },
         Command::Query(q) => query(&ctx, q),
@@ -490,11 +495,16 @@ fn prune_value(forced: bool, c: &[(String, u64)], total: u64) -> Value {
 
 // --- reset ----------------------------------------------------------------
 
-fn reset(ctx: &Ctx, force: bool, json: bool) -> Result<u8> {
-    let summary = if force {
-        ctx.ledger.reset_derived()?
+fn reset(ctx: &Ctx, force: bool, delete_content: bool, json: bool) -> Result<u8> {
+    let scope = if delete_content {
+        ResetScope::WithContent
     } else {
-        ctx.ledger.reset_plan()?
+        ResetScope::Derived
+    };
+    let summary = if force {
+        ctx.ledger.reset_derived(scope)?
+    } else {
+        ctx.ledger.reset_plan(scope)?
     };
     if json {
         return print_json(&summary.to_value());
@@ -523,6 +533,16 @@ fn reset(ctx: &Ctx, force: bool, json: bool) -> Result<u8> {
             if t.is_dir { "dir " } else { "file" },
             t.path.display()
         ));
+        if !t.rebuildable && t.existed {
+            l.push(format!(
+                "    {}: no rebuild can bring this back",
+                if force {
+                    "deleted for good"
+                } else {
+                    "CANNOT BE UNDONE"
+                }
+            ));
+        }
     }
     let files = summary.files_removed();
     if force {
@@ -541,7 +561,19 @@ fn reset(ctx: &Ctx, force: bool, json: bool) -> Result<u8> {
         ));
         l.push("re-run with --force to apply.".into());
     }
-    l.push("kept: ledger.jsonl, config.json, cursors.json, hwm.json".into());
+    let kept: Vec<String> = summary
+        .kept
+        .iter()
+        .filter_map(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    l.push(format!(
+        "kept (not derived, cannot be rebuilt): {}",
+        kept.join(", ")
+    ));
+    if !delete_content {
+        l.push("content/ is kept; --delete-content deletes it too (cannot be undone)".into());
+    }
     print_lines(&l)
 }
 

@@ -310,6 +310,66 @@ fn reset_dry_run_then_force() {
     assert_eq!(code(&o), 0, "{}", stdout(&o));
 }
 
+/// Every file under `dir` with its bytes, sorted.
+fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn reset_keeps_content_unless_asked_and_says_it_cannot_be_undone() {
+    let d = demo_home();
+    let home = home_of(&d);
+    let content = tree(&home.join("content"));
+    assert!(!content.is_empty(), "the demo writes content sidecars");
+    let o = burn(&home, &["state", "reset", "--force", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(tree(&home.join("content")), content, "content/ untouched");
+    assert!(!home.join("archive.sqlite").exists());
+    let v = json_out(&o);
+    let kept: Vec<&str> = v
+        .get("kept")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        kept.iter().any(|k| k.ends_with("content")),
+        "kept lists content/: {kept:?}"
+    );
+    let o = burn(&home, &["state", "reset"]);
+    assert!(stdout(&o).contains("--delete-content"), "{}", stdout(&o));
+
+    // Deleting content takes its own flag, and the dry run warns first.
+    let o = burn(&home, &["state", "reset", "--delete-content"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("CANNOT BE UNDONE"), "{text}");
+    assert_eq!(
+        tree(&home.join("content")),
+        content,
+        "dry run deletes nothing"
+    );
+    let o = burn(&home, &["state", "reset", "--delete-content", "--force"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(!home.join("content").exists());
+    assert!(home.join("ledger.jsonl").exists());
+}
+
 #[test]
 fn check_reports_offsets_and_repair_fixes_what_it_says() {
     let d = demo_home();
