@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
-use relayburn_ledger::archive::{ArchiveStatus, BuildResult};
+use relayburn_ledger::archive::{plan_turn_read, ArchiveStatus, BuildResult, TurnPlan, TurnSource};
 use relayburn_ledger::json::{to_json_pretty, Object, Value};
 use relayburn_ledger::state::check::CheckReport;
 use relayburn_ledger::state::reset::ResetScope;
@@ -189,6 +189,13 @@ fn archive_status_lines(s: &ArchiveStatus) -> Vec<String> {
         l.push("  status: not built yet - run `burn state rebuild archive`".into());
         return l;
     }
+    if let Some(p) = &s.problem {
+        l.push(format!("  status: cannot answer - {p}"));
+        if s.last_built_at.is_none() {
+            // Nothing of it could be read.
+            return l;
+        }
+    }
     l.push(format!("  schema version: {}", num("archiveVersion")));
     l.push(format!(
         "  ledger cursor: {} / {} bytes{}",
@@ -262,7 +269,7 @@ fn rebuild(ctx: &Ctx, target: RebuildTarget) -> Result<u8> {
             }
             let r = build_archive(ctx, full, json)?;
             if json {
-                return print_json(&r.to_value());
+                return print_json(&r.report_value());
             }
             print_lines(&build_lines(&r, full))
         }
@@ -272,7 +279,7 @@ fn rebuild(ctx: &Ctx, target: RebuildTarget) -> Result<u8> {
             if json {
                 let mut o = Object::new();
                 o.insert("index", index);
-                o.insert("archive", r.to_value());
+                o.insert("archive", r.report_value());
                 return print_json(&Value::Object(o));
             }
             lines.extend(build_lines(&r, false));
@@ -349,6 +356,15 @@ fn build_lines(r: &BuildResult, full: bool) -> Vec<String> {
         "  {} bytes scanned from ledger tail",
         int(r.scanned_bytes)
     ));
+    if let Some(v) = r.replaced_version {
+        l.push(format!(
+            "  replaced an archive of older version {v} by a version {} one",
+            relayburn_ledger::archive::ARCHIVE_VERSION
+        ));
+    }
+    if let Some(why) = &r.restarted {
+        l.push(format!("  rebuilt from byte 0: {why}"));
+    }
     if r.skipped_count > 0 {
         l.push(format!(
             "  skipped {} malformed record{}:",
@@ -606,6 +622,11 @@ fn check(ctx: &Ctx, json: bool, repair: bool) -> Result<u8> {
         ));
     }
     plan.push("rebuild ledger.idx and ledger.content.idx from the ledger".to_string());
+    if report.archive.as_ref().is_some_and(|a| a.needs_rebuild()) {
+        plan.push(
+            "rebuild archive.sqlite from the ledger (`burn state rebuild archive --full`)".into(),
+        );
+    }
     if !json {
         println!("repair:");
         for p in &plan {
@@ -627,13 +648,18 @@ fn check(ctx: &Ctx, json: bool, repair: bool) -> Result<u8> {
         print_json(&Value::Object(o))?;
     } else {
         println!(
-            "repaired: index rebuilt ({} ids, {} fingerprints){}",
+            "repaired: index rebuilt ({} ids, {} fingerprints){}{}",
             int(repaired.index.ids as u64),
             int(repaired.index.content as u64),
             repaired
                 .terminated_torn_tail_at
                 .map(|o| format!(", torn line at byte {o} terminated"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            if repaired.archive_rebuilt.is_some() {
+                ", archive rebuilt"
+            } else {
+                ""
+            }
         );
         print_lines(&check_lines(&after))?;
     }
@@ -731,41 +757,34 @@ fn query(ctx: &Ctx, a: QueryArgs) -> Result<u8> {
     let l = &ctx.ledger;
     match a.kind {
         QueryKind::Turns => {
-            let use_archive = match a.from {
-                From::Ledger => false,
-                From::Archive => true,
-                From::Auto => {
-                    let s = l.archive_status()?;
-                    s.to_value().get("upToDate").and_then(Value::as_bool) == Some(true)
-                        && s.to_value().get("exists").and_then(Value::as_bool) == Some(true)
-                }
+            let from = match a.from {
+                From::Auto => TurnSource::Auto,
+                From::Archive => TurnSource::Archive,
+                From::Ledger => TurnSource::Ledger,
             };
-            if a.from == From::Auto && !ctx.quiet {
-                eprintln!(
-                    "burn: reading turns from the {}",
-                    if use_archive {
-                        "archive (up to date)"
-                    } else {
-                        "ledger (archive missing or behind)"
+            match plan_turn_read(l.home(), from)? {
+                TurnPlan::Archive { reader, note, warn } => {
+                    if let Some(n) = note.filter(|_| warn || !ctx.quiet) {
+                        eprintln!("burn: {n}");
                     }
-                );
-            }
-            if use_archive {
-                for v in l.query_turns_from_archive(&q)? {
-                    emit(v)?;
+                    reader.for_each_turn(&q, true, &mut emit)?;
                 }
-            } else {
-                for v in l.query_turns(&q)? {
-                    emit(v?)?;
+                TurnPlan::Ledger { note } => {
+                    if let Some(n) = note {
+                        eprintln!("burn: {n}");
+                    }
+                    for v in l.query_turns(&q)? {
+                        emit(v?)?;
+                    }
                 }
             }
         }
         other => {
             if a.from == From::Archive {
-                bail!("--from archive only applies to turns");
+                return usage("query", "--from archive only applies to turns");
             }
             if !q.enrichment.is_empty() {
-                bail!("--enrich only applies to turns");
+                return usage("query", "--enrich only applies to turns");
             }
             let records = match other {
                 QueryKind::Compactions => l.query_compactions(&q)?,
@@ -781,6 +800,12 @@ fn query(ctx: &Ctx, a: QueryArgs) -> Result<u8> {
     }
     out.flush()?;
     Ok(0)
+}
+
+/// A usage error: one line on stderr, exit 2.
+fn usage(cmd: &str, msg: &str) -> Result<u8> {
+    eprintln!("burn {cmd}: {msg}");
+    Ok(USAGE)
 }
 
 // --- stamp ----------------------------------------------------------------

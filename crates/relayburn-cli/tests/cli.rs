@@ -659,3 +659,187 @@ fn a_held_lock_is_named_in_the_error() {
     );
     assert!(!d.path().join("ledger.jsonl").exists(), "nothing written");
 }
+
+/// Turn lines printed on stdout.
+fn rows(o: &Output) -> usize {
+    stdout(o).lines().filter(|l| l.starts_with('{')).count()
+}
+
+fn set_archive_version(home: &Path, v: i64) {
+    let db = rusqlite::Connection::open(home.join("archive.sqlite")).unwrap();
+    db.execute("UPDATE archive_state SET archive_version = ?1", [v])
+        .unwrap();
+}
+
+#[test]
+fn from_archive_without_an_archive_says_so_and_creates_nothing() {
+    let d = demo_home();
+    let home = home_of(&d);
+    for f in ["archive.sqlite", "archive.sqlite-wal", "archive.sqlite-shm"] {
+        let _ = std::fs::remove_file(home.join(f));
+    }
+    let o = burn(&home, &["query", "turns", "--from", "archive"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert_eq!(rows(&o), 0);
+    assert!(stderr(&o).contains("not built yet"), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1);
+    let o = burn(&home, &["query", "turns"]);
+    assert_eq!((code(&o), rows(&o)), (0, 72), "{}", stderr(&o));
+    assert!(stderr(&o).contains("from the ledger"), "{}", stderr(&o));
+    let o = burn(&home, &["state", "status"]);
+    assert_eq!(code(&o), 0);
+    assert!(
+        !home.join("archive.sqlite").exists(),
+        "reads create nothing"
+    );
+
+    // Behind the ledger: an explicit archive read warns; auto falls back.
+    assert_eq!(code(&burn(&home, &["state", "rebuild", "archive"])), 0);
+    assert_eq!(code(&burn(&home, &["stamp", "--session", "s", "k=v"])), 0);
+    let o = burn(&home, &["query", "turns", "--from", "archive"]);
+    assert_eq!((code(&o), rows(&o)), (0, 72), "{}", stderr(&o));
+    assert!(stderr(&o).contains("behind the ledger"), "{}", stderr(&o));
+    let o = burn(&home, &["--quiet", "query", "turns", "--from", "archive"]);
+    assert!(
+        stderr(&o).contains("behind the ledger"),
+        "warned even with --quiet"
+    );
+    let o = burn(&home, &["query", "turns"]);
+    assert!(stderr(&o).contains("behind"), "{}", stderr(&o));
+}
+
+#[test]
+fn another_archive_version_is_never_destroyed_by_a_read() {
+    let d = demo_home();
+    let home = home_of(&d);
+    set_archive_version(&home, 4);
+    let before = std::fs::read(home.join("archive.sqlite")).unwrap();
+    let o = burn(&home, &["state", "status", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let a = json_out(&o).get("archive").unwrap().clone();
+    assert_eq!(a.get("archiveVersion").and_then(Value::as_f64), Some(4.0));
+    let problem = a
+        .get("problem")
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_string();
+    for needle in ["4", "3", "burn state rebuild archive --full"] {
+        assert!(problem.contains(needle), "{problem}");
+    }
+    let o = burn(&home, &["query", "turns"]);
+    assert_eq!(
+        (code(&o), rows(&o)),
+        (0, 72),
+        "auto falls back to the ledger"
+    );
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    let o = burn(&home, &["query", "turns", "--from", "archive"]);
+    assert_eq!((code(&o), rows(&o)), (1, 0));
+    assert!(stderr(&o).contains("newer"), "{}", stderr(&o));
+    let o = burn(&home, &["state", "check"]);
+    assert_eq!(code(&o), 1, "check reports it: {}", stdout(&o));
+    // A plain build refuses too; only --full replaces it.
+    let o = burn(&home, &["state", "rebuild", "archive"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("--full"), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(home.join("archive.sqlite")).unwrap(),
+        before,
+        "no read or refused build changed the archive"
+    );
+    let o = burn(&home, &["state", "rebuild", "archive", "--full"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = burn(&home, &["query", "turns", "--from", "archive"]);
+    assert_eq!((code(&o), rows(&o)), (0, 72));
+
+    // An older version: a read leaves it; the next build replaces it and says so.
+    set_archive_version(&home, 2);
+    let o = burn(&home, &["state", "status"]);
+    assert!(stdout(&o).contains("older"), "{}", stdout(&o));
+    let o = burn(&home, &["query", "turns", "--from", "archive"]);
+    assert_eq!(code(&o), 1);
+    let o = burn(&home, &["state", "rebuild", "archive"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("replaced an archive of older version 2"),
+        "{}",
+        stdout(&o)
+    );
+    let o = burn(&home, &["query", "turns", "--from", "archive"]);
+    assert_eq!((code(&o), rows(&o)), (0, 72));
+}
+
+#[test]
+fn a_damaged_archive_falls_back_and_repair_rebuilds_it() {
+    let d = demo_home();
+    let home = home_of(&d);
+    let archive = home.join("archive.sqlite");
+    type Damage = (&'static str, fn(&Path));
+    let damages: [Damage; 3] = [
+        ("cut in half", |p| {
+            let len = std::fs::metadata(p).unwrap().len();
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_len(len / 2)
+                .unwrap();
+        }),
+        ("garbage header", |p| {
+            let mut b = std::fs::read(p).unwrap();
+            b[..16].copy_from_slice(b"garbage garbage!");
+            std::fs::write(p, b).unwrap();
+        }),
+        ("a directory", |p| {
+            std::fs::remove_file(p).unwrap();
+            std::fs::create_dir(p).unwrap();
+        }),
+    ];
+    for (what, damage) in damages {
+        assert_eq!(
+            code(&burn(&home, &["state", "rebuild", "archive", "--full"])),
+            0
+        );
+        for f in ["archive.sqlite-wal", "archive.sqlite-shm"] {
+            let _ = std::fs::remove_file(home.join(f));
+        }
+        damage(&archive);
+        let o = burn(&home, &["state", "status"]);
+        assert_eq!(code(&o), 0, "{what}: {}", stderr(&o));
+        assert!(stdout(&o).contains("damaged"), "{what}: {}", stdout(&o));
+        let o = burn(&home, &["query", "turns"]);
+        assert_eq!((code(&o), rows(&o)), (0, 72), "{what}: {}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{what}: {}", stderr(&o));
+        let o = burn(&home, &["query", "turns", "--from", "archive"]);
+        assert_eq!(code(&o), 1, "{what}");
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{what}: {err}");
+        assert_eq!(
+            err.matches("damaged").count(),
+            1,
+            "{what}: cause once: {err}"
+        );
+        let o = burn(&home, &["state", "check"]);
+        assert_eq!(code(&o), 1, "{what}: {}", stdout(&o));
+        assert!(stdout(&o).contains("damaged"), "{what}: {}", stdout(&o));
+        let o = burn(&home, &["state", "check", "--repair"]);
+        assert_eq!(code(&o), 0, "{what}: {}{}", stdout(&o), stderr(&o));
+        assert!(stdout(&o).contains("rebuild archive --full"), "{what}");
+        let o = burn(&home, &["query", "turns", "--from", "archive"]);
+        assert_eq!((code(&o), rows(&o)), (0, 72), "{what}: {}", stderr(&o));
+    }
+    // A full rebuild over a directory holding a file: refused, and no
+    // half-built file is left behind.
+    std::fs::remove_file(&archive).unwrap();
+    std::fs::create_dir(&archive).unwrap();
+    std::fs::write(archive.join("keep"), "x").unwrap();
+    let o = burn(&home, &["state", "rebuild", "archive", "--full"]);
+    assert_eq!(code(&o), 1);
+    assert!(archive.join("keep").exists());
+    let left: Vec<_> = std::fs::read_dir(&home)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -36,6 +36,12 @@ pub enum Error {
         path: PathBuf,
         reason: String,
     },
+    /// The archive cannot answer or be built on as it is.
+    #[error("archive {path}: {why}")]
+    ArchiveUnavailable {
+        path: PathBuf,
+        why: crate::archive::Unavailable,
+    },
     #[error("archive {path}: {source}")]
     Sqlite {
         path: PathBuf,

@@ -14,8 +14,10 @@
 //! goes on.
 
 mod build;
+mod fingerprint;
 mod fold;
 pub mod query;
+mod read;
 mod rows;
 pub mod schema;
 mod status;
@@ -37,7 +39,11 @@ pub use build::{
     insert_tool_calls_sql, upsert_tool_result_events_sql, upsert_turns_sql, DELETE_TOOL_CALLS,
     INSERT_STAMP, UPSERT_COMPACTION, UPSERT_SESSION,
 };
+pub use fingerprint::Identity;
 pub use query::{archive_available, query_all_from_archive, query_turns_from_archive};
+pub use read::{
+    plan_turn_read, ArchiveReader, Freshness, StoredState, TurnPlan, TurnSource, Unavailable,
+};
 pub use schema::{open_archive, ARCHIVE_VERSION};
 pub use status::{archive_status, vacuum_archive, ArchiveStatus, RowCounts, VacuumResult};
 
@@ -81,6 +87,12 @@ pub struct BuildResult {
     pub skipped_count: u64,
     /// Extension: the first [`MAX_LISTED_SKIPS`] of them, by offset.
     pub skipped: Vec<SkippedRecord>,
+    /// Extension: the `archive_version` of an older archive this build
+    /// replaced.
+    pub replaced_version: Option<i64>,
+    /// Extension: why the build started from zero although it was not a
+    /// full rebuild (the ledger was truncated or replaced).
+    pub restarted: Option<String>,
 }
 
 impl BuildResult {
@@ -115,6 +127,21 @@ impl BuildResult {
             o.insert("skipped", Value::Array(list));
         }
         Value::Object(o)
+    }
+
+    /// [`Self::to_value`] with this implementation's other findings, for
+    /// a user rather than for comparison with the reference.
+    pub fn report_value(&self) -> Value {
+        let mut v = self.to_value();
+        if let Some(o) = v.as_object_mut() {
+            if let Some(ver) = self.replaced_version {
+                o.insert("replacedArchiveVersion", Value::Number(ver as f64));
+            }
+            if let Some(why) = &self.restarted {
+                o.insert("restartedFromZero", Value::str(why));
+            }
+        }
+        v
     }
 }
 
@@ -151,6 +178,8 @@ fn finish(applied: build::Applied, rebuilt: bool) -> BuildResult {
         rebuilt_from_zero: rebuilt,
         skipped_count,
         skipped,
+        replaced_version: None,
+        restarted: None,
     }
 }
 
@@ -201,7 +230,7 @@ fn build_locked(home: &LedgerHome, progress: Progress<'_>) -> Result<BuildResult
     let ledger = home.ledger();
     remove_stale_rebuilds(home.root());
     let mut trace = build::Trace::new();
-    let mut conn = open_archive(&path)?;
+    let (mut conn, replaced_version) = schema::open_for_build(&path)?;
     trace.mark("open");
     let e = sql_err(&path);
     // A tail touches index pages all over a big archive: keep them cached.
@@ -213,9 +242,12 @@ fn build_locked(home: &LedgerHome, progress: Progress<'_>) -> Result<BuildResult
             [&now],
         )
         .map_err(&e)?;
-        return Ok(BuildResult::default());
+        return Ok(BuildResult {
+            replaced_version,
+            ..BuildResult::default()
+        });
     };
-    let applied = in_transaction(&mut conn, &path, "BEGIN IMMEDIATE", |conn| {
+    let (applied, restarted) = in_transaction(&mut conn, &path, "BEGIN IMMEDIATE", |conn| {
         let mut start: u64 = conn
             .query_row(
                 "SELECT ledger_offset_bytes FROM archive_state WHERE id = 1",
@@ -224,8 +256,17 @@ fn build_locked(home: &LedgerHome, progress: Progress<'_>) -> Result<BuildResult
             )
             .map_err(&e)?
             .max(0) as u64;
-        if size < start {
-            // The ledger was rewritten: the cursor means nothing any more.
+        let stored = fingerprint::stored(conn).map_err(&e)?;
+        let restarted = if size < start {
+            Some(format!(
+                "ledger.jsonl is {size} bytes, shorter than the archive's cursor {start}"
+            ))
+        } else {
+            fingerprint::mismatch(&ledger, start, stored)?
+        };
+        if restarted.is_some() {
+            // The ledger was rewritten or replaced: the cursor means
+            // nothing any more.
             conn.execute_batch(
                 "DELETE FROM sessions; DELETE FROM turns; DELETE FROM tool_calls;
                  DELETE FROM tool_result_events; DELETE FROM stamps; DELETE FROM compactions;
@@ -241,12 +282,22 @@ fn build_locked(home: &LedgerHome, progress: Progress<'_>) -> Result<BuildResult
             rusqlite::params![applied.safe_offset as i64, mtime, now],
         )
         .map_err(&e)?;
-        Ok(applied)
+        let identity = match stored {
+            // Already covers all it can; re-reading it is wasted work.
+            Some(id) if restarted.is_none() && u64::from(id.len) >= fingerprint::PREFIX => Some(id),
+            _ => fingerprint::compute(&ledger, applied.safe_offset)?,
+        };
+        fingerprint::record(conn, identity).map_err(&e)?;
+        Ok((applied, restarted))
     })?;
     trace.mark("commit");
     drop(conn);
     trace.mark("close");
-    Ok(finish(applied, false))
+    Ok(BuildResult {
+        replaced_version,
+        restarted,
+        ..finish(applied, false)
+    })
 }
 
 /// Build a new archive from the whole ledger and swap it in, under lock
@@ -293,11 +344,8 @@ fn rebuild_locked(home: &LedgerHome, progress: Progress<'_>) -> Result<BuildResu
     let path = home.archive();
     let tmp = root.join(format!("{REBUILD_PREFIX}{}.tmp", std::process::id()));
     schema::remove_database_files(&tmp)?;
-    match build_aside(home, &tmp, progress) {
-        Ok(result) => {
-            swap_in(&tmp, &path)?;
-            Ok(result)
-        }
+    match build_aside(home, &tmp, progress).and_then(|r| swap_in(&tmp, &path).map(|()| r)) {
+        Ok(result) => Ok(result),
         Err(err) => {
             let _ = schema::remove_database_files(&tmp);
             Err(err)
@@ -335,6 +383,8 @@ fn build_aside(home: &LedgerHome, tmp: &Path, progress: Progress<'_>) -> Result<
                 rusqlite::params![applied.safe_offset as i64, mtime, now],
             )
             .map_err(&e)?;
+            fingerprint::record(conn, fingerprint::compute(&ledger, applied.safe_offset)?)
+                .map_err(&e)?;
             Ok(applied)
         }
     })?;
@@ -356,6 +406,16 @@ fn build_aside(home: &LedgerHome, tmp: &Path, progress: Progress<'_>) -> Result<
 /// in and removed first, so the new file can never be read through a
 /// stale WAL or shared-memory index.
 fn swap_in(tmp: &Path, path: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        // An empty directory in its place goes; anything in it might be
+        // someone's, so a non-empty one is left and named.
+        std::fs::remove_dir(path).map_err(|e| Error::ArchiveUnavailable {
+            path: path.to_path_buf(),
+            why: Unavailable::Damaged(format!(
+                "a directory is in its place and cannot be removed ({e}); move it away"
+            )),
+        })?;
+    }
     if path.is_file() {
         if let Ok(old) = Connection::open(path) {
             let _ = old.busy_timeout(std::time::Duration::from_secs(2));
@@ -381,7 +441,7 @@ fn swap_in(tmp: &Path, path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
     p.push(suffix);
     PathBuf::from(p)
@@ -452,6 +512,11 @@ impl crate::ledger::Ledger {
     /// the stored columns).
     pub fn query_turns_from_archive(&self, q: &crate::query::Query) -> Result<Vec<Value>> {
         query_all_from_archive(self.home(), q)
+    }
+
+    /// The archive opened read-only, or why it cannot answer.
+    pub fn archive_reader(&self) -> Result<ArchiveReader> {
+        ArchiveReader::open(self.home())
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
+use crate::archive::{ArchiveReader, Freshness, Unavailable};
 use crate::error::{IoContext, Result};
 use crate::home::LedgerHome;
 use crate::index::{self, Hash16, CONTENT_WINDOW};
@@ -75,7 +76,17 @@ pub struct ArchiveCursor {
     pub beyond_end: bool,
     /// The cursor is not at the start of a line.
     pub mid_line: bool,
+    /// Why the archive cannot answer (damaged, another version).
     pub error: Option<String>,
+    /// The archive was built from another ledger file.
+    pub replaced: Option<String>,
+}
+
+impl ArchiveCursor {
+    /// Whether `--repair` must rebuild the archive from zero.
+    pub fn needs_rebuild(&self) -> bool {
+        self.error.is_some() || self.replaced.is_some() || self.beyond_end || self.mid_line
+    }
 }
 
 impl CheckReport {
@@ -132,9 +143,11 @@ impl CheckReport {
         }
         if let Some(a) = &self.archive {
             if let Some(e) = &a.error {
-                p.push(format!("archive unreadable: {e}"));
+                p.push(format!("archive {e}"));
             }
-            if a.beyond_end {
+            if let Some(r) = &a.replaced {
+                p.push(format!("archive built from another ledger: {r}"));
+            } else if a.beyond_end {
                 p.push(format!(
                     "archive cursor {} is past the ledger end {}",
                     a.offset, a.ledger_size
@@ -223,6 +236,13 @@ impl CheckReport {
                 o.insert(
                     "error",
                     a.error.as_deref().map(Value::from).unwrap_or(Value::Null),
+                );
+                o.insert(
+                    "replaced",
+                    a.replaced
+                        .as_deref()
+                        .map(Value::from)
+                        .unwrap_or(Value::Null),
                 );
                 Value::Object(o)
             }
@@ -423,7 +443,7 @@ pub fn check(home: &LedgerHome, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
         .filter(|h| !window.contains(h))
         .count() as u64;
 
-    r.archive = archive_cursor(home, r.ledger_bytes, last_line_end);
+    r.archive = archive_cursor(home, r.ledger_bytes, last_line_end)?;
     r.locks = lockfiles(home)?;
     Ok(r)
 }
@@ -432,46 +452,37 @@ fn archive_cursor(
     home: &LedgerHome,
     ledger_size: u64,
     last_line_end: u64,
-) -> Option<ArchiveCursor> {
-    let path = home.archive();
-    if !path.is_file() {
-        return None;
-    }
-    let read = || -> std::result::Result<u64, rusqlite::Error> {
-        let db = rusqlite::Connection::open_with_flags(
-            &path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        db.query_row(
-            "SELECT ledger_offset_bytes FROM archive_state LIMIT 1",
-            [],
-            |row| row.get::<_, i64>(0),
-        )
-        .map(|v| v.max(0) as u64)
+) -> Result<Option<ArchiveCursor>> {
+    let mut c = ArchiveCursor {
+        offset: 0,
+        ledger_size,
+        beyond_end: false,
+        mid_line: false,
+        error: None,
+        replaced: None,
     };
-    Some(match read() {
-        Ok(offset) => {
-            let beyond_end = offset > ledger_size;
-            let mid_line = !beyond_end
-                && offset != 0
-                && offset != last_line_end
-                && !is_line_start(home, offset).unwrap_or(true);
-            ArchiveCursor {
-                offset,
-                ledger_size,
-                beyond_end,
-                mid_line,
-                error: None,
+    let reader = match ArchiveReader::open(home) {
+        Ok(r) => r,
+        Err(crate::Error::ArchiveUnavailable { why, .. }) => {
+            if why == Unavailable::Missing {
+                return Ok(None);
             }
+            c.error = Some(why.to_string());
+            return Ok(Some(c));
         }
-        Err(e) => ArchiveCursor {
-            offset: 0,
-            ledger_size,
-            beyond_end: false,
-            mid_line: false,
-            error: Some(e.to_string()),
-        },
-    })
+        Err(e) => return Err(e),
+    };
+    let offset = reader.state.offset;
+    c.offset = offset;
+    c.beyond_end = offset > ledger_size;
+    c.mid_line = !c.beyond_end
+        && offset != 0
+        && offset != last_line_end
+        && !is_line_start(home, offset).unwrap_or(true);
+    if let Freshness::Replaced(why) = reader.freshness(home)? {
+        c.replaced = Some(why);
+    }
+    Ok(Some(c))
 }
 
 /// Whether byte `offset` of the ledger follows a newline.
@@ -532,6 +543,8 @@ pub struct RepairReport {
     /// Offset of the torn line that was terminated with a newline.
     pub terminated_torn_tail_at: Option<u64>,
     pub index: crate::index::sidecar::RebuildIndexResult,
+    /// Why the archive was rebuilt from zero, if it was.
+    pub archive_rebuilt: Option<String>,
 }
 
 impl RepairReport {
@@ -544,6 +557,13 @@ impl RepairReport {
                 .unwrap_or(Value::Null),
         );
         o.insert("index", self.index.to_json());
+        o.insert(
+            "archiveRebuilt",
+            self.archive_rebuilt
+                .as_deref()
+                .map(Value::from)
+                .unwrap_or(Value::Null),
+        );
         Value::Object(o)
     }
 }
@@ -570,9 +590,23 @@ impl crate::ledger::Ledger {
             Ok(start)
         })?;
         let index = self.rebuild_index()?;
+        let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let archive = archive_cursor(self.home(), size, size)?;
+        let archive_rebuilt = match archive {
+            Some(a) if a.needs_rebuild() => {
+                self.rebuild_archive()?;
+                Some(
+                    a.error
+                        .or(a.replaced)
+                        .unwrap_or_else(|| format!("archive cursor {} was unusable", a.offset)),
+                )
+            }
+            _ => None,
+        };
         Ok(RepairReport {
             terminated_torn_tail_at: terminated,
             index,
+            archive_rebuilt,
         })
     }
 }
