@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use relayburn_bench::gen::{self, GenOptions, StampMix};
-use relayburn_bench::run::{append, child, incremental, lock, query, rebuild};
+use relayburn_bench::run::{append, child, incremental, lock, query, rebuild, stream};
 
 #[derive(Parser)]
 #[command(name = "relayburn-bench", version, about)]
@@ -45,6 +45,8 @@ enum RunCommand {
     Query(query::QueryArgs),
     /// Lock acquire+release, alone and with contending processes.
     Lock(lock::LockArgs),
+    /// Every turn from the archive and the ledger: first row, peak memory.
+    Stream(stream::StreamArgs),
 }
 
 #[derive(Args)]
@@ -82,6 +84,7 @@ fn main() -> anyhow::Result<()> {
             RunCommand::Append(a) => append::run_append(a),
             RunCommand::Query(a) => query::run_query(a),
             RunCommand::Lock(a) => lock::run_lock(a),
+            RunCommand::Stream(a) => stream::run_stream(a),
         },
         Command::Child(c) => child::run(c),
     }

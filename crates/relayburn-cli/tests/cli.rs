@@ -843,3 +843,60 @@ fn a_damaged_archive_falls_back_and_repair_rebuilds_it() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Run burn with stdout discarded; its exit code and peak RSS in bytes.
+fn burn_peak_rss(home: &Path, args: &[&str]) -> (i32, u64) {
+    let child = Command::new(env!("CARGO_BIN_EXE_burn"))
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is valid; pid is our unreaped child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut ru) }, pid);
+    (libc::WEXITSTATUS(status), ru.ru_maxrss as u64 * 1024)
+}
+
+#[test]
+fn an_archive_query_streams_in_bounded_memory() {
+    // 40,000 turns of ~1.6 KB: about 70 MB of output, more than the
+    // whole result could take buffered within the bound below.
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path();
+    // Written line by line: the test process must stay small, since a
+    // child's peak RSS starts from its parent's at fork.
+    let pad = "p".repeat(1500);
+    let mut w = std::io::BufWriter::new(std::fs::File::create(home.join("ledger.jsonl")).unwrap());
+    for i in 0..40_000u32 {
+        use std::io::Write;
+        writeln!(
+            w,
+            r#"{{"v":1,"kind":"turn","record":{{"v":1,"source":"claude-code","sessionId":"s{}","messageId":"m{i}","turnIndex":{i},"ts":"2026-03-01T09:00:{:02}.000Z","model":"claude-sonnet-4-5","project":"/{pad}","usage":{{"input":1,"output":2,"reasoning":0,"cacheRead":0,"cacheCreate5m":0,"cacheCreate1h":0}},"toolCalls":[]}}}}"#,
+            i % 50,
+            i % 60
+        )
+        .unwrap();
+    }
+    drop(w);
+    let o = burn(home, &["--quiet", "state", "rebuild", "archive", "--full"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("40,000 turns applied"),
+        "{}",
+        stdout(&o)
+    );
+    let (c, archive_rss) = burn_peak_rss(home, &["query", "turns", "--from", "archive"]);
+    assert_eq!(c, 0);
+    let (c, ledger_rss) = burn_peak_rss(home, &["query", "turns", "--from", "ledger"]);
+    assert_eq!(c, 0);
+    eprintln!("peak RSS: archive {archive_rss} B, ledger {ledger_rss} B");
+    assert!(
+        archive_rss < 48 << 20,
+        "archive query peaked at {archive_rss} bytes"
+    );
+}

@@ -11,6 +11,7 @@ pub mod incremental;
 pub mod lock;
 pub mod query;
 pub mod rebuild;
+pub mod stream;
 
 use std::fmt::Write as _;
 use std::io::Write as _;
