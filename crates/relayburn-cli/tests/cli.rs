@@ -845,6 +845,8 @@ fn a_damaged_archive_falls_back_and_repair_rebuilds_it() {
 }
 
 /// Run burn with stdout discarded; its exit code and peak RSS in bytes.
+// Reaped by `wait4`, which also gives the rusage `Child::wait` drops.
+#[allow(clippy::zombie_processes)]
 fn burn_peak_rss(home: &Path, args: &[&str]) -> (i32, u64) {
     let child = Command::new(env!("CARGO_BIN_EXE_burn"))
         .arg("--home")
