@@ -21,7 +21,24 @@ use crate::progress::Progress;
 use crate::since;
 
 /// Exit code for a usage error (as clap uses).
-const USAGE: u8 = 2;
+pub const USAGE: u8 = 2;
+
+/// A usage error: the command line asks for something invalid. `main`
+/// prints it as one line and exits with [`USAGE`].
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn usage_err(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
 
 struct Ctx {
     ledger: Ledger,
@@ -424,7 +441,8 @@ fn parse_days(s: &str) -> Option<Option<Duration>> {
     if n < 0.0 {
         return Some(None);
     }
-    Some(Some(Duration::from_secs_f64(n * 86_400.0)))
+    // Beyond what a duration holds is not a retention anyone means.
+    Duration::try_from_secs_f64(n * 86_400.0).ok().map(Some)
 }
 
 fn prune(ctx: &Ctx, days: Option<String>, force: bool, json: bool) -> Result<u8> {
@@ -724,20 +742,24 @@ fn check_lines(r: &CheckReport) -> Vec<String> {
 fn pair(s: &str, what: &str) -> Result<(String, String)> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => bail!("invalid {what} {s:?}: expected KEY=VALUE"),
+        _ => Err(usage_err(format!(
+            "invalid {what} {s:?}: expected KEY=VALUE"
+        ))),
     }
+}
+
+/// A `--since`-style time flag resolved to the ledger's ISO form.
+fn time_flag(v: &Option<String>, flag: &str, now: SystemTime) -> Result<Option<String>> {
+    v.as_deref()
+        .map(|s| since::resolve(s, now).map_err(|e| usage_err(format!("--{flag}: {e}"))))
+        .transpose()
 }
 
 fn query(ctx: &Ctx, a: QueryArgs) -> Result<u8> {
     let now = SystemTime::now();
-    let resolve = |v: &Option<String>, flag: &str| -> Result<Option<String>> {
-        v.as_deref()
-            .map(|s| since::resolve(s, now).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
-            .transpose()
-    };
     let q = Query {
-        since: resolve(&a.since, "since")?,
-        until: resolve(&a.until, "until")?,
+        since: time_flag(&a.since, "since", now)?,
+        until: time_flag(&a.until, "until", now)?,
         project: a.project.clone(),
         session_id: a.session.clone(),
         source: a.source.clone(),
@@ -819,12 +841,13 @@ fn stamp(ctx: &Ctx, a: StampArgs) -> Result<u8> {
         selector.insert("messageId", Value::from(m.as_str()));
     }
     if a.from_ts.is_some() || a.to_ts.is_some() {
+        let now = SystemTime::now();
         let mut range = Object::new();
-        if let Some(f) = &a.from_ts {
-            range.insert("fromTs", Value::from(f.as_str()));
+        if let Some(f) = time_flag(&a.from_ts, "from-ts", now)? {
+            range.insert("fromTs", Value::from(f));
         }
-        if let Some(t) = &a.to_ts {
-            range.insert("toTs", Value::from(t.as_str()));
+        if let Some(t) = time_flag(&a.to_ts, "to-ts", now)? {
+            range.insert("toTs", Value::from(t));
         }
         selector.insert("range", Value::Object(range));
     }
@@ -837,9 +860,13 @@ fn stamp(ctx: &Ctx, a: StampArgs) -> Result<u8> {
         let (k, v) = pair(p, "enrichment")?;
         enrichment.insert(k, Value::from(v));
     }
-    let line = ctx
+    let line = match ctx
         .ledger
-        .stamp(Value::Object(selector), Value::Object(enrichment))?;
+        .stamp(Value::Object(selector), Value::Object(enrichment))
+    {
+        Err(relayburn_ledger::Error::InvalidInput(why)) => return Err(usage_err(why)),
+        r => r?,
+    };
     println!("{}", line.to_json());
     Ok(0)
 }

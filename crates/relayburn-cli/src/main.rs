@@ -19,6 +19,10 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         // A reader that stopped early (`burn query … | head`) is not a failure.
         Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<commands::UsageError>().is_some() => {
+            let _ = writeln!(std::io::stderr(), "burn: {e}");
+            ExitCode::from(commands::USAGE)
+        }
         Err(e) => {
             // One line naming the file and the cause; no backtrace.
             let _ = writeln!(std::io::stderr(), "burn: {}", one_line(&e));

@@ -134,6 +134,20 @@ fn usage_errors_exit_2() {
     }
     let o = burn(d.path(), &["state", "rebuild", "classify"]);
     assert!(stderr(&o).contains("session-log readers"), "{}", stderr(&o));
+    // Ours (not clap's) say why in exactly one line, and never panic.
+    for args in [
+        vec!["query", "turns", "--since", "yesterday"],
+        vec!["query", "turns", "--until", "2026-13-01"],
+        vec!["query", "turns", "--enrich", "novalue"],
+        vec!["query", "compactions", "--from", "archive"],
+        vec!["query", "compactions", "--enrich", "k=v"],
+        vec!["state", "prune", "--days", "99999999999999999999"],
+        vec!["state", "prune", "--days", "soon"],
+    ] {
+        let o = burn(d.path(), &args);
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{args:?}: {}", stderr(&o));
+    }
 }
 
 #[test]
@@ -547,7 +561,7 @@ fn query_matches_the_reference_on_the_fixture_home() {
     assert_eq!(code(&o), 0);
     assert_eq!(stdout(&o), "");
     let o = burn(d.path(), &["query", "turns", "--since", "last tuesday"]);
-    assert_eq!(code(&o), 1);
+    assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("--since"), "{}", stderr(&o));
 }
 
@@ -561,24 +575,53 @@ fn stamp_appends_a_stamp_and_refuses_bad_pairs() {
             "--session",
             "s1",
             "--from-ts",
-            "2026-01-01T00:00:00.000Z",
+            "2026-01-01T00:00:00Z",
+            "--to-ts",
+            "2026-01-31",
             "workflowId=wf-9",
         ],
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let line = std::fs::read_to_string(d.path().join("ledger.jsonl")).unwrap();
     let v = parse(line.trim()).unwrap();
+    // Both ends in the form the turns' `ts` has, so ranges compare right.
     assert_eq!(
         v.get("selector").unwrap().to_json(),
-        r#"{"sessionId":"s1","range":{"fromTs":"2026-01-01T00:00:00.000Z"}}"#
+        r#"{"sessionId":"s1","range":{"fromTs":"2026-01-01T00:00:00.000Z","toTs":"2026-01-31T00:00:00.000Z"}}"#
     );
     assert_eq!(
         v.get("enrichment").unwrap().to_json(),
         r#"{"workflowId":"wf-9"}"#
     );
     let o = burn(d.path(), &["stamp", "--session", "s1", "novalue"]);
-    assert_eq!(code(&o), 1);
+    assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("KEY=VALUE"), "{}", stderr(&o));
+}
+
+#[test]
+fn stamp_refuses_bad_selectors_before_writing() {
+    let d = tempfile::tempdir().unwrap();
+    let bad: [&[&str]; 7] = [
+        &["--from-ts", "garbage", "--to-ts", "2026-01-02"],
+        &["--from-ts", "2026-02-01", "--to-ts", "2026-01-01"],
+        &["--from-ts", "2026-01-01"],
+        &["--to-ts", "2026-01-01"],
+        &["--session", ""],
+        &["--message", "  "],
+        &["--from-ts", "2026-02-30", "--to-ts", "2026-03-01"],
+    ];
+    for args in bad {
+        let mut all = vec!["stamp"];
+        all.extend_from_slice(args);
+        all.push("k=v");
+        let o = burn(d.path(), &all);
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{args:?}: {}", stderr(&o));
+        assert!(
+            !d.path().join("ledger.jsonl").exists(),
+            "{args:?} wrote something"
+        );
+    }
 }
 
 #[test]
