@@ -360,6 +360,41 @@ fn spawn_env_relationship(line: &Value) -> Option<Value> {
     Some(Value::Object(o))
 }
 
+/// A stamp is appended for good, so a selector that would match nothing
+/// (or everything) by accident is refused before anything is written:
+/// ids must be non-empty strings, a range needs both ends, each a
+/// canonical ISO timestamp, and must not be reversed.
+fn validate_selector(selector: &Value) -> std::result::Result<(), String> {
+    for key in ["sessionId", "messageId"] {
+        if let Some(v) = selector.get(key) {
+            if v.as_str().is_none_or(|s| s.trim().is_empty()) {
+                return Err(format!("stamp selector {key} must be a non-empty string"));
+            }
+        }
+    }
+    let Some(range) = selector.get("range") else {
+        return Ok(());
+    };
+    let end = |key: &str| -> std::result::Result<String, String> {
+        let v = range.get(key).and_then(Value::as_str).ok_or_else(|| {
+            "a stamp range needs both fromTs and toTs (--from-ts and --to-ts)".to_string()
+        })?;
+        if !crate::time::is_canonical_iso(v) {
+            return Err(format!(
+                "stamp range {key} {v:?} is not a timestamp of the form 2026-01-31T23:59:59.000Z"
+            ));
+        }
+        Ok(v.to_string())
+    };
+    let (from, to) = (end("fromTs")?, end("toTs")?);
+    if from > to {
+        return Err(format!(
+            "stamp range is reversed: fromTs {from} is after toTs {to}"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,39 +435,4 @@ mod tests {
             );
         }
     }
-}
-
-/// A stamp is appended for good, so a selector that would match nothing
-/// (or everything) by accident is refused before anything is written:
-/// ids must be non-empty strings, a range needs both ends, each a
-/// canonical ISO timestamp, and must not be reversed.
-fn validate_selector(selector: &Value) -> std::result::Result<(), String> {
-    for key in ["sessionId", "messageId"] {
-        if let Some(v) = selector.get(key) {
-            if v.as_str().is_none_or(|s| s.trim().is_empty()) {
-                return Err(format!("stamp selector {key} must be a non-empty string"));
-            }
-        }
-    }
-    let Some(range) = selector.get("range") else {
-        return Ok(());
-    };
-    let end = |key: &str| -> std::result::Result<String, String> {
-        let v = range.get(key).and_then(Value::as_str).ok_or_else(|| {
-            "a stamp range needs both fromTs and toTs (--from-ts and --to-ts)".to_string()
-        })?;
-        if !crate::time::is_canonical_iso(v) {
-            return Err(format!(
-                "stamp range {key} {v:?} is not a timestamp of the form 2026-01-31T23:59:59.000Z"
-            ));
-        }
-        Ok(v.to_string())
-    };
-    let (from, to) = (end("fromTs")?, end("toTs")?);
-    if from > to {
-        return Err(format!(
-            "stamp range is reversed: fromTs {from} is after toTs {to}"
-        ));
-    }
-    Ok(())
 }
