@@ -708,6 +708,14 @@ fn check_lines(r: &CheckReport) -> Vec<String> {
             t.offset, t.length
         ));
     }
+    if r.repaired_count > 0 {
+        l.push(format!(
+            "  {} torn line{} terminated by an earlier repair (accepted; readers skip {})",
+            int(r.repaired_count),
+            plural(r.repaired_count),
+            if r.repaired_count == 1 { "it" } else { "them" }
+        ));
+    }
     for lock in &r.locks {
         l.push(format!(
             "lockfile {}: {} ms old{}{}",

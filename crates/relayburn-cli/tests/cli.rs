@@ -945,3 +945,54 @@ fn an_archive_query_streams_in_bounded_memory() {
         "archive query peaked at {archive_rss} bytes"
     );
 }
+
+#[test]
+fn repair_handles_what_check_finds_and_a_repaired_line_is_reported_once() {
+    let d = demo_home();
+    let home = home_of(&d);
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(home.join("ledger.jsonl"))
+            .unwrap();
+        f.write_all(b"{\"v\":1,\"kind\":\"turn\",\"record\":{\"v\":1,\"sour")
+            .unwrap();
+        let mut idx = std::fs::OpenOptions::new()
+            .append(true)
+            .open(home.join("ledger.idx"))
+            .unwrap();
+        idx.write_all(b"\xff\xfe\xfd not utf-8\n").unwrap();
+    }
+    let o = burn(&home, &["state", "check", "--json"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let v = json_out(&o);
+    assert_eq!(
+        v.get("index")
+            .unwrap()
+            .get("badLines")
+            .and_then(Value::as_f64),
+        Some(1.0)
+    );
+    assert!(v.get("ledger").unwrap().get("tornTail") != Some(&Value::Null));
+    let o = burn(&home, &["state", "check", "--repair"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    // Accepted from now on: reported by the repair, not by every check.
+    for _ in 0..2 {
+        let o = burn(&home, &["state", "check", "--json"]);
+        assert_eq!(code(&o), 0, "{}", stdout(&o));
+        let l = json_out(&o).get("ledger").unwrap().clone();
+        assert_eq!(l.get("repairedCount").and_then(Value::as_f64), Some(1.0));
+        assert_eq!(l.get("malformedCount").and_then(Value::as_f64), Some(0.0));
+    }
+    // A new malformed line is still a problem.
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(home.join("ledger.jsonl"))
+            .unwrap();
+        f.write_all(b"{oops\n").unwrap();
+    }
+    assert_eq!(code(&burn(&home, &["state", "check"])), 1);
+}

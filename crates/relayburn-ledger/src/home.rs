@@ -69,6 +69,11 @@ impl LedgerHome {
     pub fn config(&self) -> PathBuf {
         self.root.join("config.json")
     }
+    /// Lines cut short by a crash that a repair terminated: accepted, so
+    /// `check` reports each once.
+    pub fn repairs(&self) -> PathBuf {
+        self.root.join("ledger.repairs.json")
+    }
     /// `<home>/<name>.lock`.
     pub fn lock(&self, name: &str) -> PathBuf {
         self.root.join(format!("{name}.lock"))

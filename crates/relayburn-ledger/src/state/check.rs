@@ -50,6 +50,9 @@ pub struct CheckReport {
     pub unhashable_count: u64,
     /// The unterminated last line, if any.
     pub torn_tail: Option<BadLine>,
+    /// Torn lines an earlier repair terminated: skipped by readers, known,
+    /// not a problem any more.
+    pub repaired_count: u64,
     pub index_exists: bool,
     /// Ids of ledger records missing from `ledger.idx`.
     pub index_missing: Vec<String>,
@@ -201,6 +204,7 @@ impl CheckReport {
         ledger.insert("kinds", Value::Object(kinds));
         ledger.insert("blankLines", n(self.blank_lines));
         ledger.insert("malformedCount", n(self.malformed_count));
+        ledger.insert("repairedCount", n(self.repaired_count));
         ledger.insert("malformed", bad(&self.malformed));
         ledger.insert("unhashableCount", n(self.unhashable_count));
         ledger.insert("unhashable", bad(&self.unhashable));
@@ -293,6 +297,7 @@ pub fn check(home: &LedgerHome, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
     let mut fps_order: Vec<Hash16> = Vec::new();
     let mut kind_counts = [0u64; 6];
     let mut last_line_end = 0u64;
+    let repaired = load_repairs(&home.repairs())?;
     if ledger.is_file() {
         let total = std::fs::metadata(&ledger).ctx("stat", &ledger)?.len();
         r.ledger_bytes = total;
@@ -331,6 +336,9 @@ pub fn check(home: &LedgerHome, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
             let terminated = line.terminated;
             let mut handle = |p: Parsed| match p {
                 Parsed::Blank => r.blank_lines += 1,
+                Parsed::Malformed(_) if terminated && repaired.contains(&(offset, len)) => {
+                    r.repaired_count += 1;
+                }
                 Parsed::Malformed(why) => {
                     // A torn tail is reported once, as torn.
                     if terminated {
@@ -392,10 +400,10 @@ pub fn check(home: &LedgerHome, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
     let idx_path = home.ledger_index();
     if idx_path.is_file() {
         r.index_exists = true;
-        let text = std::fs::read_to_string(&idx_path).ctx("read", &idx_path)?;
+        let bytes = std::fs::read(&idx_path).ctx("read", &idx_path)?;
         let mut in_idx: HashSet<Hash16> = HashSet::new();
-        for l in text.split('\n').map(str::trim).filter(|l| !l.is_empty()) {
-            match Hash16::parse_hex(l) {
+        for l in index_lines(&bytes) {
+            match l.and_then(Hash16::parse_hex) {
                 Some(h) => {
                     in_idx.insert(h);
                 }
@@ -421,11 +429,9 @@ pub fn check(home: &LedgerHome, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
     // The content window against the ledger's turns.
     let cidx = home.ledger_content_index();
     let window: HashSet<Hash16> = if cidx.is_file() {
-        let text = std::fs::read_to_string(&cidx).ctx("read", &cidx)?;
-        text.split('\n')
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .filter_map(Hash16::parse_hex)
+        let bytes = std::fs::read(&cidx).ctx("read", &cidx)?;
+        index_lines(&bytes)
+            .filter_map(|l| l.and_then(Hash16::parse_hex))
             .collect()
     } else {
         HashSet::new()
@@ -446,6 +452,16 @@ pub fn check(home: &LedgerHome, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
     r.archive = archive_cursor(home, r.ledger_bytes, last_line_end)?;
     r.locks = lockfiles(home)?;
     Ok(r)
+}
+
+/// The non-blank lines of an index sidecar, trimmed; `None` for a line
+/// that is not UTF-8 (a bad line, never a reason to stop).
+fn index_lines(bytes: &[u8]) -> impl Iterator<Item = Option<&str>> {
+    bytes
+        .split(|&b| b == b'\n')
+        .map(|l| std::str::from_utf8(l).map(str::trim).map_err(|_| ()))
+        .filter(|l| l.map_or(true, |t| !t.is_empty()))
+        .map(Result::ok)
 }
 
 fn archive_cursor(
@@ -584,8 +600,9 @@ impl crate::ledger::Ledger {
                 return Ok(None);
             }
             let start = torn_tail_start(&path, len)?;
-            if start.is_some() {
+            if let Some(at) = start {
                 crate::index::sidecar::append_bytes(&path, b"")?;
+                record_repair(&self.home().repairs(), at, len - at)?;
             }
             Ok(start)
         })?;
@@ -635,4 +652,46 @@ fn torn_tail_start(path: &std::path::Path, len: u64) -> Result<Option<u64>> {
         }
     }
     Ok(Some(0))
+}
+
+/// The (offset, length) of each line a repair terminated.
+fn load_repairs(path: &std::path::Path) -> Result<HashSet<(u64, u64)>> {
+    let text = match std::fs::read(path) {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
+        Err(e) => return Err(crate::Error::io("read", path, e)),
+    };
+    let doc = crate::json::parse(&text).unwrap_or(Value::Null);
+    let list = doc
+        .get("terminated")
+        .and_then(Value::as_array)
+        .unwrap_or_default();
+    Ok(list
+        .iter()
+        .filter_map(|e| {
+            let n = |k: &str| e.get(k).and_then(Value::as_f64).map(|x| x as u64);
+            Some((n("offset")?, n("length")?))
+        })
+        .collect())
+}
+
+/// Add a terminated line to the repairs file (under the `ledger` lock).
+fn record_repair(path: &std::path::Path, offset: u64, length: u64) -> Result<()> {
+    let mut all: Vec<(u64, u64)> = load_repairs(path)?.into_iter().collect();
+    all.push((offset, length));
+    all.sort_unstable();
+    all.dedup();
+    let list = all
+        .iter()
+        .map(|(o, l)| {
+            let mut e = Object::new();
+            e.insert("offset", Value::Number(*o as f64));
+            e.insert("length", Value::Number(*l as f64));
+            Value::Object(e)
+        })
+        .collect();
+    let mut doc = Object::new();
+    doc.insert("terminated", Value::Array(list));
+    let body = format!("{}\n", Value::Object(doc).to_json());
+    super::write_atomic(path, &crate::index::sidecar::tmp_path(path), &body)
 }
