@@ -341,6 +341,9 @@ fn build_archive(ctx: &Ctx, full: bool, json: bool) -> Result<BuildResult> {
         },
     );
     let report = |done: u64, total: u64| p.bytes(done, total);
+    // Ctrl-C or SIGTERM stops the build cleanly instead of killing it
+    // mid-way (`main` exits 128 + the signal).
+    let _signals = relayburn_ledger::interrupt::catch_signals();
     let r = if full {
         ctx.ledger.rebuild_archive_with_progress(&report)?
     } else {
@@ -633,6 +636,12 @@ fn check(ctx: &Ctx, json: bool, repair: bool) -> Result<u8> {
     }
     // Say what will be done, then do it, then check again.
     let mut plan = Vec::new();
+    for l in report.locks.iter().filter(|l| l.stale) {
+        plan.push(format!("remove the stale lockfile {}", l.path.display()));
+    }
+    for f in &report.rebuild_leftovers {
+        plan.push(format!("remove {}", f.display()));
+    }
     if let Some(t) = &report.torn_tail {
         plan.push(format!(
             "terminate the torn last line at byte {} with a newline (its bytes are kept)",

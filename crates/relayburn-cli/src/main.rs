@@ -19,6 +19,10 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         // A reader that stopped early (`burn query … | head`) is not a failure.
         Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if interrupted(&e).is_some() => {
+            let _ = writeln!(std::io::stderr(), "burn: {e}");
+            ExitCode::from(128 + interrupted(&e).unwrap_or(0) as u8)
+        }
         Err(e) if e.downcast_ref::<commands::UsageError>().is_some() => {
             let _ = writeln!(std::io::stderr(), "burn: {e}");
             ExitCode::from(commands::USAGE)
@@ -53,4 +57,13 @@ fn one_line(e: &anyhow::Error) -> String {
         out.push_str(&text);
     }
     out.replace('\n', " ")
+}
+
+/// The signal that stopped the work, when that is the error.
+fn interrupted(e: &anyhow::Error) -> Option<i32> {
+    e.chain()
+        .find_map(|c| match c.downcast_ref::<relayburn_ledger::Error>() {
+            Some(relayburn_ledger::Error::Interrupted { signal }) => Some(*signal),
+            _ => None,
+        })
 }

@@ -996,3 +996,113 @@ fn repair_handles_what_check_finds_and_a_repaired_line_is_reported_once() {
     }
     assert_eq!(code(&burn(&home, &["state", "check"])), 1);
 }
+
+fn this_host() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    assert_eq!(r, 0);
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Whether process `pid` catches signal `sig` (from /proc).
+fn catches(pid: u32, sig: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|m| m & (1 << (sig - 1)) != 0)
+}
+
+#[test]
+fn a_signalled_full_rebuild_cleans_up_and_exits_128_plus_the_signal() {
+    for (sig, want) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        let d = demo_home();
+        let home = home_of(&d);
+        let before = std::fs::read(home.join("archive.sqlite")).unwrap();
+        // Hold the archive lock as a live holder, so the signal lands
+        // while the rebuild is under way (waiting for its lock).
+        let lock = home.join("archive.lock");
+        std::fs::write(
+            &lock,
+            format!(
+                "{{\"pid\":{},\"host\":\"{}\",\"since\":0}}\n",
+                std::process::id(),
+                this_host()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_burn"))
+            .arg("--home")
+            .arg(&home)
+            .args(["state", "rebuild", "archive", "--full"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        while !catches(child.id(), sig) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // SAFETY: signalling our own child.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+        std::fs::remove_file(&lock).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(want), "{}", stderr(&out));
+        assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+        let names: Vec<String> = std::fs::read_dir(&home)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.contains("rebuild-") || n.ends_with(".lock")),
+            "{names:?}"
+        );
+        assert_eq!(std::fs::read(home.join("archive.sqlite")).unwrap(), before);
+    }
+}
+
+#[test]
+fn check_repair_and_reset_know_a_dead_holders_lock_and_a_killed_rebuilds_file() {
+    let d = demo_home();
+    let home = home_of(&d);
+    let dead = {
+        let mut c = Command::new("true").spawn().unwrap();
+        c.wait().unwrap();
+        c.id()
+    };
+    // A fresh lockfile (mtime now) whose holder is gone, and a half-built
+    // archive of a rebuild that was killed.
+    let lock = home.join("archive.lock");
+    std::fs::write(
+        &lock,
+        format!(
+            "{{\"pid\":{dead},\"host\":\"{}\",\"since\":0}}\n",
+            this_host()
+        ),
+    )
+    .unwrap();
+    let tmp = home.join(format!("archive.sqlite.rebuild-{dead}.tmp"));
+    std::fs::write(&tmp, b"half").unwrap();
+    let o = burn(&home, &["state", "check", "--json"]);
+    assert_eq!(code(&o), 1);
+    let v = json_out(&o);
+    let locks = v.get("locks").unwrap().as_array().unwrap();
+    assert_eq!(locks[0].get("stale").and_then(Value::as_bool), Some(true));
+    assert_eq!(
+        v.get("rebuildLeftovers").unwrap().as_array().unwrap().len(),
+        1
+    );
+    let o = burn(&home, &["state", "reset"]);
+    assert!(
+        stdout(&o).contains(&*tmp.to_string_lossy()),
+        "{}",
+        stdout(&o)
+    );
+    let o = burn(&home, &["state", "check", "--repair"]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert!(!lock.exists() && !tmp.exists());
+}

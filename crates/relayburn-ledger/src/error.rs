@@ -30,6 +30,9 @@ pub enum Error {
     },
     #[error("{0}")]
     InvalidInput(String),
+    /// SIGINT or SIGTERM arrived during work that stops cleanly.
+    #[error("interrupted by signal {signal}; nothing was changed")]
+    Interrupted { signal: i32 },
     #[error("malformed {what} in {path}: {reason}")]
     Malformed {
         what: &'static str,

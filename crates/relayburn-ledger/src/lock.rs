@@ -272,6 +272,20 @@ pub fn acquire(path: &Path, o: &LockOptions) -> Result<()> {
     acquire_file(path, o).map(|_| ())
 }
 
+/// Whether the lockfile at `path` is stale under the default window: old,
+/// or naming a holder on this host that is gone (judged at once, whatever
+/// the file's age).
+pub fn is_stale(path: &Path) -> bool {
+    matches!(inspect(path, LockOptions::default().stale), Seen::Stale)
+}
+
+/// Remove the lockfile at `path` if it is stale, safely against an
+/// acquirer replacing it meanwhile; whether it was removed.
+pub fn remove_if_stale(path: &Path) -> bool {
+    let stale = LockOptions::default().stale;
+    matches!(inspect(path, stale), Seen::Stale) && matches!(take_away(path, stale), TakeAway::Gone)
+}
+
 /// The file we created, kept open so its inode stays ours.
 struct Owned {
     file: Arc<File>,

@@ -525,6 +525,7 @@ fn parse_pass(
         if line.offset >= next_report {
             progress(line.offset - start, total);
             next_report = line.offset + PROGRESS_STEP;
+            crate::interrupt::check()?;
         }
         if line.oversized {
             continue;

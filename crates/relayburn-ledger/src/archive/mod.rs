@@ -344,7 +344,11 @@ fn rebuild_locked(home: &LedgerHome, progress: Progress<'_>) -> Result<BuildResu
     let path = home.archive();
     let tmp = root.join(format!("{REBUILD_PREFIX}{}.tmp", std::process::id()));
     schema::remove_database_files(&tmp)?;
-    match build_aside(home, &tmp, progress).and_then(|r| swap_in(&tmp, &path).map(|()| r)) {
+    let built = build_aside(home, &tmp, progress)
+        // The last moment to stop: after the swap the new archive stands.
+        .and_then(|r| crate::interrupt::check().map(|()| r))
+        .and_then(|r| swap_in(&tmp, &path).map(|()| r));
+    match built {
         Ok(result) => Ok(result),
         Err(err) => {
             let _ = schema::remove_database_files(&tmp);
@@ -447,12 +451,13 @@ pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Remove files left by rebuilds whose process is gone (a crash or a
-/// kill); a rebuild still running elsewhere keeps its file.
-fn remove_stale_rebuilds(root: &Path) {
+/// Files a full rebuild writes aside (with their journal files), each with
+/// whether the rebuild that writes it is still running.
+pub fn rebuild_leftovers(root: &Path) -> Vec<(PathBuf, bool)> {
     let Ok(entries) = std::fs::read_dir(root) else {
-        return;
+        return Vec::new();
     };
+    let mut out = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
@@ -461,8 +466,18 @@ fn remove_stale_rebuilds(root: &Path) {
         };
         let pid = rest.split('.').next().and_then(|p| p.parse::<i32>().ok());
         let alive = pid.is_some_and(|p| p != std::process::id() as i32 && process_alive(p));
+        out.push((entry.path(), alive));
+    }
+    out.sort();
+    out
+}
+
+/// Remove files left by rebuilds whose process is gone (a crash or a
+/// kill); a rebuild still running elsewhere keeps its file.
+pub(crate) fn remove_stale_rebuilds(root: &Path) {
+    for (path, alive) in rebuild_leftovers(root) {
         if !alive {
-            let _ = std::fs::remove_file(entry.path());
+            let _ = std::fs::remove_file(path);
         }
     }
 }

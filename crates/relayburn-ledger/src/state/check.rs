@@ -68,6 +68,8 @@ pub struct CheckReport {
     pub content_missing_count: u64,
     pub archive: Option<ArchiveCursor>,
     pub locks: Vec<LockInfo>,
+    /// Files a full rebuild left when it was killed (its process is gone).
+    pub rebuild_leftovers: Vec<PathBuf>,
 }
 
 /// The archive's cursor against the ledger.
@@ -161,6 +163,12 @@ impl CheckReport {
                     a.offset
                 ));
             }
+        }
+        for f in &self.rebuild_leftovers {
+            p.push(format!(
+                "{} was left by a full rebuild that did not finish",
+                f.display()
+            ));
         }
         for l in self.locks.iter().filter(|l| l.stale) {
             p.push(format!(
@@ -275,6 +283,15 @@ impl CheckReport {
         out.insert("contentIndex", Value::Object(content));
         out.insert("archive", archive);
         out.insert("locks", locks);
+        out.insert(
+            "rebuildLeftovers",
+            Value::Array(
+                self.rebuild_leftovers
+                    .iter()
+                    .map(|p| Value::from(p.display().to_string()))
+                    .collect(),
+            ),
+        );
         Value::Object(out)
     }
 }
@@ -451,6 +468,11 @@ pub fn check(home: &LedgerHome, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
 
     r.archive = archive_cursor(home, r.ledger_bytes, last_line_end)?;
     r.locks = lockfiles(home)?;
+    r.rebuild_leftovers = crate::archive::rebuild_leftovers(home.root())
+        .into_iter()
+        .filter(|(_, alive)| !alive)
+        .map(|(p, _)| p)
+        .collect();
     Ok(r)
 }
 
@@ -543,7 +565,8 @@ fn lockfiles(home: &LedgerHome) -> Result<Vec<LockInfo>> {
             "(not a regular file)".to_string()
         };
         out.push(LockInfo {
-            stale: age_ms > crate::lock::STALE_MS as i64 || !meta.is_file(),
+            // A dead holder's lock is stale at once, as acquirers judge it.
+            stale: !meta.is_file() || crate::lock::is_stale(&path),
             path,
             age_ms,
             holder,
@@ -561,6 +584,8 @@ pub struct RepairReport {
     pub index: crate::index::sidecar::RebuildIndexResult,
     /// Why the archive was rebuilt from zero, if it was.
     pub archive_rebuilt: Option<String>,
+    /// Stale lockfiles and leftovers of killed rebuilds, removed.
+    pub removed: Vec<PathBuf>,
 }
 
 impl RepairReport {
@@ -573,6 +598,15 @@ impl RepairReport {
                 .unwrap_or(Value::Null),
         );
         o.insert("index", self.index.to_json());
+        o.insert(
+            "removed",
+            Value::Array(
+                self.removed
+                    .iter()
+                    .map(|p| Value::from(p.display().to_string()))
+                    .collect(),
+            ),
+        );
         o.insert(
             "archiveRebuilt",
             self.archive_rebuilt
@@ -591,6 +625,18 @@ impl crate::ledger::Ledger {
     /// bytes themselves are kept, never deleted.
     pub fn repair(&self) -> Result<RepairReport> {
         let path = self.home().ledger();
+        // Stale locks first, so the repair itself is not kept waiting.
+        let mut removed = Vec::new();
+        for l in lockfiles(self.home())? {
+            if l.stale && crate::lock::remove_if_stale(&l.path) {
+                removed.push(l.path);
+            }
+        }
+        for (leftover, alive) in crate::archive::rebuild_leftovers(self.home().root()) {
+            if !alive && std::fs::remove_file(&leftover).is_ok() {
+                removed.push(leftover);
+            }
+        }
         let terminated = self.with_lock("ledger", || {
             let len = match std::fs::metadata(&path) {
                 Ok(m) if m.is_file() => m.len(),
@@ -624,6 +670,7 @@ impl crate::ledger::Ledger {
             terminated_torn_tail_at: terminated,
             index,
             archive_rebuilt,
+            removed,
         })
     }
 }

@@ -193,6 +193,10 @@ impl Ledger {
         ] {
             out.push(stat_target(p, false)?);
         }
+        // Half-built archives of rebuilds that did not finish.
+        for (p, _) in crate::archive::rebuild_leftovers(h.root()) {
+            out.push(stat_target(p, false)?);
+        }
         if scope == ResetScope::WithContent {
             let mut content = stat_target(h.content_dir(), true)?;
             content.rebuildable = false;
