@@ -385,6 +385,17 @@ fn build_lines(r: &BuildResult, full: bool) -> Vec<String> {
     if let Some(why) = &r.restarted {
         l.push(format!("  rebuilt from byte 0: {why}"));
     }
+    if r.malformed_count > 0 {
+        l.push(format!(
+            "  skipped {} line{} that {} not JSON (see `burn state check`):",
+            int(r.malformed_count),
+            plural(r.malformed_count),
+            if r.malformed_count == 1 { "is" } else { "are" }
+        ));
+        for (offset, why) in r.malformed.iter().take(10) {
+            l.push(format!("    byte {offset}: {why}"));
+        }
+    }
     if r.skipped_count > 0 {
         l.push(format!(
             "  skipped {} malformed record{}:",

@@ -1106,3 +1106,37 @@ fn check_repair_and_reset_know_a_dead_holders_lock_and_a_killed_rebuilds_file() 
     assert_eq!(code(&o), 0, "{}", stdout(&o));
     assert!(!lock.exists() && !tmp.exists());
 }
+
+#[test]
+fn a_rebuild_counts_and_locates_malformed_lines() {
+    let d = demo_home();
+    let home = home_of(&d);
+    let ledger = home.join("ledger.jsonl");
+    let at = std::fs::metadata(&ledger).unwrap().len();
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&ledger)
+            .unwrap();
+        f.write_all(b"{not json at all\n").unwrap();
+    }
+    let o = burn(&home, &["state", "rebuild", "archive"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("skipped 1 line that is not JSON"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains(&format!("byte {at}:")),
+        "{}",
+        stdout(&o)
+    );
+    let o = burn(&home, &["state", "rebuild", "archive", "--full", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json_out(&o);
+    assert_eq!(v.get("malformedLines").and_then(Value::as_f64), Some(1.0));
+    let m = v.get("malformed").unwrap().as_array().unwrap();
+    assert_eq!(m[0].get("offset").and_then(Value::as_f64), Some(at as f64));
+}

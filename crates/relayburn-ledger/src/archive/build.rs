@@ -54,6 +54,8 @@ pub(crate) struct Applied {
     pub tool_result_events: u64,
     pub sessions_touched: u64,
     pub skipped: Vec<SkippedRecord>,
+    /// Lines that are not JSON (or too long to read): (offset, why).
+    pub malformed: Vec<(u64, String)>,
 }
 
 /// Rows handed from the parsing thread to the writing one.
@@ -528,12 +530,18 @@ fn parse_pass(
             crate::interrupt::check()?;
         }
         if line.oversized {
+            out.malformed.push((line.offset, "line too long".into()));
             continue;
         }
         let len = line.bytes.len() as u64 + 1;
         let offset = line.offset;
-        let Parsed::Value(mut v) = parse_line(line.bytes) else {
-            continue;
+        let mut v = match parse_line(line.bytes) {
+            Parsed::Value(v) => v,
+            Parsed::Malformed(why) => {
+                out.malformed.push((offset, why));
+                continue;
+            }
+            Parsed::Blank => continue,
         };
         out.scanned_bytes += len;
         out.safe_offset = offset + len;

@@ -93,6 +93,10 @@ pub struct BuildResult {
     /// Extension: why the build started from zero although it was not a
     /// full rebuild (the ledger was truncated or replaced).
     pub restarted: Option<String>,
+    /// Extension: how many lines were not JSON (readers skip them too).
+    pub malformed_count: u64,
+    /// Extension: the first [`MAX_LISTED_SKIPS`] of them: (offset, why).
+    pub malformed: Vec<(u64, String)>,
 }
 
 impl BuildResult {
@@ -140,6 +144,18 @@ impl BuildResult {
             if let Some(why) = &self.restarted {
                 o.insert("restartedFromZero", Value::str(why));
             }
+            o.insert("malformedLines", Value::Number(self.malformed_count as f64));
+            let list = self
+                .malformed
+                .iter()
+                .map(|(offset, why)| {
+                    let mut e = Object::new();
+                    e.insert("offset", Value::Number(*offset as f64));
+                    e.insert("reason", Value::str(why));
+                    Value::Object(e)
+                })
+                .collect();
+            o.insert("malformed", Value::Array(list));
         }
         v
     }
@@ -168,6 +184,9 @@ fn finish(applied: build::Applied, rebuilt: bool) -> BuildResult {
     let skipped_count = applied.skipped.len() as u64;
     let mut skipped = applied.skipped;
     skipped.truncate(MAX_LISTED_SKIPS);
+    let malformed_count = applied.malformed.len() as u64;
+    let mut malformed = applied.malformed;
+    malformed.truncate(MAX_LISTED_SKIPS);
     BuildResult {
         scanned_bytes: applied.scanned_bytes,
         turns_applied: applied.turns,
@@ -180,6 +199,8 @@ fn finish(applied: build::Applied, rebuilt: bool) -> BuildResult {
         skipped,
         replaced_version: None,
         restarted: None,
+        malformed_count,
+        malformed,
     }
 }
 
