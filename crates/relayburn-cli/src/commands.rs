@@ -71,6 +71,10 @@ pub fn run(cli: Cli) -> Result<u8> {
         quiet: cli.quiet,
         env,
     };
+    // Only a write may start a new home.
+    if !matches!(cli.command, Command::Stamp(_)) {
+        ctx.ledger.home().require_existing()?;
+    }
     match cli.command {
         Command::State(s) => match s.command {
             None => status(&ctx, s.json),

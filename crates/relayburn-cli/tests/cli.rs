@@ -627,19 +627,25 @@ fn stamp_refuses_bad_selectors_before_writing() {
 #[test]
 fn missing_and_unwritable_homes_fail_clearly() {
     let d = tempfile::tempdir().unwrap();
-    // A home that does not exist reads as empty.
+    // A home that does not exist is an error for every command but a
+    // write (and demo), and nothing is created.
     let missing = d.path().join("nope");
-    let o = burn(&missing, &["state", "status", "--json"]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(
-        json_out(&o)
-            .get("archive")
-            .unwrap()
-            .get("exists")
-            .and_then(Value::as_bool),
-        Some(false)
-    );
-    assert!(!missing.exists(), "status creates nothing");
+    for args in [
+        vec!["state", "status", "--json"],
+        vec!["state", "rebuild", "archive"],
+        vec!["state", "rebuild", "archive", "--full"],
+        vec!["state", "rebuild", "index"],
+        vec!["state", "check", "--repair"],
+        vec!["state", "reset", "--force"],
+        vec!["state", "prune", "--force"],
+        vec!["query", "turns"],
+    ] {
+        let o = burn(&missing, &args);
+        assert_eq!(code(&o), 1, "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("nope"), "{args:?}: {}", stderr(&o));
+        assert!(!missing.exists(), "{args:?} created the home");
+    }
     // A home below a regular file cannot be written (this also holds as
     // root, which ignores permission bits).
     let file = d.path().join("file");
@@ -887,6 +893,25 @@ fn a_damaged_archive_falls_back_and_repair_rebuilds_it() {
     assert!(left.is_empty(), "{left:?}");
 }
 
+/// A ledger of `n` turns of about 1.6 KB each.
+fn write_padded_turns(home: &Path, n: u32) {
+    // Written line by line: the test process must stay small, since a
+    // child's peak RSS starts from its parent's at fork.
+    let pad = "p".repeat(1500);
+    let file = std::fs::File::create(home.join("ledger.jsonl")).unwrap();
+    let mut w = std::io::BufWriter::new(file);
+    for i in 0..n {
+        use std::io::Write;
+        writeln!(
+            w,
+            r#"{{"v":1,"kind":"turn","record":{{"v":1,"source":"claude-code","sessionId":"s{}","messageId":"m{i}","turnIndex":{i},"ts":"2026-03-01T09:00:{:02}.000Z","model":"claude-sonnet-4-5","project":"/{pad}","usage":{{"input":1,"output":2,"reasoning":0,"cacheRead":0,"cacheCreate5m":0,"cacheCreate1h":0}},"toolCalls":[]}}}}"#,
+            i % 50,
+            i % 60
+        )
+        .unwrap();
+    }
+}
+
 /// Run burn with stdout discarded; its exit code and peak RSS in bytes.
 // Reaped by `wait4`, which also gives the rusage `Child::wait` drops.
 #[allow(clippy::zombie_processes)]
@@ -913,21 +938,7 @@ fn an_archive_query_streams_in_bounded_memory() {
     // whole result could take buffered within the bound below.
     let d = tempfile::tempdir().unwrap();
     let home = d.path();
-    // Written line by line: the test process must stay small, since a
-    // child's peak RSS starts from its parent's at fork.
-    let pad = "p".repeat(1500);
-    let mut w = std::io::BufWriter::new(std::fs::File::create(home.join("ledger.jsonl")).unwrap());
-    for i in 0..40_000u32 {
-        use std::io::Write;
-        writeln!(
-            w,
-            r#"{{"v":1,"kind":"turn","record":{{"v":1,"source":"claude-code","sessionId":"s{}","messageId":"m{i}","turnIndex":{i},"ts":"2026-03-01T09:00:{:02}.000Z","model":"claude-sonnet-4-5","project":"/{pad}","usage":{{"input":1,"output":2,"reasoning":0,"cacheRead":0,"cacheCreate5m":0,"cacheCreate1h":0}},"toolCalls":[]}}}}"#,
-            i % 50,
-            i % 60
-        )
-        .unwrap();
-    }
-    drop(w);
+    write_padded_turns(home, 40_000);
     let o = burn(home, &["--quiet", "state", "rebuild", "archive", "--full"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(
@@ -1139,4 +1150,36 @@ fn a_rebuild_counts_and_locates_malformed_lines() {
     assert_eq!(v.get("malformedLines").and_then(Value::as_f64), Some(1.0));
     let m = v.get("malformed").unwrap().as_array().unwrap();
     assert_eq!(m[0].get("offset").and_then(Value::as_f64), Some(at as f64));
+}
+
+#[test]
+fn a_reader_that_stops_early_is_not_a_failure() {
+    // More output than a pipe holds, so the writer meets the closed pipe.
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path();
+    write_padded_turns(home, 2_000);
+    let o = burn(home, &["--quiet", "state", "rebuild", "archive"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    for from in ["archive", "ledger"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_burn"))
+            .arg("--home")
+            .arg(home)
+            .args(["query", "turns", "--from", from])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Read one line, then close the pipe, as `head -1` does.
+        {
+            use std::io::BufRead;
+            let mut first = String::new();
+            std::io::BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut first)
+                .unwrap();
+            assert!(first.starts_with('{'), "{first}");
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{from}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("Broken pipe"), "{}", stderr(&out));
+    }
 }

@@ -144,6 +144,9 @@ impl BuildResult {
             if let Some(why) = &self.restarted {
                 o.insert("restartedFromZero", Value::str(why));
             }
+            if self.malformed_count == 0 {
+                return v;
+            }
             o.insert("malformedLines", Value::Number(self.malformed_count as f64));
             let list = self
                 .malformed
