@@ -30,6 +30,14 @@ pub enum Error {
     },
     #[error("{0}")]
     InvalidInput(String),
+    /// Another process removed or replaced our lockfile while we held it;
+    /// the work was given up before its effect became visible.
+    #[error(
+        "lost lock {path}: its lockfile was removed or replaced by another process \
+         (a holder that never refreshes its lockfile, such as the TypeScript burn, \
+         was taken for stale); nothing was committed"
+    )]
+    LockLost { path: PathBuf },
     /// SIGINT or SIGTERM arrived during work that stops cleanly.
     #[error("interrupted by signal {signal}; nothing was changed")]
     Interrupted { signal: i32 },

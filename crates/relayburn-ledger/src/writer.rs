@@ -153,6 +153,8 @@ impl Ledger {
     /// Write `payload` to the ledger; the `ledger` lock must be held.
     fn append_ledger_locked(&self, st: &mut IndexState, payload: &[u8]) -> Result<()> {
         crate::rewrite::ensure_not_rewriting(&self.home().ledger())?;
+        // Dedup was decided under the lock: write only if it is still ours.
+        self.locks().ensure_held(LEDGER_LOCK)?;
         let (id, prev, len) = append_bytes(&self.home().ledger(), payload)?;
         st.ledger_appended(id, prev, len);
         Ok(())
@@ -212,6 +214,7 @@ impl Ledger {
         let Some(rel) = spawn_env_relationship(line) else {
             return self.with_lock(LEDGER_LOCK, || {
                 crate::rewrite::ensure_not_rewriting(&self.home().ledger())?;
+                self.locks().ensure_held(LEDGER_LOCK)?;
                 let (id, prev, len) = append_bytes(&self.home().ledger(), payload.as_bytes())?;
                 let mut st = self.index_state();
                 st.ledger_appended(id, prev, len);

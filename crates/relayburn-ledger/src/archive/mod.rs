@@ -246,10 +246,10 @@ pub fn build_archive_with_progress(
     locks: &Locks,
     progress: Progress<'_>,
 ) -> Result<BuildResult> {
-    locks.with_lock(ARCHIVE_LOCK, || build_locked(home, progress))
+    locks.with_lock(ARCHIVE_LOCK, || build_locked(home, locks, progress))
 }
 
-fn build_locked(home: &LedgerHome, progress: Progress<'_>) -> Result<BuildResult> {
+fn build_locked(home: &LedgerHome, locks: &Locks, progress: Progress<'_>) -> Result<BuildResult> {
     let path = home.archive();
     let ledger = home.ledger();
     remove_stale_rebuilds(home.root());
@@ -312,6 +312,8 @@ fn build_locked(home: &LedgerHome, progress: Progress<'_>) -> Result<BuildResult
             _ => fingerprint::compute(&ledger, applied.safe_offset)?,
         };
         fingerprint::record(conn, identity).map_err(&e)?;
+        // Commit only while the build is still the only one.
+        locks.ensure_held(ARCHIVE_LOCK)?;
         Ok((applied, restarted))
     })?;
     trace.mark("commit");
@@ -336,7 +338,7 @@ pub fn rebuild_archive_with_progress(
     locks: &Locks,
     progress: Progress<'_>,
 ) -> Result<BuildResult> {
-    locks.with_lock(ARCHIVE_LOCK, || rebuild_locked(home, progress))
+    locks.with_lock(ARCHIVE_LOCK, || rebuild_locked(home, locks, progress))
 }
 
 /// Settings of a connection that builds: a page cache for the index pages
@@ -361,7 +363,7 @@ PRAGMA cache_size = -524288;
 PRAGMA threads = 2;
 PRAGMA foreign_keys = ON;";
 
-fn rebuild_locked(home: &LedgerHome, progress: Progress<'_>) -> Result<BuildResult> {
+fn rebuild_locked(home: &LedgerHome, locks: &Locks, progress: Progress<'_>) -> Result<BuildResult> {
     let root = home.root();
     std::fs::create_dir_all(root).ctx("create directory", root)?;
     remove_stale_rebuilds(root);
@@ -371,6 +373,8 @@ fn rebuild_locked(home: &LedgerHome, progress: Progress<'_>) -> Result<BuildResu
     let built = build_aside(home, &tmp, progress)
         // The last moment to stop: after the swap the new archive stands.
         .and_then(|r| crate::interrupt::check().map(|()| r))
+        // Swap in only while the build is still the only one.
+        .and_then(|r| locks.ensure_held(ARCHIVE_LOCK).map(|()| r))
         .and_then(|r| swap_in(&tmp, &path).map(|()| r));
     match built {
         Ok(result) => Ok(result),
