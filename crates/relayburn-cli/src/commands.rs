@@ -958,9 +958,41 @@ fn demo(home: Option<PathBuf>, quiet: bool, env: &Env, a: &DemoArgs) -> Result<u
     print_lines(&build_lines(&r, true))?;
     println!("\n$ burn --home {} state status", home.root().display());
     status(&ctx, false)?;
+    print_lines(&spend_lines(&relayburn_ledger::demo::spend(&ctx.ledger)?))?;
     println!(
-        "\nnext: burn --home {} query turns --from archive | head",
+        "\nnext: burn --home {} query turns | head",
         home.root().display()
     );
     Ok(0)
+}
+
+/// The spend table that ends the demo.
+fn spend_lines(s: &relayburn_ledger::demo::Spend) -> Vec<String> {
+    use relayburn_ledger::demo::Tokens;
+    let n = |x: f64| int(x as u64);
+    let row = |label: &str, t: &Tokens| {
+        format!(
+            "  {label:<24} {:>7} {:>12} {:>10} {:>13} {:>13}",
+            int(t.turns),
+            n(t.input),
+            n(t.output),
+            n(t.cache_read),
+            n(t.cache_create)
+        )
+    };
+    let head = format!(
+        "  {:<24} {:>7} {:>12} {:>10} {:>13} {:>13}",
+        "", "turns", "input", "output", "cache read", "cache write"
+    );
+    let mut l = vec![
+        String::new(),
+        "what the agents spent (tokens, from the ledger):".to_string(),
+        head.clone(),
+        row("all turns", &s.total),
+        "by model:".to_string(),
+    ];
+    l.extend(s.by_model.iter().map(|(m, t)| row(m, t)));
+    l.push("by day (UTC):".to_string());
+    l.extend(s.by_day.iter().map(|(d, t)| row(d, t)));
+    l
 }

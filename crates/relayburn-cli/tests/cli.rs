@@ -1183,3 +1183,48 @@ fn a_reader_that_stops_early_is_not_a_failure() {
         assert!(!stderr(&out).contains("Broken pipe"), "{}", stderr(&out));
     }
 }
+
+#[test]
+fn demo_ends_with_spend_by_model_and_day_and_help_explains_months() {
+    let d = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_burn"))
+        .args(["demo", "--demo-dir"])
+        .arg(d.path().join("h"))
+        .env("RELAYBURN_HOME", d.path().join("none"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    let spend = &out[out.find("what the agents spent").expect("spend table")..];
+    // The demo writes 72 turns: 24 per model, 24 per day over three days.
+    let row = |label: &str| -> u64 {
+        let line = spend
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no row {label}: {spend}"));
+        line[2 + 24..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .replace(',', "")
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(row("all turns"), 72);
+    for model in ["claude-opus-4-1", "claude-sonnet-4-5", "gpt-5-codex"] {
+        assert_eq!(row(model), 24, "{model}");
+    }
+    for day in ["2026-03-01", "2026-03-02", "2026-03-03"] {
+        assert_eq!(row(day), 24, "{day}");
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_burn"))
+        .args(["query", "--help"])
+        .output()
+        .unwrap();
+    assert!(stdout(&o).contains("months"), "{}", stdout(&o));
+    let o = Command::new(env!("CARGO_BIN_EXE_burn"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(stdout(&o).contains("does not read agents' session logs"));
+}
