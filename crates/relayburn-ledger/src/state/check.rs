@@ -245,17 +245,8 @@ impl CheckReport {
                 o.insert("ledgerSize", n(a.ledger_size));
                 o.insert("beyondEnd", Value::Bool(a.beyond_end));
                 o.insert("midLine", Value::Bool(a.mid_line));
-                o.insert(
-                    "error",
-                    a.error.as_deref().map(Value::from).unwrap_or(Value::Null),
-                );
-                o.insert(
-                    "replaced",
-                    a.replaced
-                        .as_deref()
-                        .map(Value::from)
-                        .unwrap_or(Value::Null),
-                );
+                o.insert("error", opt_str(a.error.as_deref()));
+                o.insert("replaced", opt_str(a.replaced.as_deref()));
                 Value::Object(o)
             }
         };
@@ -283,17 +274,21 @@ impl CheckReport {
         out.insert("contentIndex", Value::Object(content));
         out.insert("archive", archive);
         out.insert("locks", locks);
-        out.insert(
-            "rebuildLeftovers",
-            Value::Array(
-                self.rebuild_leftovers
-                    .iter()
-                    .map(|p| Value::from(p.display().to_string()))
-                    .collect(),
-            ),
-        );
+        out.insert("rebuildLeftovers", paths(&self.rebuild_leftovers));
         Value::Object(out)
     }
+}
+
+fn opt_str(s: Option<&str>) -> Value {
+    s.map_or(Value::Null, Value::from)
+}
+
+fn paths(v: &[PathBuf]) -> Value {
+    Value::Array(
+        v.iter()
+            .map(|p| Value::from(p.display().to_string()))
+            .collect(),
+    )
 }
 
 fn push_sample<T>(v: &mut Vec<T>, count: &mut u64, item: T) {
@@ -598,22 +593,8 @@ impl RepairReport {
                 .unwrap_or(Value::Null),
         );
         o.insert("index", self.index.to_json());
-        o.insert(
-            "removed",
-            Value::Array(
-                self.removed
-                    .iter()
-                    .map(|p| Value::from(p.display().to_string()))
-                    .collect(),
-            ),
-        );
-        o.insert(
-            "archiveRebuilt",
-            self.archive_rebuilt
-                .as_deref()
-                .map(Value::from)
-                .unwrap_or(Value::Null),
-        );
+        o.insert("removed", paths(&self.removed));
+        o.insert("archiveRebuilt", opt_str(self.archive_rebuilt.as_deref()));
         Value::Object(o)
     }
 }
