@@ -10,11 +10,12 @@ use relayburn_ledger::json::{to_json_pretty, Object, Value};
 use relayburn_ledger::state::check::CheckReport;
 use relayburn_ledger::state::reset::ResetScope;
 use relayburn_ledger::state::status::StateStatus;
-use relayburn_ledger::{Env, Ledger, LedgerHome, Query};
+use relayburn_ledger::store::{self, Store};
+use relayburn_ledger::{Env, Kind, Ledger, LedgerHome, Query, Storage, StorageKind};
 
 use crate::cli::{
-    ArchiveAction, Cli, Command, DemoArgs, From, QueryArgs, QueryKind, RebuildTarget, StampArgs,
-    StateCommand,
+    ArchiveAction, Cli, Command, CopyTarget, DemoArgs, From, QueryArgs, QueryKind, RebuildTarget,
+    StampArgs, StateCommand,
 };
 use crate::format::{bytes, int, plural};
 use crate::progress::Progress;
@@ -41,7 +42,9 @@ fn usage_err(msg: impl Into<String>) -> anyhow::Error {
 }
 
 struct Ctx {
-    ledger: Ledger,
+    /// The storage backend `RELAYBURN_STORAGE` selects.
+    store: Box<dyn Store>,
+    home: LedgerHome,
     quiet: bool,
     env: Env,
 }
@@ -50,14 +53,34 @@ impl Ctx {
     fn progress(&self, json: bool, msg: &str) -> Progress {
         Progress::new(!self.quiet && !json, msg)
     }
+
+    /// The file ledger, for what only file storage has (the archive,
+    /// index files); the reference's error under another backend.
+    fn ledger(&self) -> Result<&Ledger> {
+        Ok(self.store.require_file()?)
+    }
+
+    /// `config.json` of the home, whatever the backend.
+    fn config(&self) -> Result<relayburn_ledger::state::LoadedConfig> {
+        Ok(Ledger::open(self.home.clone())?.load_config(&self.env)?)
+    }
 }
 
-fn open(home: Option<PathBuf>, env: &Env) -> Result<Ledger> {
+fn open(home: Option<PathBuf>, env: &Env, quiet: bool, must_exist: bool) -> Result<Ctx> {
     let home = match home {
         Some(h) => LedgerHome::new(h),
         None => env.ledger_home()?,
     };
-    Ok(Ledger::open(home)?)
+    if must_exist {
+        home.require_existing()?;
+    }
+    let storage = env.storage_at(home.clone())?;
+    Ok(Ctx {
+        store: store::open(&storage)?,
+        home,
+        quiet,
+        env: env.clone(),
+    })
 }
 
 /// Run a parsed command line; the exit code on success.
@@ -66,15 +89,9 @@ pub fn run(cli: Cli) -> Result<u8> {
     if let Command::Demo(args) = &cli.command {
         return demo(cli.home.clone(), cli.quiet, &env, args);
     }
-    let ctx = Ctx {
-        ledger: open(cli.home, &env)?,
-        quiet: cli.quiet,
-        env,
-    };
     // Only a write may start a new home.
-    if !matches!(cli.command, Command::Stamp(_)) {
-        ctx.ledger.home().require_existing()?;
-    }
+    let must_exist = !matches!(cli.command, Command::Stamp(_));
+    let ctx = open(cli.home, &env, cli.quiet, must_exist)?;
     match cli.command {
         Command::State(s) => match s.command {
             None => status(&ctx, s.json),
@@ -87,6 +104,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 json,
             }) => reset(&ctx, force, delete_content, json),
             Some(StateCommand::Check { json, repair }) => check(&ctx, json, repair),
+            Some(StateCommand::Copy { to, json }) => copy(&ctx, to, json),
         },
         Command::Query(q) => query(&ctx, q),
         Command::Stamp(s) => stamp(&ctx, s),
@@ -111,13 +129,51 @@ fn print_lines(lines: &[String]) -> Result<u8> {
 // --- status ---------------------------------------------------------------
 
 fn status(ctx: &Ctx, json: bool) -> Result<u8> {
+    if let Some(sq) = ctx.store.as_sqlite() {
+        let s = sq.status()?;
+        if json {
+            return print_json(&s.to_value());
+        }
+        return print_lines(&sqlite_status_lines(&s));
+    }
     let p = ctx.progress(json, "checking derived state");
-    let s = ctx.ledger.state_status(&mut p.callback())?;
+    let s = ctx.ledger()?.state_status(&mut p.callback())?;
     p.finish();
     if json {
         return print_json(&s.to_value());
     }
     print_lines(&status_lines(&s))
+}
+
+fn sqlite_status_lines(s: &relayburn_ledger::store::sqlite::SqliteStatus) -> Vec<String> {
+    let mut l = vec![
+        format!(
+            "sqlite store: {} ({}, schema version {})",
+            s.path.display(),
+            bytes(s.bytes, "bytes"),
+            s.schema_version
+        ),
+        format!(
+            "  rows: {}",
+            s.rows
+                .iter()
+                .map(|(t, n)| format!("{} {t}", int(*n)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        format!(
+            "  content: {} session{}",
+            int(s.content_sessions),
+            plural(s.content_sessions)
+        ),
+    ];
+    for (name, age, pid) in &s.locks {
+        l.push(format!(
+            "  lock {name}: {age} ms old, pid {}",
+            pid.map_or("unknown".to_string(), |p| p.to_string())
+        ));
+    }
+    l
 }
 
 fn index_line(s: &relayburn_ledger::state::status::IndexFileStatus, noun: &str) -> String {
@@ -314,7 +370,9 @@ fn rebuild(ctx: &Ctx, target: RebuildTarget) -> Result<u8> {
 /// Rebuild the index: the human lines and the JSON result.
 fn rebuild_index(ctx: &Ctx, json: bool) -> Result<(Vec<String>, Value)> {
     let p = ctx.progress(json, "rebuilding ledger indexes");
-    let r = ctx.ledger.rebuild_index_with_progress(&mut p.callback())?;
+    let r = ctx
+        .ledger()?
+        .rebuild_index_with_progress(&mut p.callback())?;
     p.finish();
     let mut lines = vec![format!(
         "rebuilt ledger index: {} id hashes, {} content fingerprints",
@@ -349,9 +407,9 @@ fn build_archive(ctx: &Ctx, full: bool, json: bool) -> Result<BuildResult> {
     // mid-way (`main` exits 128 + the signal).
     let _signals = relayburn_ledger::interrupt::catch_signals();
     let r = if full {
-        ctx.ledger.rebuild_archive_with_progress(&report)?
+        ctx.ledger()?.rebuild_archive_with_progress(&report)?
     } else {
-        ctx.ledger.build_archive_with_progress(&report)?
+        ctx.ledger()?.build_archive_with_progress(&report)?
     };
     p.finish();
     Ok(r)
@@ -420,7 +478,7 @@ fn build_lines(r: &BuildResult, full: bool) -> Vec<String> {
 
 fn vacuum_archive(ctx: &Ctx, json: bool) -> Result<u8> {
     let p = ctx.progress(json, "vacuuming archive");
-    let r = ctx.ledger.vacuum_archive()?;
+    let r = ctx.ledger()?.vacuum_archive()?;
     p.finish();
     let v = r.to_value();
     if json {
@@ -475,7 +533,7 @@ fn prune(ctx: &Ctx, days: Option<String>, force: bool, json: bool) -> Result<u8>
             }
         },
         None => {
-            let cfg = ctx.ledger.load_config(&ctx.env)?;
+            let cfg = ctx.config()?;
             for w in &cfg.warnings {
                 eprintln!("burn: warning: {w}");
             }
@@ -494,7 +552,7 @@ fn prune(ctx: &Ctx, days: Option<String>, force: bool, json: bool) -> Result<u8>
         return Ok(0);
     };
     if !force {
-        let c = ctx.ledger.prune_candidates(older_than)?;
+        let c = ctx.store.prune_candidates(older_than)?;
         let total: u64 = c.iter().map(|(_, b)| b).sum();
         if json {
             return print_json(&prune_value(false, &c, total));
@@ -514,7 +572,7 @@ fn prune(ctx: &Ctx, days: Option<String>, force: bool, json: bool) -> Result<u8>
         println!("re-run with --force to delete.");
         return Ok(0);
     }
-    let r = ctx.ledger.prune_content(older_than, None)?;
+    let r = ctx.store.prune_content(older_than, None)?;
     if json {
         let mut v = r.to_json();
         if let Some(o) = v.as_object_mut() {
@@ -554,9 +612,9 @@ fn reset(ctx: &Ctx, force: bool, delete_content: bool, json: bool) -> Result<u8>
         ResetScope::Derived
     };
     let summary = if force {
-        ctx.ledger.reset_derived(scope)?
+        ctx.ledger()?.reset_derived(scope)?
     } else {
-        ctx.ledger.reset_plan(scope)?
+        ctx.ledger()?.reset_plan(scope)?
     };
     if json {
         return print_json(&summary.to_value());
@@ -632,7 +690,36 @@ fn reset(ctx: &Ctx, force: bool, delete_content: bool, json: bool) -> Result<u8>
 // --- check ----------------------------------------------------------------
 
 fn check(ctx: &Ctx, json: bool, repair: bool) -> Result<u8> {
-    let home = ctx.ledger.home().clone();
+    if let Some(sq) = ctx.store.as_sqlite() {
+        if repair {
+            eprintln!("burn state check --repair: a sqlite store has no derived files to repair");
+            return Ok(USAGE);
+        }
+        let problems = sq.check()?;
+        if json {
+            let mut o = Object::new();
+            o.insert("storage", Value::from("sqlite"));
+            o.insert(
+                "problems",
+                Value::Array(problems.iter().map(|p| Value::from(p.as_str())).collect()),
+            );
+            print_json(&Value::Object(o))?;
+        } else if problems.is_empty() {
+            println!("{}: ok: no problems found", sq.path().display());
+        } else {
+            println!(
+                "{}: {} problem{}:",
+                sq.path().display(),
+                problems.len(),
+                plural(problems.len() as u64)
+            );
+            for p in &problems {
+                println!("  - {p}");
+            }
+        }
+        return Ok(if problems.is_empty() { 0 } else { 1 });
+    }
+    let home = ctx.ledger()?.home().clone();
     let run = |msg: &str| -> Result<CheckReport> {
         let p = ctx.progress(json, msg);
         let r = relayburn_ledger::state::check::check(&home, &mut p.callback())?;
@@ -675,7 +762,7 @@ fn check(ctx: &Ctx, json: bool, repair: bool) -> Result<u8> {
             println!("  - {p}");
         }
     }
-    let repaired = ctx.ledger.repair()?;
+    let repaired = ctx.ledger()?.repair()?;
     let after = run("checking again")?;
     let remaining = after.problems();
     if json {
@@ -769,6 +856,79 @@ fn check_lines(r: &CheckReport) -> Vec<String> {
     l
 }
 
+// --- copy -----------------------------------------------------------------
+
+fn copy(ctx: &Ctx, to: CopyTarget, json: bool) -> Result<u8> {
+    let kind = match to {
+        CopyTarget::File => StorageKind::File,
+        CopyTarget::Sqlite => StorageKind::Sqlite,
+    };
+    if kind == ctx.store.kind() {
+        bail!(
+            "the source is already {} storage (RELAYBURN_STORAGE); choose the other backend",
+            kind.as_str()
+        );
+    }
+    let target = Storage {
+        kind,
+        ..ctx.env.storage_at(ctx.home.clone())?
+    };
+    let dest = store::open(&target)?;
+    let p = ctx.progress(json, &format!("copying into {} storage", kind.as_str()));
+    let r = store::copy::copy(ctx.store.as_ref(), dest.as_ref(), &mut |done, total| {
+        p.items(done, total, "entries")
+    })?;
+    p.finish();
+    if json {
+        print_json(&r.to_value())?;
+    } else {
+        let where_ = match kind {
+            StorageKind::Sqlite => target.sqlite_path.display().to_string(),
+            _ => target.home.ledger().display().to_string(),
+        };
+        let mut l = vec![format!("copied into {where_}:")];
+        for (k, read, added) in &r.records {
+            l.push(format!(
+                "  {}: {} read, {} added",
+                k.as_str(),
+                int(*read),
+                int(*added)
+            ));
+        }
+        l.push(format!(
+            "  stamps: {} read, {} added",
+            int(r.stamps_read),
+            int(r.stamps_added)
+        ));
+        l.push(format!(
+            "  content: {} read, {} added, {} skipped by the writer",
+            int(r.content_read),
+            int(r.content_added),
+            int(r.content_skipped)
+        ));
+        if r.refused > 0 {
+            l.push(format!("  refused by the destination: {}", int(r.refused)));
+            for why in &r.refused_reasons {
+                l.push(format!("    {why}"));
+            }
+        }
+        if r.is_complete() {
+            l.push("count check: ok, the destination holds everything the source holds".into());
+        }
+        print_lines(&l)?;
+    }
+    if !r.is_complete() {
+        for (what, n) in &r.missing {
+            eprintln!(
+                "burn state copy: count check: {} {what} missing from the destination",
+                int(*n)
+            );
+        }
+        return Ok(1);
+    }
+    Ok(0)
+}
+
 // --- query ----------------------------------------------------------------
 
 fn pair(s: &str, what: &str) -> Result<(String, String)> {
@@ -808,7 +968,7 @@ fn query(ctx: &Ctx, a: QueryArgs) -> Result<u8> {
         out.write_all(line.as_bytes())?;
         Ok(())
     };
-    let l = &ctx.ledger;
+    let st = ctx.store.as_ref();
     match a.kind {
         QueryKind::Turns => {
             let from = match a.from {
@@ -816,21 +976,36 @@ fn query(ctx: &Ctx, a: QueryArgs) -> Result<u8> {
                 From::Archive => TurnSource::Archive,
                 From::Ledger => TurnSource::Ledger,
             };
-            match plan_turn_read(l.home(), from)? {
-                TurnPlan::Archive { reader, note, warn } => {
-                    if let Some(n) = note.filter(|_| warn || !ctx.quiet) {
-                        eprintln!("burn: {n}");
+            match st.as_file() {
+                // Other backends have no archive: read the store.
+                None => {
+                    if a.from == From::Archive {
+                        // The backend's own error: archives need file storage.
+                        ctx.ledger()?;
                     }
-                    reader.for_each_turn(&q, true, &mut emit)?;
-                }
-                TurnPlan::Ledger { note } => {
-                    if let Some(n) = note {
-                        eprintln!("burn: {n}");
+                    if a.from == From::Auto && !ctx.quiet {
+                        eprintln!("burn: reading turns from the sqlite store");
                     }
-                    for v in l.query_turns(&q)? {
+                    for v in st.query_turns(&q)? {
                         emit(v?)?;
                     }
                 }
+                Some(l) => match plan_turn_read(l.home(), from)? {
+                    TurnPlan::Archive { reader, note, warn } => {
+                        if let Some(n) = note.filter(|_| warn || !ctx.quiet) {
+                            eprintln!("burn: {n}");
+                        }
+                        reader.for_each_turn(&q, true, &mut emit)?;
+                    }
+                    TurnPlan::Ledger { note } => {
+                        if let Some(n) = note {
+                            eprintln!("burn: {n}");
+                        }
+                        for v in st.query_turns(&q)? {
+                            emit(v?)?;
+                        }
+                    }
+                },
             }
         }
         other => {
@@ -840,14 +1015,14 @@ fn query(ctx: &Ctx, a: QueryArgs) -> Result<u8> {
             if !q.enrichment.is_empty() {
                 return usage("query", "--enrich only applies to turns");
             }
-            let records = match other {
-                QueryKind::Compactions => l.query_compactions(&q)?,
-                QueryKind::Relationships => l.query_relationships(&q)?,
-                QueryKind::ToolResultEvents => l.query_tool_result_events(&q)?,
-                QueryKind::UserTurns => l.query_user_turns(&q)?,
-                QueryKind::Turns => unreachable!("handled above"),
+            let kind = match other {
+                QueryKind::Compactions => Kind::Compaction,
+                QueryKind::Relationships => Kind::Relationship,
+                QueryKind::ToolResultEvents => Kind::ToolResultEvent,
+                QueryKind::UserTurns => Kind::UserTurn,
+                QueryKind::Turns => Kind::Turn,
             };
-            for v in records {
+            for v in st.query_records(kind, &q)? {
                 emit(v?)?;
             }
         }
@@ -893,7 +1068,7 @@ fn stamp(ctx: &Ctx, a: StampArgs) -> Result<u8> {
         enrichment.insert(k, Value::from(v));
     }
     let line = match ctx
-        .ledger
+        .store
         .stamp(Value::Object(selector), Value::Object(enrichment))
     {
         Err(relayburn_ledger::Error::InvalidInput(why)) => return Err(usage_err(why)),
@@ -946,7 +1121,8 @@ fn demo(home: Option<PathBuf>, quiet: bool, env: &Env, a: &DemoArgs) -> Result<u
         }
     };
     let ctx = Ctx {
-        ledger: Ledger::open(home.clone())?,
+        store: Box::new(Ledger::open(home.clone())?),
+        home: home.clone(),
         quiet,
         env: Env::capture(),
     };
@@ -958,7 +1134,7 @@ fn demo(home: Option<PathBuf>, quiet: bool, env: &Env, a: &DemoArgs) -> Result<u
     print_lines(&build_lines(&r, true))?;
     println!("\n$ burn --home {} state status", home.root().display());
     status(&ctx, false)?;
-    print_lines(&spend_lines(&relayburn_ledger::demo::spend(&ctx.ledger)?))?;
+    print_lines(&spend_lines(&relayburn_ledger::demo::spend(ctx.ledger()?)?))?;
     println!(
         "\nnext: burn --home {} query turns | head",
         home.root().display()

@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code)]
 
+pub mod ops;
+
 use std::path::PathBuf;
 
 /// The `shared/` directory holding `fixtures/` (the reference's outputs):
