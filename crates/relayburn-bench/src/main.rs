@@ -12,7 +12,8 @@ use relayburn_bench::gen::{self, GenOptions, StampMix};
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use relayburn_bench::run::{
-    append, child, incremental, lock, matrix, query, rebuild, sqlite_store, team, ShapeArgs,
+    append, child, incremental, lock, matrix, query, rebuild, sqlite_store, stream, team,
+    ShapeArgs,
 };
 
 #[derive(Parser)]
@@ -56,6 +57,8 @@ enum RunCommand {
     Lock(lock::LockArgs),
     /// Team ledger: push vs plain COPY, tail push, team query by session.
     Team(team::TeamArgs),
+    /// Every turn from the archive and the ledger: first row, peak memory.
+    Stream(stream::StreamArgs),
     /// The SQLite storage backend: 100-turn appends and session queries
     /// on a store holding a million turns.
     SqliteStore(sqlite_store::SqliteStoreArgs),
@@ -100,6 +103,7 @@ fn main() -> anyhow::Result<()> {
             RunCommand::Query(a) => query::run_query(a),
             RunCommand::Lock(a) => lock::run_lock(a),
             RunCommand::Team(a) => team::run_team(a),
+            RunCommand::Stream(a) => stream::run_stream(a),
             RunCommand::SqliteStore(a) => sqlite_store::run_sqlite_store(a),
         },
         Command::Child(c) => child::run(c),

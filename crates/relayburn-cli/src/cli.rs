@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "burn",
     version,
     about = "Keep the relayburn ledger: what AI coding agents spent, turn by turn",
+    long_about = "Keep the relayburn ledger: what AI coding agents spent, turn by turn.\n\nThis tool stores, checks and queries the ledger; it does not read agents' session logs (the TypeScript burn ingests those into the same home).\n\nExit codes: 0 success, 1 failure (one line on stderr), 2 usage error, 130/143 interrupted by SIGINT/SIGTERM during an archive build (nothing changed).",
     after_help = "Examples:\n  burn demo\n  burn state status --json\n  burn state rebuild archive --full\n  burn query turns --since 7d --source claude-code\n  burn stamp --session 0b1c2d3e workflowId=wf-1\n\nThe home is $RELAYBURN_HOME when set and non-empty, else ~/.relayburn."
 )]
 pub struct Cli {
@@ -95,13 +96,16 @@ pub enum StateCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Delete derived state (indexes, archive, content); never the ledger.
+    /// Delete derived state (indexes, archive); never the ledger or content.
     #[command(
-        after_help = "Dry run unless --force. ledger.jsonl, config.json, cursors.json and\nhwm.json are never touched.\n\nExamples:\n  burn state reset\n  burn state reset --force --json"
+        after_help = "Dry run unless --force. ledger.jsonl, config.json, cursors.json and\nhwm.json are never touched. content/ (raw text and tool payloads) is kept\nunless --delete-content is given: this tool cannot write it again, so\ndeleting it cannot be undone.\n\nExamples:\n  burn state reset\n  burn state reset --force --json\n  burn state reset --delete-content --force"
     )]
     Reset {
         #[arg(long)]
         force: bool,
+        /// Also delete content/ (cannot be undone: it is not derived).
+        #[arg(long)]
+        delete_content: bool,
         #[arg(long)]
         json: bool,
     },
@@ -209,10 +213,10 @@ pub enum From {
 #[derive(Debug, Args)]
 pub struct QueryArgs {
     pub kind: QueryKind,
-    /// ISO timestamp or relative (7d, 24h, 2w, 1m).
+    /// ISO timestamp or relative: 24h, 7d, 2w, 1m (m = months of 30 days, not minutes).
     #[arg(long)]
     pub since: Option<String>,
-    /// ISO timestamp or relative (7d, 24h, 2w, 1m).
+    /// ISO timestamp or relative: 24h, 7d, 2w, 1m (m = months of 30 days, not minutes).
     #[arg(long)]
     pub until: Option<String>,
     /// Matches `project` or `projectKey`.
@@ -226,7 +230,11 @@ pub struct QueryArgs {
     /// Enrichment equality filter (turns only), repeatable.
     #[arg(long = "enrich", value_name = "KEY=VALUE")]
     pub enrich: Vec<String>,
-    /// Where turns come from.
+    /// Where turns come from. auto: the archive when it is up to date,
+    /// else the ledger (one line on stderr says which and why).
+    /// archive: exit 1 when the archive cannot answer (missing, another
+    /// version, damaged, built from another ledger); a warning on stderr
+    /// when it is behind the ledger.
     #[arg(long, value_enum, default_value_t = From::Auto)]
     pub from: From,
     /// With --from postgres: only records pushed by this machine.
@@ -260,10 +268,10 @@ pub struct StampArgs {
     pub session: Option<String>,
     #[arg(long)]
     pub message: Option<String>,
-    /// Range start (ISO timestamp, inclusive).
+    /// Range start (ISO timestamp or relative, inclusive); needs --to-ts.
     #[arg(long)]
     pub from_ts: Option<String>,
-    /// Range end (ISO timestamp, inclusive).
+    /// Range end (ISO timestamp or relative, inclusive); needs --from-ts.
     #[arg(long)]
     pub to_ts: Option<String>,
     /// Enrichment pairs.

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
-use relayburn_ledger::archive::{ArchiveStatus, BuildResult};
+use relayburn_ledger::archive::{plan_turn_read, ArchiveStatus, BuildResult, TurnPlan, TurnSource};
 use relayburn_ledger::json::{to_json_pretty, Object, Value};
 use relayburn_ledger::state::check::CheckReport;
+use relayburn_ledger::state::reset::ResetScope;
 use relayburn_ledger::state::status::StateStatus;
 use relayburn_ledger::store::{self, Store};
 use relayburn_ledger::{Env, Kind, Ledger, LedgerHome, Query, Storage, StorageKind};
@@ -25,7 +26,24 @@ use crate::progress::Progress;
 use crate::since;
 
 /// Exit code for a usage error (as clap uses).
-const USAGE: u8 = 2;
+pub const USAGE: u8 = 2;
+
+/// A usage error: the command line asks for something invalid. `main`
+/// prints it as one line and exits with [`USAGE`].
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn usage_err(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
 
 struct Ctx {
     /// The storage backend `RELAYBURN_STORAGE` selects.
@@ -57,11 +75,14 @@ impl Ctx {
     }
 }
 
-fn open(home: Option<PathBuf>, env: &Env, quiet: bool) -> Result<Ctx> {
+fn open(home: Option<PathBuf>, env: &Env, quiet: bool, must_exist: bool) -> Result<Ctx> {
     let home = match home {
         Some(h) => LedgerHome::new(h),
         None => env.ledger_home()?,
     };
+    if must_exist {
+        home.require_existing()?;
+    }
     let storage = env.storage_at(home.clone())?;
     Ok(Ctx {
         store: store::open(&storage)?,
@@ -77,14 +98,20 @@ pub fn run(cli: Cli) -> Result<u8> {
     if let Command::Demo(args) = &cli.command {
         return demo(cli.home.clone(), cli.quiet, &env, args);
     }
-    let ctx = open(cli.home, &env, cli.quiet)?;
+    // Only a write may start a new home.
+    let must_exist = !matches!(cli.command, Command::Stamp(_));
+    let ctx = open(cli.home, &env, cli.quiet, must_exist)?;
     match cli.command {
         Command::State(s) => match s.command {
             None => status(&ctx, s.json, None),
             Some(StateCommand::Status { json, postgres }) => status(&ctx, json || s.json, postgres),
             Some(StateCommand::Rebuild(r)) => rebuild(&ctx, r.target),
             Some(StateCommand::Prune { days, force, json }) => prune(&ctx, days, force, json),
-            Some(StateCommand::Reset { force, json }) => reset(&ctx, force, json),
+            Some(StateCommand::Reset {
+                force,
+                delete_content,
+                json,
+            }) => reset(&ctx, force, delete_content, json),
             Some(StateCommand::Check { json, repair }) => check(&ctx, json, repair),
             Some(StateCommand::Copy { to, json }) => copy(&ctx, to, json),
         },
@@ -310,6 +337,13 @@ fn archive_status_lines(s: &ArchiveStatus) -> Vec<String> {
         l.push("  status: not built yet - run `burn state rebuild archive`".into());
         return l;
     }
+    if let Some(p) = &s.problem {
+        l.push(format!("  status: cannot answer - {p}"));
+        if s.last_built_at.is_none() {
+            // Nothing of it could be read.
+            return l;
+        }
+    }
     l.push(format!("  schema version: {}", num("archiveVersion")));
     l.push(format!(
         "  ledger cursor: {} / {} bytes{}",
@@ -383,7 +417,7 @@ fn rebuild(ctx: &Ctx, target: RebuildTarget) -> Result<u8> {
             }
             let r = build_archive(ctx, full, json)?;
             if json {
-                return print_json(&r.to_value());
+                return print_json(&r.report_value());
             }
             print_lines(&build_lines(&r, full))
         }
@@ -393,7 +427,7 @@ fn rebuild(ctx: &Ctx, target: RebuildTarget) -> Result<u8> {
             if json {
                 let mut o = Object::new();
                 o.insert("index", index);
-                o.insert("archive", r.to_value());
+                o.insert("archive", r.report_value());
                 return print_json(&Value::Object(o));
             }
             lines.extend(build_lines(&r, false));
@@ -440,6 +474,9 @@ fn build_archive(ctx: &Ctx, full: bool, json: bool) -> Result<BuildResult> {
         },
     );
     let report = |done: u64, total: u64| p.bytes(done, total);
+    // Ctrl-C or SIGTERM stops the build cleanly instead of killing it
+    // mid-way (`main` exits 128 + the signal).
+    let _signals = relayburn_ledger::interrupt::catch_signals();
     let r = if full {
         ctx.ledger()?.rebuild_archive_with_progress(&report)?
     } else {
@@ -472,6 +509,26 @@ fn build_lines(r: &BuildResult, full: bool) -> Vec<String> {
         "  {} bytes scanned from ledger tail",
         int(r.scanned_bytes)
     ));
+    if let Some(v) = r.replaced_version {
+        l.push(format!(
+            "  replaced an archive of older version {v} by a version {} one",
+            relayburn_ledger::archive::ARCHIVE_VERSION
+        ));
+    }
+    if let Some(why) = &r.restarted {
+        l.push(format!("  rebuilt from byte 0: {why}"));
+    }
+    if r.malformed_count > 0 {
+        l.push(format!(
+            "  skipped {} line{} that {} not JSON (see `burn state check`):",
+            int(r.malformed_count),
+            plural(r.malformed_count),
+            if r.malformed_count == 1 { "is" } else { "are" }
+        ));
+        for (offset, why) in r.malformed.iter().take(10) {
+            l.push(format!("    byte {offset}: {why}"));
+        }
+    }
     if r.skipped_count > 0 {
         l.push(format!(
             "  skipped {} malformed record{}:",
@@ -531,7 +588,8 @@ fn parse_days(s: &str) -> Option<Option<Duration>> {
     if n < 0.0 {
         return Some(None);
     }
-    Some(Some(Duration::from_secs_f64(n * 86_400.0)))
+    // Beyond what a duration holds is not a retention anyone means.
+    Duration::try_from_secs_f64(n * 86_400.0).ok().map(Some)
 }
 
 fn prune(ctx: &Ctx, days: Option<String>, force: bool, json: bool) -> Result<u8> {
@@ -618,11 +676,16 @@ fn prune_value(forced: bool, c: &[(String, u64)], total: u64) -> Value {
 
 // --- reset ----------------------------------------------------------------
 
-fn reset(ctx: &Ctx, force: bool, json: bool) -> Result<u8> {
-    let summary = if force {
-        ctx.ledger()?.reset_derived()?
+fn reset(ctx: &Ctx, force: bool, delete_content: bool, json: bool) -> Result<u8> {
+    let scope = if delete_content {
+        ResetScope::WithContent
     } else {
-        ctx.ledger()?.reset_plan()?
+        ResetScope::Derived
+    };
+    let summary = if force {
+        ctx.ledger()?.reset_derived(scope)?
+    } else {
+        ctx.ledger()?.reset_plan(scope)?
     };
     if json {
         return print_json(&summary.to_value());
@@ -651,6 +714,16 @@ fn reset(ctx: &Ctx, force: bool, json: bool) -> Result<u8> {
             if t.is_dir { "dir " } else { "file" },
             t.path.display()
         ));
+        if !t.rebuildable && t.existed {
+            l.push(format!(
+                "    {}: no rebuild can bring this back",
+                if force {
+                    "deleted for good"
+                } else {
+                    "CANNOT BE UNDONE"
+                }
+            ));
+        }
     }
     let files = summary.files_removed();
     if force {
@@ -669,7 +742,19 @@ fn reset(ctx: &Ctx, force: bool, json: bool) -> Result<u8> {
         ));
         l.push("re-run with --force to apply.".into());
     }
-    l.push("kept: ledger.jsonl, config.json, cursors.json, hwm.json".into());
+    let kept: Vec<String> = summary
+        .kept
+        .iter()
+        .filter_map(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    l.push(format!(
+        "kept (not derived, cannot be rebuilt): {}",
+        kept.join(", ")
+    ));
+    if !delete_content {
+        l.push("content/ is kept; --delete-content deletes it too (cannot be undone)".into());
+    }
     print_lines(&l)
 }
 
@@ -724,6 +809,12 @@ fn check(ctx: &Ctx, json: bool, repair: bool) -> Result<u8> {
     }
     // Say what will be done, then do it, then check again.
     let mut plan = Vec::new();
+    for l in report.locks.iter().filter(|l| l.stale) {
+        plan.push(format!("remove the stale lockfile {}", l.path.display()));
+    }
+    for f in &report.rebuild_leftovers {
+        plan.push(format!("remove {}", f.display()));
+    }
     if let Some(t) = &report.torn_tail {
         plan.push(format!(
             "terminate the torn last line at byte {} with a newline (its bytes are kept)",
@@ -731,6 +822,11 @@ fn check(ctx: &Ctx, json: bool, repair: bool) -> Result<u8> {
         ));
     }
     plan.push("rebuild ledger.idx and ledger.content.idx from the ledger".to_string());
+    if report.archive.as_ref().is_some_and(|a| a.needs_rebuild()) {
+        plan.push(
+            "rebuild archive.sqlite from the ledger (`burn state rebuild archive --full`)".into(),
+        );
+    }
     if !json {
         println!("repair:");
         for p in &plan {
@@ -752,13 +848,18 @@ fn check(ctx: &Ctx, json: bool, repair: bool) -> Result<u8> {
         print_json(&Value::Object(o))?;
     } else {
         println!(
-            "repaired: index rebuilt ({} ids, {} fingerprints){}",
+            "repaired: index rebuilt ({} ids, {} fingerprints){}{}",
             int(repaired.index.ids as u64),
             int(repaired.index.content as u64),
             repaired
                 .terminated_torn_tail_at
                 .map(|o| format!(", torn line at byte {o} terminated"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            if repaired.archive_rebuilt.is_some() {
+                ", archive rebuilt"
+            } else {
+                ""
+            }
         );
         print_lines(&check_lines(&after))?;
     }
@@ -787,6 +888,14 @@ fn check_lines(r: &CheckReport) -> Vec<String> {
         l.push(format!(
             "  torn last line at byte {} ({} bytes, no newline)",
             t.offset, t.length
+        ));
+    }
+    if r.repaired_count > 0 {
+        l.push(format!(
+            "  {} torn line{} terminated by an earlier repair (accepted; readers skip {})",
+            int(r.repaired_count),
+            plural(r.repaired_count),
+            if r.repaired_count == 1 { "it" } else { "them" }
         ));
     }
     for lock in &r.locks {
@@ -896,20 +1005,24 @@ fn copy(ctx: &Ctx, to: CopyTarget, json: bool) -> Result<u8> {
 fn pair(s: &str, what: &str) -> Result<(String, String)> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => bail!("invalid {what} {s:?}: expected KEY=VALUE"),
+        _ => Err(usage_err(format!(
+            "invalid {what} {s:?}: expected KEY=VALUE"
+        ))),
     }
+}
+
+/// A `--since`-style time flag resolved to the ledger's ISO form.
+fn time_flag(v: &Option<String>, flag: &str, now: SystemTime) -> Result<Option<String>> {
+    v.as_deref()
+        .map(|s| since::resolve(s, now).map_err(|e| usage_err(format!("--{flag}: {e}"))))
+        .transpose()
 }
 
 fn query(ctx: &Ctx, a: QueryArgs) -> Result<u8> {
     let now = SystemTime::now();
-    let resolve = |v: &Option<String>, flag: &str| -> Result<Option<String>> {
-        v.as_deref()
-            .map(|s| since::resolve(s, now).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
-            .transpose()
-    };
     let q = Query {
-        since: resolve(&a.since, "since")?,
-        until: resolve(&a.until, "until")?,
+        since: time_flag(&a.since, "since", now)?,
+        until: time_flag(&a.until, "until", now)?,
         project: a.project.clone(),
         session_id: a.session.clone(),
         source: a.source.clone(),
@@ -938,7 +1051,7 @@ fn query(ctx: &Ctx, a: QueryArgs) -> Result<u8> {
             QueryKind::UserTurns => Kind::UserTurn,
         };
         if kind != Kind::Turn && !q.enrichment.is_empty() {
-            bail!("--enrich only applies to turns");
+            return usage("query", "--enrich only applies to turns");
         }
         let mut team = TeamLedger::open(&target)?;
         team.query(kind, &q, a.machine.as_deref(), |v| {
@@ -948,48 +1061,54 @@ fn query(ctx: &Ctx, a: QueryArgs) -> Result<u8> {
         return Ok(0);
     }
     if a.machine.is_some() || a.postgres.is_some() {
-        bail!("--machine and --postgres only apply with --from postgres");
+        return usage("query", "--machine and --postgres only apply with --from postgres");
     }
     let st = ctx.store.as_ref();
     match a.kind {
         QueryKind::Turns => {
-            let use_archive = match (a.from, st.as_file()) {
-                (From::Ledger | From::Postgres, _) => false,
-                (From::Archive, _) => true,
-                // Other backends have no archive: read the store.
-                (From::Auto, None) => false,
-                (From::Auto, Some(l)) => {
-                    let s = l.archive_status()?;
-                    s.to_value().get("upToDate").and_then(Value::as_bool) == Some(true)
-                        && s.to_value().get("exists").and_then(Value::as_bool) == Some(true)
-                }
+            let from = match a.from {
+                From::Auto => TurnSource::Auto,
+                From::Archive => TurnSource::Archive,
+                From::Ledger | From::Postgres => TurnSource::Ledger,
             };
-            if a.from == From::Auto && !ctx.quiet {
-                eprintln!(
-                    "burn: reading turns from the {}",
-                    match (use_archive, st.as_file().is_some()) {
-                        (true, _) => "archive (up to date)",
-                        (false, true) => "ledger (archive missing or behind)",
-                        (false, false) => "sqlite store",
+            match st.as_file() {
+                // Other backends have no archive: read the store.
+                None => {
+                    if a.from == From::Archive {
+                        // The backend's own error: archives need file storage.
+                        ctx.ledger()?;
                     }
-                );
-            }
-            if use_archive {
-                for v in ctx.ledger()?.query_turns_from_archive(&q)? {
-                    emit(v)?;
+                    if a.from == From::Auto && !ctx.quiet {
+                        eprintln!("burn: reading turns from the sqlite store");
+                    }
+                    for v in st.query_turns(&q)? {
+                        emit(v?)?;
+                    }
                 }
-            } else {
-                for v in st.query_turns(&q)? {
-                    emit(v?)?;
-                }
+                Some(l) => match plan_turn_read(l.home(), from)? {
+                    TurnPlan::Archive { reader, note, warn } => {
+                        if let Some(n) = note.filter(|_| warn || !ctx.quiet) {
+                            eprintln!("burn: {n}");
+                        }
+                        reader.for_each_turn(&q, true, &mut emit)?;
+                    }
+                    TurnPlan::Ledger { note } => {
+                        if let Some(n) = note {
+                            eprintln!("burn: {n}");
+                        }
+                        for v in st.query_turns(&q)? {
+                            emit(v?)?;
+                        }
+                    }
+                },
             }
         }
         other => {
             if a.from == From::Archive {
-                bail!("--from archive only applies to turns");
+                return usage("query", "--from archive only applies to turns");
             }
             if !q.enrichment.is_empty() {
-                bail!("--enrich only applies to turns");
+                return usage("query", "--enrich only applies to turns");
             }
             let kind = match other {
                 QueryKind::Compactions => Kind::Compaction,
@@ -1084,6 +1203,12 @@ fn push(ctx: &Ctx, a: PushArgs) -> Result<u8> {
     print_lines(&lines)
 }
 
+/// A usage error: one line on stderr, exit 2.
+fn usage(cmd: &str, msg: &str) -> Result<u8> {
+    eprintln!("burn {cmd}: {msg}");
+    Ok(USAGE)
+}
+
 // --- stamp ----------------------------------------------------------------
 
 fn stamp(ctx: &Ctx, a: StampArgs) -> Result<u8> {
@@ -1095,12 +1220,13 @@ fn stamp(ctx: &Ctx, a: StampArgs) -> Result<u8> {
         selector.insert("messageId", Value::from(m.as_str()));
     }
     if a.from_ts.is_some() || a.to_ts.is_some() {
+        let now = SystemTime::now();
         let mut range = Object::new();
-        if let Some(f) = &a.from_ts {
-            range.insert("fromTs", Value::from(f.as_str()));
+        if let Some(f) = time_flag(&a.from_ts, "from-ts", now)? {
+            range.insert("fromTs", Value::from(f));
         }
-        if let Some(t) = &a.to_ts {
-            range.insert("toTs", Value::from(t.as_str()));
+        if let Some(t) = time_flag(&a.to_ts, "to-ts", now)? {
+            range.insert("toTs", Value::from(t));
         }
         selector.insert("range", Value::Object(range));
     }
@@ -1113,9 +1239,13 @@ fn stamp(ctx: &Ctx, a: StampArgs) -> Result<u8> {
         let (k, v) = pair(p, "enrichment")?;
         enrichment.insert(k, Value::from(v));
     }
-    let line = ctx
+    let line = match ctx
         .store
-        .stamp(Value::Object(selector), Value::Object(enrichment))?;
+        .stamp(Value::Object(selector), Value::Object(enrichment))
+    {
+        Err(relayburn_ledger::Error::InvalidInput(why)) => return Err(usage_err(why)),
+        r => r?,
+    };
     println!("{}", line.to_json());
     Ok(0)
 }
@@ -1176,9 +1306,41 @@ fn demo(home: Option<PathBuf>, quiet: bool, env: &Env, a: &DemoArgs) -> Result<u
     print_lines(&build_lines(&r, true))?;
     println!("\n$ burn --home {} state status", home.root().display());
     status(&ctx, false, None)?;
+    print_lines(&spend_lines(&relayburn_ledger::demo::spend(ctx.ledger()?)?))?;
     println!(
-        "\nnext: burn --home {} query turns --from archive | head",
+        "\nnext: burn --home {} query turns | head",
         home.root().display()
     );
     Ok(0)
+}
+
+/// The spend table that ends the demo.
+fn spend_lines(s: &relayburn_ledger::demo::Spend) -> Vec<String> {
+    use relayburn_ledger::demo::Tokens;
+    let n = |x: f64| int(x as u64);
+    let row = |label: &str, t: &Tokens| {
+        format!(
+            "  {label:<24} {:>7} {:>12} {:>10} {:>13} {:>13}",
+            int(t.turns),
+            n(t.input),
+            n(t.output),
+            n(t.cache_read),
+            n(t.cache_create)
+        )
+    };
+    let head = format!(
+        "  {:<24} {:>7} {:>12} {:>10} {:>13} {:>13}",
+        "", "turns", "input", "output", "cache read", "cache write"
+    );
+    let mut l = vec![
+        String::new(),
+        "what the agents spent (tokens, from the ledger):".to_string(),
+        head.clone(),
+        row("all turns", &s.total),
+        "by model:".to_string(),
+    ];
+    l.extend(s.by_model.iter().map(|(m, t)| row(m, t)));
+    l.push("by day (UTC):".to_string());
+    l.extend(s.by_day.iter().map(|(d, t)| row(d, t)));
+    l
 }

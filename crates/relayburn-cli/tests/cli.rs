@@ -134,6 +134,20 @@ fn usage_errors_exit_2() {
     }
     let o = burn(d.path(), &["state", "rebuild", "classify"]);
     assert!(stderr(&o).contains("session-log readers"), "{}", stderr(&o));
+    // Ours (not clap's) say why in exactly one line, and never panic.
+    for args in [
+        vec!["query", "turns", "--since", "yesterday"],
+        vec!["query", "turns", "--until", "2026-13-01"],
+        vec!["query", "turns", "--enrich", "novalue"],
+        vec!["query", "compactions", "--from", "archive"],
+        vec!["query", "compactions", "--enrich", "k=v"],
+        vec!["state", "prune", "--days", "99999999999999999999"],
+        vec!["state", "prune", "--days", "soon"],
+    ] {
+        let o = burn(d.path(), &args);
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{args:?}: {}", stderr(&o));
+    }
 }
 
 #[test]
@@ -308,6 +322,66 @@ fn reset_dry_run_then_force() {
     assert_eq!(code(&burn(&home, &["state", "rebuild", "all"])), 0);
     let o = burn(&home, &["state", "check"]);
     assert_eq!(code(&o), 0, "{}", stdout(&o));
+}
+
+/// Every file under `dir` with its bytes, sorted.
+fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn reset_keeps_content_unless_asked_and_says_it_cannot_be_undone() {
+    let d = demo_home();
+    let home = home_of(&d);
+    let content = tree(&home.join("content"));
+    assert!(!content.is_empty(), "the demo writes content sidecars");
+    let o = burn(&home, &["state", "reset", "--force", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(tree(&home.join("content")), content, "content/ untouched");
+    assert!(!home.join("archive.sqlite").exists());
+    let v = json_out(&o);
+    let kept: Vec<&str> = v
+        .get("kept")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        kept.iter().any(|k| k.ends_with("content")),
+        "kept lists content/: {kept:?}"
+    );
+    let o = burn(&home, &["state", "reset"]);
+    assert!(stdout(&o).contains("--delete-content"), "{}", stdout(&o));
+
+    // Deleting content takes its own flag, and the dry run warns first.
+    let o = burn(&home, &["state", "reset", "--delete-content"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("CANNOT BE UNDONE"), "{text}");
+    assert_eq!(
+        tree(&home.join("content")),
+        content,
+        "dry run deletes nothing"
+    );
+    let o = burn(&home, &["state", "reset", "--delete-content", "--force"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(!home.join("content").exists());
+    assert!(home.join("ledger.jsonl").exists());
 }
 
 #[test]
@@ -487,7 +561,7 @@ fn query_matches_the_reference_on_the_fixture_home() {
     assert_eq!(code(&o), 0);
     assert_eq!(stdout(&o), "");
     let o = burn(d.path(), &["query", "turns", "--since", "last tuesday"]);
-    assert_eq!(code(&o), 1);
+    assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("--since"), "{}", stderr(&o));
 }
 
@@ -501,42 +575,77 @@ fn stamp_appends_a_stamp_and_refuses_bad_pairs() {
             "--session",
             "s1",
             "--from-ts",
-            "2026-01-01T00:00:00.000Z",
+            "2026-01-01T00:00:00Z",
+            "--to-ts",
+            "2026-01-31",
             "workflowId=wf-9",
         ],
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let line = std::fs::read_to_string(d.path().join("ledger.jsonl")).unwrap();
     let v = parse(line.trim()).unwrap();
+    // Both ends in the form the turns' `ts` has, so ranges compare right.
     assert_eq!(
         v.get("selector").unwrap().to_json(),
-        r#"{"sessionId":"s1","range":{"fromTs":"2026-01-01T00:00:00.000Z"}}"#
+        r#"{"sessionId":"s1","range":{"fromTs":"2026-01-01T00:00:00.000Z","toTs":"2026-01-31T00:00:00.000Z"}}"#
     );
     assert_eq!(
         v.get("enrichment").unwrap().to_json(),
         r#"{"workflowId":"wf-9"}"#
     );
     let o = burn(d.path(), &["stamp", "--session", "s1", "novalue"]);
-    assert_eq!(code(&o), 1);
+    assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("KEY=VALUE"), "{}", stderr(&o));
+}
+
+#[test]
+fn stamp_refuses_bad_selectors_before_writing() {
+    let d = tempfile::tempdir().unwrap();
+    let bad: [&[&str]; 7] = [
+        &["--from-ts", "garbage", "--to-ts", "2026-01-02"],
+        &["--from-ts", "2026-02-01", "--to-ts", "2026-01-01"],
+        &["--from-ts", "2026-01-01"],
+        &["--to-ts", "2026-01-01"],
+        &["--session", ""],
+        &["--message", "  "],
+        &["--from-ts", "2026-02-30", "--to-ts", "2026-03-01"],
+    ];
+    for args in bad {
+        let mut all = vec!["stamp"];
+        all.extend_from_slice(args);
+        all.push("k=v");
+        let o = burn(d.path(), &all);
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{args:?}: {}", stderr(&o));
+        assert!(
+            !d.path().join("ledger.jsonl").exists(),
+            "{args:?} wrote something"
+        );
+    }
 }
 
 #[test]
 fn missing_and_unwritable_homes_fail_clearly() {
     let d = tempfile::tempdir().unwrap();
-    // A home that does not exist reads as empty.
+    // A home that does not exist is an error for every command but a
+    // write (and demo), and nothing is created.
     let missing = d.path().join("nope");
-    let o = burn(&missing, &["state", "status", "--json"]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(
-        json_out(&o)
-            .get("archive")
-            .unwrap()
-            .get("exists")
-            .and_then(Value::as_bool),
-        Some(false)
-    );
-    assert!(!missing.exists(), "status creates nothing");
+    for args in [
+        vec!["state", "status", "--json"],
+        vec!["state", "rebuild", "archive"],
+        vec!["state", "rebuild", "archive", "--full"],
+        vec!["state", "rebuild", "index"],
+        vec!["state", "check", "--repair"],
+        vec!["state", "reset", "--force"],
+        vec!["state", "prune", "--force"],
+        vec!["query", "turns"],
+    ] {
+        let o = burn(&missing, &args);
+        assert_eq!(code(&o), 1, "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("nope"), "{args:?}: {}", stderr(&o));
+        assert!(!missing.exists(), "{args:?} created the home");
+    }
     // A home below a regular file cannot be written (this also holds as
     // root, which ignores permission bits).
     let file = d.path().join("file");
@@ -598,6 +707,481 @@ fn a_held_lock_is_named_in_the_error() {
         "{err}"
     );
     assert!(!d.path().join("ledger.jsonl").exists(), "nothing written");
+}
+
+/// Turn lines printed on stdout.
+fn rows(o: &Output) -> usize {
+    stdout(o).lines().filter(|l| l.starts_with('{')).count()
+}
+
+fn set_archive_version(home: &Path, v: i64) {
+    let db = rusqlite::Connection::open(home.join("archive.sqlite")).unwrap();
+    db.execute("UPDATE archive_state SET archive_version = ?1", [v])
+        .unwrap();
+}
+
+#[test]
+fn from_archive_without_an_archive_says_so_and_creates_nothing() {
+    let d = demo_home();
+    let home = home_of(&d);
+    for f in ["archive.sqlite", "archive.sqlite-wal", "archive.sqlite-shm"] {
+        let _ = std::fs::remove_file(home.join(f));
+    }
+    let o = burn(&home, &["query", "turns", "--from", "archive"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert_eq!(rows(&o), 0);
+    assert!(stderr(&o).contains("not built yet"), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1);
+    let o = burn(&home, &["query", "turns"]);
+    assert_eq!((code(&o), rows(&o)), (0, 72), "{}", stderr(&o));
+    assert!(stderr(&o).contains("from the ledger"), "{}", stderr(&o));
+    let o = burn(&home, &["state", "status"]);
+    assert_eq!(code(&o), 0);
+    assert!(
+        !home.join("archive.sqlite").exists(),
+        "reads create nothing"
+    );
+
+    // Behind the ledger: an explicit archive read warns; auto falls back.
+    assert_eq!(code(&burn(&home, &["state", "rebuild", "archive"])), 0);
+    assert_eq!(code(&burn(&home, &["stamp", "--session", "s", "k=v"])), 0);
+    let o = burn(&home, &["query", "turns", "--from", "archive"]);
+    assert_eq!((code(&o), rows(&o)), (0, 72), "{}", stderr(&o));
+    assert!(stderr(&o).contains("behind the ledger"), "{}", stderr(&o));
+    let o = burn(&home, &["--quiet", "query", "turns", "--from", "archive"]);
+    assert!(
+        stderr(&o).contains("behind the ledger"),
+        "warned even with --quiet"
+    );
+    let o = burn(&home, &["query", "turns"]);
+    assert!(stderr(&o).contains("behind"), "{}", stderr(&o));
+}
+
+#[test]
+fn another_archive_version_is_never_destroyed_by_a_read() {
+    let d = demo_home();
+    let home = home_of(&d);
+    set_archive_version(&home, 4);
+    let before = std::fs::read(home.join("archive.sqlite")).unwrap();
+    let o = burn(&home, &["state", "status", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let a = json_out(&o).get("archive").unwrap().clone();
+    assert_eq!(a.get("archiveVersion").and_then(Value::as_f64), Some(4.0));
+    let problem = a
+        .get("problem")
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_string();
+    for needle in ["4", "3", "burn state rebuild archive --full"] {
+        assert!(problem.contains(needle), "{problem}");
+    }
+    let o = burn(&home, &["query", "turns"]);
+    assert_eq!(
+        (code(&o), rows(&o)),
+        (0, 72),
+        "auto falls back to the ledger"
+    );
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    let o = burn(&home, &["query", "turns", "--from", "archive"]);
+    assert_eq!((code(&o), rows(&o)), (1, 0));
+    assert!(stderr(&o).contains("newer"), "{}", stderr(&o));
+    let o = burn(&home, &["state", "check"]);
+    assert_eq!(code(&o), 1, "check reports it: {}", stdout(&o));
+    // A plain build refuses too; only --full replaces it.
+    let o = burn(&home, &["state", "rebuild", "archive"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("--full"), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(home.join("archive.sqlite")).unwrap(),
+        before,
+        "no read or refused build changed the archive"
+    );
+    let o = burn(&home, &["state", "rebuild", "archive", "--full"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = burn(&home, &["query", "turns", "--from", "archive"]);
+    assert_eq!((code(&o), rows(&o)), (0, 72));
+
+    // An older version: a read leaves it; the next build replaces it and says so.
+    set_archive_version(&home, 2);
+    let o = burn(&home, &["state", "status"]);
+    assert!(stdout(&o).contains("older"), "{}", stdout(&o));
+    let o = burn(&home, &["query", "turns", "--from", "archive"]);
+    assert_eq!(code(&o), 1);
+    let o = burn(&home, &["state", "rebuild", "archive"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("replaced an archive of older version 2"),
+        "{}",
+        stdout(&o)
+    );
+    let o = burn(&home, &["query", "turns", "--from", "archive"]);
+    assert_eq!((code(&o), rows(&o)), (0, 72));
+}
+
+#[test]
+fn a_damaged_archive_falls_back_and_repair_rebuilds_it() {
+    let d = demo_home();
+    let home = home_of(&d);
+    let archive = home.join("archive.sqlite");
+    type Damage = (&'static str, fn(&Path));
+    let damages: [Damage; 3] = [
+        ("cut in half", |p| {
+            let len = std::fs::metadata(p).unwrap().len();
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_len(len / 2)
+                .unwrap();
+        }),
+        ("garbage header", |p| {
+            let mut b = std::fs::read(p).unwrap();
+            b[..16].copy_from_slice(b"garbage garbage!");
+            std::fs::write(p, b).unwrap();
+        }),
+        ("a directory", |p| {
+            std::fs::remove_file(p).unwrap();
+            std::fs::create_dir(p).unwrap();
+        }),
+    ];
+    for (what, damage) in damages {
+        assert_eq!(
+            code(&burn(&home, &["state", "rebuild", "archive", "--full"])),
+            0
+        );
+        for f in ["archive.sqlite-wal", "archive.sqlite-shm"] {
+            let _ = std::fs::remove_file(home.join(f));
+        }
+        damage(&archive);
+        let o = burn(&home, &["state", "status"]);
+        assert_eq!(code(&o), 0, "{what}: {}", stderr(&o));
+        assert!(stdout(&o).contains("damaged"), "{what}: {}", stdout(&o));
+        let o = burn(&home, &["query", "turns"]);
+        assert_eq!((code(&o), rows(&o)), (0, 72), "{what}: {}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{what}: {}", stderr(&o));
+        let o = burn(&home, &["query", "turns", "--from", "archive"]);
+        assert_eq!(code(&o), 1, "{what}");
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{what}: {err}");
+        assert_eq!(
+            err.matches("damaged").count(),
+            1,
+            "{what}: cause once: {err}"
+        );
+        let o = burn(&home, &["state", "check"]);
+        assert_eq!(code(&o), 1, "{what}: {}", stdout(&o));
+        assert!(stdout(&o).contains("damaged"), "{what}: {}", stdout(&o));
+        let o = burn(&home, &["state", "check", "--repair"]);
+        assert_eq!(code(&o), 0, "{what}: {}{}", stdout(&o), stderr(&o));
+        assert!(stdout(&o).contains("rebuild archive --full"), "{what}");
+        let o = burn(&home, &["query", "turns", "--from", "archive"]);
+        assert_eq!((code(&o), rows(&o)), (0, 72), "{what}: {}", stderr(&o));
+    }
+    // A full rebuild over a directory holding a file: refused, and no
+    // half-built file is left behind.
+    std::fs::remove_file(&archive).unwrap();
+    std::fs::create_dir(&archive).unwrap();
+    std::fs::write(archive.join("keep"), "x").unwrap();
+    let o = burn(&home, &["state", "rebuild", "archive", "--full"]);
+    assert_eq!(code(&o), 1);
+    assert!(archive.join("keep").exists());
+    let left: Vec<_> = std::fs::read_dir(&home)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// A ledger of `n` turns of about 1.6 KB each.
+fn write_padded_turns(home: &Path, n: u32) {
+    // Written line by line: the test process must stay small, since a
+    // child's peak RSS starts from its parent's at fork.
+    let pad = "p".repeat(1500);
+    let file = std::fs::File::create(home.join("ledger.jsonl")).unwrap();
+    let mut w = std::io::BufWriter::new(file);
+    for i in 0..n {
+        use std::io::Write;
+        writeln!(
+            w,
+            r#"{{"v":1,"kind":"turn","record":{{"v":1,"source":"claude-code","sessionId":"s{}","messageId":"m{i}","turnIndex":{i},"ts":"2026-03-01T09:00:{:02}.000Z","model":"claude-sonnet-4-5","project":"/{pad}","usage":{{"input":1,"output":2,"reasoning":0,"cacheRead":0,"cacheCreate5m":0,"cacheCreate1h":0}},"toolCalls":[]}}}}"#,
+            i % 50,
+            i % 60
+        )
+        .unwrap();
+    }
+}
+
+/// Run burn with stdout discarded; its exit code and peak RSS in bytes.
+// Reaped by `wait4`, which also gives the rusage `Child::wait` drops.
+#[allow(clippy::zombie_processes)]
+fn burn_peak_rss(home: &Path, args: &[&str]) -> (i32, u64) {
+    let child = Command::new(env!("CARGO_BIN_EXE_burn"))
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is valid; pid is our unreaped child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut ru) }, pid);
+    (libc::WEXITSTATUS(status), ru.ru_maxrss as u64 * 1024)
+}
+
+#[test]
+fn an_archive_query_streams_in_bounded_memory() {
+    // 40,000 turns of ~1.6 KB: about 70 MB of output, more than the
+    // whole result could take buffered within the bound below.
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path();
+    write_padded_turns(home, 40_000);
+    let o = burn(home, &["--quiet", "state", "rebuild", "archive", "--full"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("40,000 turns applied"),
+        "{}",
+        stdout(&o)
+    );
+    let (c, archive_rss) = burn_peak_rss(home, &["query", "turns", "--from", "archive"]);
+    assert_eq!(c, 0);
+    let (c, ledger_rss) = burn_peak_rss(home, &["query", "turns", "--from", "ledger"]);
+    assert_eq!(c, 0);
+    eprintln!("peak RSS: archive {archive_rss} B, ledger {ledger_rss} B");
+    assert!(
+        archive_rss < 48 << 20,
+        "archive query peaked at {archive_rss} bytes"
+    );
+}
+
+#[test]
+fn repair_handles_what_check_finds_and_a_repaired_line_is_reported_once() {
+    let d = demo_home();
+    let home = home_of(&d);
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(home.join("ledger.jsonl"))
+            .unwrap();
+        f.write_all(b"{\"v\":1,\"kind\":\"turn\",\"record\":{\"v\":1,\"sour")
+            .unwrap();
+        let mut idx = std::fs::OpenOptions::new()
+            .append(true)
+            .open(home.join("ledger.idx"))
+            .unwrap();
+        idx.write_all(b"\xff\xfe\xfd not utf-8\n").unwrap();
+    }
+    let o = burn(&home, &["state", "check", "--json"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let v = json_out(&o);
+    assert_eq!(
+        v.get("index")
+            .unwrap()
+            .get("badLines")
+            .and_then(Value::as_f64),
+        Some(1.0)
+    );
+    assert!(v.get("ledger").unwrap().get("tornTail") != Some(&Value::Null));
+    let o = burn(&home, &["state", "check", "--repair"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    // Accepted from now on: reported by the repair, not by every check.
+    for _ in 0..2 {
+        let o = burn(&home, &["state", "check", "--json"]);
+        assert_eq!(code(&o), 0, "{}", stdout(&o));
+        let l = json_out(&o).get("ledger").unwrap().clone();
+        assert_eq!(l.get("repairedCount").and_then(Value::as_f64), Some(1.0));
+        assert_eq!(l.get("malformedCount").and_then(Value::as_f64), Some(0.0));
+    }
+    // A new malformed line is still a problem.
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(home.join("ledger.jsonl"))
+            .unwrap();
+        f.write_all(b"{oops\n").unwrap();
+    }
+    assert_eq!(code(&burn(&home, &["state", "check"])), 1);
+}
+
+fn this_host() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    assert_eq!(r, 0);
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Whether process `pid` catches signal `sig` (from /proc).
+fn catches(pid: u32, sig: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|m| m & (1 << (sig - 1)) != 0)
+}
+
+#[test]
+fn a_signalled_full_rebuild_cleans_up_and_exits_128_plus_the_signal() {
+    for (sig, want) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        let d = demo_home();
+        let home = home_of(&d);
+        let before = std::fs::read(home.join("archive.sqlite")).unwrap();
+        // Hold the archive lock as a live holder, so the signal lands
+        // while the rebuild is under way (waiting for its lock).
+        let lock = home.join("archive.lock");
+        std::fs::write(
+            &lock,
+            format!(
+                "{{\"pid\":{},\"host\":\"{}\",\"since\":0}}\n",
+                std::process::id(),
+                this_host()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_burn"))
+            .arg("--home")
+            .arg(&home)
+            .args(["state", "rebuild", "archive", "--full"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        while !catches(child.id(), sig) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // SAFETY: signalling our own child.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+        std::fs::remove_file(&lock).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(want), "{}", stderr(&out));
+        assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+        let names: Vec<String> = std::fs::read_dir(&home)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.contains("rebuild-") || n.ends_with(".lock")),
+            "{names:?}"
+        );
+        assert_eq!(std::fs::read(home.join("archive.sqlite")).unwrap(), before);
+    }
+}
+
+#[test]
+fn check_repair_and_reset_know_a_dead_holders_lock_and_a_killed_rebuilds_file() {
+    let d = demo_home();
+    let home = home_of(&d);
+    let dead = {
+        let mut c = Command::new("true").spawn().unwrap();
+        c.wait().unwrap();
+        c.id()
+    };
+    // A fresh lockfile (mtime now) whose holder is gone, and a half-built
+    // archive of a rebuild that was killed.
+    let lock = home.join("archive.lock");
+    std::fs::write(
+        &lock,
+        format!(
+            "{{\"pid\":{dead},\"host\":\"{}\",\"since\":0}}\n",
+            this_host()
+        ),
+    )
+    .unwrap();
+    let tmp = home.join(format!("archive.sqlite.rebuild-{dead}.tmp"));
+    std::fs::write(&tmp, b"half").unwrap();
+    let o = burn(&home, &["state", "check", "--json"]);
+    assert_eq!(code(&o), 1);
+    let v = json_out(&o);
+    let locks = v.get("locks").unwrap().as_array().unwrap();
+    assert_eq!(locks[0].get("stale").and_then(Value::as_bool), Some(true));
+    assert_eq!(
+        v.get("rebuildLeftovers").unwrap().as_array().unwrap().len(),
+        1
+    );
+    let o = burn(&home, &["state", "reset"]);
+    assert!(
+        stdout(&o).contains(&*tmp.to_string_lossy()),
+        "{}",
+        stdout(&o)
+    );
+    let o = burn(&home, &["state", "check", "--repair"]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert!(!lock.exists() && !tmp.exists());
+}
+
+#[test]
+fn a_rebuild_counts_and_locates_malformed_lines() {
+    let d = demo_home();
+    let home = home_of(&d);
+    let ledger = home.join("ledger.jsonl");
+    let at = std::fs::metadata(&ledger).unwrap().len();
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&ledger)
+            .unwrap();
+        f.write_all(b"{not json at all\n").unwrap();
+    }
+    let o = burn(&home, &["state", "rebuild", "archive"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("skipped 1 line that is not JSON"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains(&format!("byte {at}:")),
+        "{}",
+        stdout(&o)
+    );
+    let o = burn(&home, &["state", "rebuild", "archive", "--full", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json_out(&o);
+    assert_eq!(v.get("malformedLines").and_then(Value::as_f64), Some(1.0));
+    let m = v.get("malformed").unwrap().as_array().unwrap();
+    assert_eq!(m[0].get("offset").and_then(Value::as_f64), Some(at as f64));
+}
+
+#[test]
+fn a_reader_that_stops_early_is_not_a_failure() {
+    // More output than a pipe holds, so the writer meets the closed pipe.
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path();
+    write_padded_turns(home, 2_000);
+    let o = burn(home, &["--quiet", "state", "rebuild", "archive"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    for from in ["archive", "ledger"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_burn"))
+            .arg("--home")
+            .arg(home)
+            .args(["query", "turns", "--from", from])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Read one line, then close the pipe, as `head -1` does.
+        {
+            use std::io::BufRead;
+            let mut first = String::new();
+            std::io::BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut first)
+                .unwrap();
+            assert!(first.starts_with('{'), "{first}");
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{from}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("Broken pipe"), "{}", stderr(&out));
+    }
 }
 
 // --- storage selection --------------------------------------------------
@@ -737,6 +1321,51 @@ fn unknown_and_reserved_backends_are_refused() {
             format!("burn: RELAYBURN_STORAGE={kind} is not supported in this build\n")
         );
     }
+}
+
+#[test]
+fn demo_ends_with_spend_by_model_and_day_and_help_explains_months() {
+    let d = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_burn"))
+        .args(["demo", "--demo-dir"])
+        .arg(d.path().join("h"))
+        .env("RELAYBURN_HOME", d.path().join("none"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    let spend = &out[out.find("what the agents spent").expect("spend table")..];
+    // The demo writes 72 turns: 24 per model, 24 per day over three days.
+    let row = |label: &str| -> u64 {
+        let line = spend
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no row {label}: {spend}"));
+        line[2 + 24..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .replace(',', "")
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(row("all turns"), 72);
+    for model in ["claude-opus-4-1", "claude-sonnet-4-5", "gpt-5-codex"] {
+        assert_eq!(row(model), 24, "{model}");
+    }
+    for day in ["2026-03-01", "2026-03-02", "2026-03-03"] {
+        assert_eq!(row(day), 24, "{day}");
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_burn"))
+        .args(["query", "--help"])
+        .output()
+        .unwrap();
+    assert!(stdout(&o).contains("months"), "{}", stdout(&o));
+    let o = Command::new(env!("CARGO_BIN_EXE_burn"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(stdout(&o).contains("does not read agents' session logs"));
 }
 
 #[test]

@@ -214,3 +214,63 @@ pub fn write_demo(ledger: &Ledger) -> Result<DemoSummary> {
     )?;
     Ok(sum)
 }
+
+/// Tokens of a group of turns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tokens {
+    pub turns: u64,
+    pub input: f64,
+    pub output: f64,
+    pub reasoning: f64,
+    pub cache_read: f64,
+    pub cache_create: f64,
+}
+
+impl Tokens {
+    fn add(&mut self, usage: Option<&Value>) {
+        let get = |k: &str| {
+            usage
+                .and_then(|u| u.get(k))
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0)
+        };
+        self.turns += 1;
+        self.input += get("input");
+        self.output += get("output");
+        self.reasoning += get("reasoning");
+        self.cache_read += get("cacheRead");
+        self.cache_create += get("cacheCreate5m") + get("cacheCreate1h");
+    }
+}
+
+/// What the turns of a home spent, by model and by day (UTC): what a
+/// person opening the tool for the first time wants to see.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Spend {
+    pub total: Tokens,
+    /// By model, most output tokens first.
+    pub by_model: Vec<(String, Tokens)>,
+    /// By `YYYY-MM-DD` of the turn's `ts`, in date order.
+    pub by_day: Vec<(String, Tokens)>,
+}
+
+/// Sum every turn of the ledger (stamps folded, as queries return them).
+pub fn spend(ledger: &Ledger) -> Result<Spend> {
+    let mut s = Spend::default();
+    let mut models: std::collections::BTreeMap<String, Tokens> = Default::default();
+    let mut days: std::collections::BTreeMap<String, Tokens> = Default::default();
+    for t in ledger.query_turns(&crate::query::Query::default())? {
+        let t = t?;
+        let usage = t.get("usage");
+        let text = |k: &str| t.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+        s.total.add(usage);
+        models.entry(text("model")).or_default().add(usage);
+        let day: String = text("ts").chars().take(10).collect();
+        days.entry(day).or_default().add(usage);
+    }
+    s.by_model = models.into_iter().collect();
+    s.by_model
+        .sort_by(|a, b| b.1.output.total_cmp(&a.1.output).then(a.0.cmp(&b.0)));
+    s.by_day = days.into_iter().collect();
+    Ok(s)
+}

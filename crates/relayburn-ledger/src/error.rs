@@ -30,6 +30,17 @@ pub enum Error {
     },
     #[error("{0}")]
     InvalidInput(String),
+    /// Another process removed or replaced our lockfile while we held it;
+    /// the work was given up before its effect became visible.
+    #[error(
+        "lost lock {path}: its lockfile was removed or replaced by another process \
+         (a holder that never refreshes its lockfile, such as the TypeScript burn, \
+         was taken for stale); nothing was committed"
+    )]
+    LockLost { path: PathBuf },
+    /// SIGINT or SIGTERM arrived during work that stops cleanly.
+    #[error("interrupted by signal {signal}; nothing was changed")]
+    Interrupted { signal: i32 },
     #[error("malformed {what} in {path}: {reason}")]
     Malformed {
         what: &'static str,
@@ -39,6 +50,12 @@ pub enum Error {
     /// A team ledger error; `target` and `message` never hold a password.
     #[error("postgres {target}: {message}")]
     Postgres { target: String, message: String },
+    /// The archive cannot answer or be built on as it is.
+    #[error("archive {path}: {why}")]
+    ArchiveUnavailable {
+        path: PathBuf,
+        why: crate::archive::Unavailable,
+    },
     /// `RELAYBURN_STORAGE` holds a name no implementation knows.
     #[error("unsupported RELAYBURN_STORAGE={0} (expected file, sqlite, postgres, or http)")]
     UnknownStorage(String),

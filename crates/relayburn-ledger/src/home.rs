@@ -45,6 +45,21 @@ impl LedgerHome {
     pub fn root(&self) -> &Path {
         &self.root
     }
+
+    /// Fail unless the home directory exists. Reads and maintenance call
+    /// this first, so a mistyped home is an error instead of an empty
+    /// answer or a new, empty archive somewhere unexpected.
+    pub fn require_existing(&self) -> Result<()> {
+        match std::fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(Error::io(
+                "open home",
+                &self.root,
+                std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
+            )),
+            Err(e) => Err(Error::io("open home", &self.root, e)),
+        }
+    }
     pub fn ledger(&self) -> PathBuf {
         self.root.join("ledger.jsonl")
     }
@@ -76,6 +91,12 @@ impl LedgerHome {
     /// The machine id and the push cursors of `burn push`.
     pub fn push_state(&self) -> PathBuf {
         self.root.join("push.json")
+    }
+
+    /// Lines cut short by a crash that a repair terminated: accepted, so
+    /// `check` reports each once.
+    pub fn repairs(&self) -> PathBuf {
+        self.root.join("ledger.repairs.json")
     }
     /// `<home>/<name>.lock`.
     pub fn lock(&self, name: &str) -> PathBuf {

@@ -85,14 +85,14 @@
 //! other process. Release also happens when the body panics.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Write};
 use std::marker::PhantomData;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -150,8 +150,27 @@ impl LockOptions {
 }
 
 thread_local! {
-    /// Lock paths held by the current thread (re-entrancy).
-    static HELD: RefCell<HashSet<PathBuf>> = RefCell::new(HashSet::new());
+    /// Lock paths held by the current thread (re-entrancy), with the
+    /// identity of the file we created for each.
+    /// `None` for a lock held elsewhere on the thread's behalf
+    /// ([`Locks::assume_held`]), whose file this thread cannot check.
+    static HELD: RefCell<HashMap<PathBuf, Option<Identity>>> = RefCell::new(HashMap::new());
+}
+
+/// Which file is ours, and whether the heartbeat saw it go.
+#[derive(Clone)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+    lost: Arc<AtomicBool>,
+}
+
+impl Identity {
+    /// Is the file at `path` still the one we created?
+    fn still_ours(&self, path: &Path) -> bool {
+        !self.lost.load(Ordering::SeqCst)
+            && fs::symlink_metadata(path).is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino)
+    }
 }
 
 /// Lock manager for one home.
@@ -205,7 +224,7 @@ impl Locks {
     /// do); an inner (re-entrant) guard does nothing on drop.
     pub fn acquire(&self, name: &str) -> Result<LockGuard> {
         let path = self.home.lock(name);
-        if HELD.with(|h| h.borrow().contains(&path)) {
+        if HELD.with(|h| h.borrow().contains_key(&path)) {
             return Ok(LockGuard {
                 path,
                 owned: None,
@@ -216,10 +235,20 @@ impl Locks {
             fs::create_dir_all(dir).ctx("create directory", dir)?;
         }
         let mut owned = acquire_file(&path, &self.options)?;
+        let identity = Identity {
+            dev: owned.dev,
+            ino: owned.ino,
+            lost: Arc::new(AtomicBool::new(false)),
+        };
         if let Some(every) = self.heartbeat {
-            owned.beat = Heartbeat::start(Arc::clone(&owned.file), every);
+            owned.beat = Heartbeat::start(
+                Arc::clone(&owned.file),
+                every,
+                path.clone(),
+                identity.clone(),
+            );
         }
-        HELD.with(|h| h.borrow_mut().insert(path.clone()));
+        HELD.with(|h| h.borrow_mut().insert(path.clone(), Some(identity)));
         Ok(LockGuard {
             path,
             owned: Some(owned),
@@ -229,6 +258,27 @@ impl Locks {
 }
 
 impl Locks {
+    /// Fail with [`Error::LockLost`] unless this thread still holds lock
+    /// `name` exclusively: its lockfile is still the file we created.
+    ///
+    /// The shared protocol lets another process remove a lockfile it
+    /// judges stale, and the reference removes the lockfile at `release`
+    /// without looking whose it is; so after taking a lock from a holder
+    /// that never refreshes it (the reference), that holder may delete
+    /// ours and let a third process in. Work that must be exclusive calls
+    /// this just before it makes its effect visible (a commit, a rename,
+    /// an append) and gives up instead.
+    pub fn ensure_held(&self, name: &str) -> Result<()> {
+        let path = self.home.lock(name);
+        let held = HELD.with(|h| h.borrow().get(&path).cloned());
+        match held {
+            Some(Some(id)) if id.still_ours(&path) => Ok(()),
+            // Held by a detached holder: its file is its own to watch.
+            Some(None) => Ok(()),
+            _ => Err(Error::LockLost { path }),
+        }
+    }
+
     /// Take lock `name` for a holder that is not a thread: the guard may
     /// move between threads and is never seen as held by any of them. An
     /// event-loop binding needs this, because its callers keep a lock
@@ -242,7 +292,12 @@ impl Locks {
         }
         let mut owned = acquire_file(&path, &self.options)?;
         if let Some(every) = self.heartbeat {
-            owned.beat = Heartbeat::start(Arc::clone(&owned.file), every);
+            let identity = Identity {
+                dev: owned.dev,
+                ino: owned.ino,
+                lost: Arc::new(AtomicBool::new(false)),
+            };
+            owned.beat = Heartbeat::start(Arc::clone(&owned.file), every, path.clone(), identity);
         }
         Ok(DetachedLock {
             path,
@@ -260,7 +315,8 @@ impl Locks {
             let mut h = h.borrow_mut();
             for name in names {
                 let path = self.home.lock(name.as_ref());
-                if h.insert(path.clone()) {
+                if !h.contains_key(&path) {
+                    h.insert(path.clone(), None);
                     added.push(path);
                 }
             }
@@ -364,6 +420,20 @@ pub fn acquire(path: &Path, o: &LockOptions) -> Result<()> {
     acquire_file(path, o).map(|_| ())
 }
 
+/// Whether the lockfile at `path` is stale under the default window: old,
+/// or naming a holder on this host that is gone (judged at once, whatever
+/// the file's age).
+pub fn is_stale(path: &Path) -> bool {
+    matches!(inspect(path, LockOptions::default().stale), Seen::Stale)
+}
+
+/// Remove the lockfile at `path` if it is stale, safely against an
+/// acquirer replacing it meanwhile; whether it was removed.
+pub fn remove_if_stale(path: &Path) -> bool {
+    let stale = LockOptions::default().stale;
+    matches!(inspect(path, stale), Seen::Stale) && matches!(take_away(path, stale), TakeAway::Gone)
+}
+
 /// The file we created, kept open so its inode stays ours.
 struct Owned {
     file: Arc<File>,
@@ -397,12 +467,18 @@ struct Heartbeat {
 impl Heartbeat {
     /// `None` when no thread can be started: the lock still works, just
     /// without protection for holds longer than the stale window.
-    fn start(file: Arc<File>, every: Duration) -> Option<Heartbeat> {
+    ///
+    /// Each beat also checks that the lockfile is still ours and records
+    /// when it is not (see [`Locks::ensure_held`]).
+    fn start(file: Arc<File>, every: Duration, path: PathBuf, id: Identity) -> Option<Heartbeat> {
         let (stop, wake) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("relayburn-lock-heartbeat".into())
             .spawn(move || {
                 while let Err(mpsc::RecvTimeoutError::Timeout) = wake.recv_timeout(every) {
+                    if !id.still_ours(&path) {
+                        id.lost.store(true, Ordering::SeqCst);
+                    }
                     // futimens on our own descriptor: never creates a file
                     // and never touches a lockfile that replaced ours.
                     let _ = file.set_modified(SystemTime::now());

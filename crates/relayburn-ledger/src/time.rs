@@ -51,6 +51,38 @@ pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Is `s` a timestamp in exactly the form [`iso_from_millis`] prints (a
+/// real date and time)? Stamps compare ranges with turns' `ts` as strings,
+/// so any other form would match the wrong turns.
+pub fn is_canonical_iso(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() != 24 {
+        return false;
+    }
+    let shape = b"dddd-dd-ddTdd:dd:dd.dddZ";
+    if !b.iter().zip(shape).all(|(c, p)| {
+        if *p == b'd' {
+            c.is_ascii_digit()
+        } else {
+            c == p
+        }
+    }) {
+        return false;
+    }
+    let n = |r: std::ops::Range<usize>| s[r].parse::<i64>().unwrap_or(-1);
+    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+    if !(1..=12).contains(&m) || d < 1 || n(11..13) > 23 || n(14..16) > 59 || n(17..19) > 59 {
+        return false;
+    }
+    // The day exists in that month.
+    let next = if m == 12 {
+        days_from_civil(y + 1, 1, 1)
+    } else {
+        days_from_civil(y, m + 1, 1)
+    };
+    d <= next - days_from_civil(y, m, 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

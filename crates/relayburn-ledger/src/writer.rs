@@ -145,6 +145,8 @@ impl Ledger {
     /// Write `payload` to the ledger; the `ledger` lock must be held.
     fn append_ledger_locked(&self, st: &mut IndexState, payload: &[u8]) -> Result<()> {
         crate::rewrite::ensure_not_rewriting(&self.home().ledger())?;
+        // Dedup was decided under the lock: write only if it is still ours.
+        self.locks().ensure_held(LEDGER_LOCK)?;
         let (id, prev, len) = append_bytes(&self.home().ledger(), payload)?;
         st.ledger_appended(id, prev, len);
         Ok(())
@@ -188,6 +190,7 @@ impl Ledger {
         let Some(rel) = spawn_env_relationship(line) else {
             return self.with_lock(LEDGER_LOCK, || {
                 crate::rewrite::ensure_not_rewriting(&self.home().ledger())?;
+                self.locks().ensure_held(LEDGER_LOCK)?;
                 let (id, prev, len) = append_bytes(&self.home().ledger(), payload.as_bytes())?;
                 let mut st = self.index_state();
                 st.ledger_appended(id, prev, len);
@@ -323,6 +326,7 @@ pub(crate) fn stamp_line(selector: Value, enrichment: Value) -> Result<Value> {
             "stamp requires at least one selector field (sessionId, messageId, or range)".into(),
         ));
     }
+    validate_selector(&selector).map_err(Error::InvalidInput)?;
     let mut line = Object::new();
     line.insert("v", Value::Number(1.0));
     line.insert("kind", Value::str("stamp"));
@@ -364,6 +368,41 @@ pub(crate) fn spawn_env_relationship(line: &Value) -> Option<Value> {
         o.insert("agentId", Value::String(agent.clone()));
     }
     Some(Value::Object(o))
+}
+
+/// A stamp is appended for good, so a selector that would match nothing
+/// (or everything) by accident is refused before anything is written:
+/// ids must be non-empty strings, a range needs both ends, each a
+/// canonical ISO timestamp, and must not be reversed.
+fn validate_selector(selector: &Value) -> std::result::Result<(), String> {
+    for key in ["sessionId", "messageId"] {
+        if let Some(v) = selector.get(key) {
+            if v.as_str().is_none_or(|s| s.trim().is_empty()) {
+                return Err(format!("stamp selector {key} must be a non-empty string"));
+            }
+        }
+    }
+    let Some(range) = selector.get("range") else {
+        return Ok(());
+    };
+    let end = |key: &str| -> std::result::Result<String, String> {
+        let v = range.get(key).and_then(Value::as_str).ok_or_else(|| {
+            "a stamp range needs both fromTs and toTs (--from-ts and --to-ts)".to_string()
+        })?;
+        if !crate::time::is_canonical_iso(v) {
+            return Err(format!(
+                "stamp range {key} {v:?} is not a timestamp of the form 2026-01-31T23:59:59.000Z"
+            ));
+        }
+        Ok(v.to_string())
+    };
+    let (from, to) = (end("fromTs")?, end("toTs")?);
+    if from > to {
+        return Err(format!(
+            "stamp range is reversed: fromTs {from} is after toTs {to}"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

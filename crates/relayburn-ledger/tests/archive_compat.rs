@@ -1,6 +1,6 @@
 //! Archives written by the reference (1.10.0 and older releases) open and
-//! answer here without a rebuild; an archive of another version is
-//! replaced.
+//! answer here without a rebuild; reading never changes them; a build
+//! migrates an older shape and replaces an archive of an older version.
 
 mod archive_common;
 mod common;
@@ -8,7 +8,9 @@ mod common;
 use std::path::Path;
 
 use archive_common::*;
-use relayburn_ledger::archive::{archive_status, query_all_from_archive, ARCHIVE_VERSION};
+use relayburn_ledger::archive::{
+    archive_status, open_archive, query_all_from_archive, ARCHIVE_VERSION,
+};
 use relayburn_ledger::json::Value;
 use relayburn_ledger::query::Query;
 
@@ -64,12 +66,16 @@ fn a_1_0_0_archive_gains_the_new_columns_and_keeps_its_rows() {
         &h,
         "archive.sqlite",
     );
+    let untouched = dump(&h.archive());
     let n = check_queries(
         &h,
         &read_json(&legacy.join("queries-ts-1.0.0-after-open.json")),
         "1.0.0",
     );
     assert_eq!(n, 13);
+    // Reading adds nothing; the build's open adds the columns.
+    assert_dumps_equal(&dump(&h.archive()), &untouched, "1.0.0 after reads");
+    drop(open_archive(&h.archive()).unwrap());
 
     // The rows are the old ones, with the two added tool_calls columns
     // present and NULL.
@@ -119,6 +125,14 @@ fn a_version_2_archive_is_replaced_by_a_fresh_one() {
         "archive.sqlite",
     );
     assert_eq!(table_count(&h.archive(), "turns"), 1589);
+    // A read reports it and leaves it.
+    let status = archive_status(&h.home).unwrap();
+    assert!(status.exists);
+    assert_eq!(status.archive_version, 2);
+    assert!(status.problem.unwrap().contains("older"));
+    assert_eq!(table_count(&h.archive(), "turns"), 1589);
+    // A build replaces it.
+    drop(open_archive(&h.archive()).unwrap());
     let status = archive_status(&h.home).unwrap();
     assert!(status.exists);
     assert_eq!(status.archive_version, ARCHIVE_VERSION);

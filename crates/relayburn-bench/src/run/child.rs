@@ -30,6 +30,17 @@ pub enum ChildCommand {
     Floor(ChildFloor),
     /// Take and release a lock in a loop from a common start time.
     Lock(ChildLock),
+    /// Every turn, from the archive or the ledger, written as JSON Lines.
+    Stream(ChildStream),
+}
+
+#[derive(Args, Debug)]
+pub struct ChildStream {
+    #[arg(long)]
+    pub home: PathBuf,
+    /// `archive` or `ledger`.
+    #[arg(long)]
+    pub from: String,
 }
 
 #[derive(Args, Debug)]
@@ -127,6 +138,35 @@ pub fn run(cmd: ChildCommand) -> Result<()> {
             result("finish", f.finish);
             result("total", f.total);
             result("vm_hwm", vm_hwm().unwrap_or(0));
+        }
+        ChildCommand::Stream(a) => {
+            use std::io::Write;
+            let ledger = Ledger::open(LedgerHome::new(&a.home))?;
+            let q = relayburn_ledger::Query::default();
+            let mut out = std::io::BufWriter::new(std::fs::File::create("/dev/null")?);
+            let t = Instant::now();
+            let mut first = None;
+            let mut rows = 0u64;
+            let mut emit = |v: relayburn_ledger::Value| -> Result<()> {
+                first.get_or_insert_with(|| t.elapsed().as_secs_f64());
+                rows += 1;
+                let mut line = v.to_json();
+                line.push('\n');
+                out.write_all(line.as_bytes())?;
+                Ok(())
+            };
+            if a.from == "archive" {
+                ledger
+                    .archive_reader()?
+                    .for_each_turn(&q, true, &mut emit)?;
+            } else {
+                for v in ledger.query_turns(&q)? {
+                    emit(v?)?;
+                }
+            }
+            result("secs", t.elapsed().as_secs_f64());
+            result("first_row", first.unwrap_or(0.0));
+            result("rows", rows);
         }
         ChildCommand::Lock(a) => {
             let locks = Locks::new(LedgerHome::new(&a.home));

@@ -14,6 +14,7 @@ pub mod query;
 pub mod rebuild;
 pub mod sqlite_store;
 pub mod team;
+pub mod stream;
 
 use std::fmt::Write as _;
 use std::io::Write as _;

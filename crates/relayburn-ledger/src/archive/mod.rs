@@ -13,9 +13,11 @@
 //! [`BuildResult::skipped`] with its byte offset; the rest of the build
 //! goes on.
 
+mod fingerprint;
 mod fold;
 mod pipeline;
 pub mod query;
+mod read;
 mod refold;
 mod rows;
 pub mod schema;
@@ -34,7 +36,11 @@ use crate::json::{Object, Value};
 use crate::lock::Locks;
 use crate::records::Kind;
 
+pub use fingerprint::Identity;
 pub use query::{archive_available, query_all_from_archive, query_turns_from_archive};
+pub use read::{
+    plan_turn_read, ArchiveReader, Freshness, StoredState, TurnPlan, TurnSource, Unavailable,
+};
 pub use schema::{open_archive, ARCHIVE_VERSION};
 pub use status::{archive_status, vacuum_archive, ArchiveStatus, RowCounts, VacuumResult};
 
@@ -79,6 +85,16 @@ pub struct BuildResult {
     pub skipped_count: u64,
     /// Extension: the first [`MAX_LISTED_SKIPS`] of them, by offset.
     pub skipped: Vec<SkippedRecord>,
+    /// Extension: the `archive_version` of an older archive this build
+    /// replaced.
+    pub replaced_version: Option<i64>,
+    /// Extension: why the build started from zero although it was not a
+    /// full rebuild (the ledger was truncated or replaced).
+    pub restarted: Option<String>,
+    /// Extension: how many lines were not JSON (readers skip them too).
+    pub malformed_count: u64,
+    /// Extension: the first [`MAX_LISTED_SKIPS`] of them: (offset, why).
+    pub malformed: Vec<(u64, String)>,
 }
 
 impl BuildResult {
@@ -114,6 +130,36 @@ impl BuildResult {
         }
         Value::Object(o)
     }
+
+    /// [`Self::to_value`] with this implementation's other findings, for
+    /// a user rather than for comparison with the reference.
+    pub fn report_value(&self) -> Value {
+        let mut v = self.to_value();
+        if let Some(o) = v.as_object_mut() {
+            if let Some(ver) = self.replaced_version {
+                o.insert("replacedArchiveVersion", Value::Number(ver as f64));
+            }
+            if let Some(why) = &self.restarted {
+                o.insert("restartedFromZero", Value::str(why));
+            }
+            if self.malformed_count == 0 {
+                return v;
+            }
+            o.insert("malformedLines", Value::Number(self.malformed_count as f64));
+            let list = self
+                .malformed
+                .iter()
+                .map(|(offset, why)| {
+                    let mut e = Object::new();
+                    e.insert("offset", Value::Number(*offset as f64));
+                    e.insert("reason", Value::str(why));
+                    Value::Object(e)
+                })
+                .collect();
+            o.insert("malformed", Value::Array(list));
+        }
+        v
+    }
 }
 
 use crate::time::now_iso;
@@ -139,6 +185,9 @@ fn finish(applied: pipeline::Applied, rebuilt: bool) -> BuildResult {
     let skipped_count = applied.skipped.len() as u64;
     let mut skipped = applied.skipped;
     skipped.truncate(MAX_LISTED_SKIPS);
+    let malformed_count = applied.malformed.len() as u64;
+    let mut malformed = applied.malformed;
+    malformed.truncate(MAX_LISTED_SKIPS);
     BuildResult {
         scanned_bytes: applied.scanned_bytes,
         turns_applied: applied.turns,
@@ -149,6 +198,10 @@ fn finish(applied: pipeline::Applied, rebuilt: bool) -> BuildResult {
         rebuilt_from_zero: rebuilt,
         skipped_count,
         skipped,
+        replaced_version: None,
+        restarted: None,
+        malformed_count,
+        malformed,
     }
 }
 
@@ -191,15 +244,15 @@ pub fn build_archive_with_progress(
     locks: &Locks,
     progress: Progress<'_>,
 ) -> Result<BuildResult> {
-    locks.with_lock(ARCHIVE_LOCK, || build_locked(home, progress))
+    locks.with_lock(ARCHIVE_LOCK, || build_locked(home, locks, progress))
 }
 
-fn build_locked(home: &LedgerHome, progress: Progress<'_>) -> Result<BuildResult> {
+fn build_locked(home: &LedgerHome, locks: &Locks, progress: Progress<'_>) -> Result<BuildResult> {
     let path = home.archive();
     let ledger = home.ledger();
     remove_stale_rebuilds(home.root());
     let mut trace = pipeline::Trace::new();
-    let mut conn = open_archive(&path)?;
+    let (mut conn, replaced_version) = schema::open_for_build(&path)?;
     trace.mark("open");
     let e = sql_err(&path);
     // A tail touches index pages all over a big archive: keep them cached.
@@ -211,9 +264,12 @@ fn build_locked(home: &LedgerHome, progress: Progress<'_>) -> Result<BuildResult
             [&now],
         )
         .map_err(&e)?;
-        return Ok(BuildResult::default());
+        return Ok(BuildResult {
+            replaced_version,
+            ..BuildResult::default()
+        });
     };
-    let applied = in_transaction(&mut conn, &path, "BEGIN IMMEDIATE", |conn| {
+    let (applied, restarted) = in_transaction(&mut conn, &path, "BEGIN IMMEDIATE", |conn| {
         let mut start: u64 = conn
             .query_row(
                 "SELECT ledger_offset_bytes FROM archive_state WHERE id = 1",
@@ -222,8 +278,17 @@ fn build_locked(home: &LedgerHome, progress: Progress<'_>) -> Result<BuildResult
             )
             .map_err(&e)?
             .max(0) as u64;
-        if size < start {
-            // The ledger was rewritten: the cursor means nothing any more.
+        let stored = fingerprint::stored(conn).map_err(&e)?;
+        let restarted = if size < start {
+            Some(format!(
+                "ledger.jsonl is {size} bytes, shorter than the archive's cursor {start}"
+            ))
+        } else {
+            fingerprint::mismatch(&ledger, start, stored)?
+        };
+        if restarted.is_some() {
+            // The ledger was rewritten or replaced: the cursor means
+            // nothing any more.
             conn.execute_batch(
                 "DELETE FROM sessions; DELETE FROM turns; DELETE FROM tool_calls;
                  DELETE FROM tool_result_events; DELETE FROM stamps; DELETE FROM compactions;
@@ -239,12 +304,24 @@ fn build_locked(home: &LedgerHome, progress: Progress<'_>) -> Result<BuildResult
             rusqlite::params![applied.safe_offset as i64, mtime, now],
         )
         .map_err(&e)?;
-        Ok(applied)
+        let identity = match stored {
+            // Already covers all it can; re-reading it is wasted work.
+            Some(id) if restarted.is_none() && u64::from(id.len) >= fingerprint::PREFIX => Some(id),
+            _ => fingerprint::compute(&ledger, applied.safe_offset)?,
+        };
+        fingerprint::record(conn, identity).map_err(&e)?;
+        // Commit only while the build is still the only one.
+        locks.ensure_held(ARCHIVE_LOCK)?;
+        Ok((applied, restarted))
     })?;
     trace.mark("commit");
     drop(conn);
     trace.mark("close");
-    Ok(finish(applied, false))
+    Ok(BuildResult {
+        replaced_version,
+        restarted,
+        ..finish(applied, false)
+    })
 }
 
 /// Build a new archive from the whole ledger and swap it in, under lock
@@ -259,21 +336,24 @@ pub fn rebuild_archive_with_progress(
     locks: &Locks,
     progress: Progress<'_>,
 ) -> Result<BuildResult> {
-    locks.with_lock(ARCHIVE_LOCK, || rebuild_locked(home, progress))
+    locks.with_lock(ARCHIVE_LOCK, || rebuild_locked(home, locks, progress))
 }
 
-fn rebuild_locked(home: &LedgerHome, progress: Progress<'_>) -> Result<BuildResult> {
+fn rebuild_locked(home: &LedgerHome, locks: &Locks, progress: Progress<'_>) -> Result<BuildResult> {
     let root = home.root();
     std::fs::create_dir_all(root).ctx("create directory", root)?;
     remove_stale_rebuilds(root);
     let path = home.archive();
     let tmp = root.join(format!("{REBUILD_PREFIX}{}.tmp", std::process::id()));
     schema::remove_database_files(&tmp)?;
-    match build_aside(home, &tmp, progress) {
-        Ok(result) => {
-            swap_in(&tmp, &path)?;
-            Ok(result)
-        }
+    let built = build_aside(home, &tmp, progress)
+        // The last moment to stop: after the swap the new archive stands.
+        .and_then(|r| crate::interrupt::check().map(|()| r))
+        // Swap in only while the build is still the only one.
+        .and_then(|r| locks.ensure_held(ARCHIVE_LOCK).map(|()| r))
+        .and_then(|r| swap_in(&tmp, &path).map(|()| r));
+    match built {
+        Ok(result) => Ok(result),
         Err(err) => {
             let _ = schema::remove_database_files(&tmp);
             Err(err)
@@ -311,6 +391,8 @@ fn build_aside(home: &LedgerHome, tmp: &Path, progress: Progress<'_>) -> Result<
                 rusqlite::params![applied.safe_offset as i64, mtime, now],
             )
             .map_err(&e)?;
+            fingerprint::record(conn, fingerprint::compute(&ledger, applied.safe_offset)?)
+                .map_err(&e)?;
             Ok(applied)
         }
     })?;
@@ -332,6 +414,16 @@ fn build_aside(home: &LedgerHome, tmp: &Path, progress: Progress<'_>) -> Result<
 /// in and removed first, so the new file can never be read through a
 /// stale WAL or shared-memory index.
 fn swap_in(tmp: &Path, path: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        // An empty directory in its place goes; anything in it might be
+        // someone's, so a non-empty one is left and named.
+        std::fs::remove_dir(path).map_err(|e| Error::ArchiveUnavailable {
+            path: path.to_path_buf(),
+            why: Unavailable::Damaged(format!(
+                "a directory is in its place and cannot be removed ({e}); move it away"
+            )),
+        })?;
+    }
     if path.is_file() {
         if let Ok(old) = Connection::open(path) {
             let _ = old.busy_timeout(std::time::Duration::from_secs(2));
@@ -357,18 +449,19 @@ fn swap_in(tmp: &Path, path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
     p.push(suffix);
     PathBuf::from(p)
 }
 
-/// Remove files left by rebuilds whose process is gone (a crash or a
-/// kill); a rebuild still running elsewhere keeps its file.
-fn remove_stale_rebuilds(root: &Path) {
+/// Files a full rebuild writes aside (with their journal files), each with
+/// whether the rebuild that writes it is still running.
+pub fn rebuild_leftovers(root: &Path) -> Vec<(PathBuf, bool)> {
     let Ok(entries) = std::fs::read_dir(root) else {
-        return;
+        return Vec::new();
     };
+    let mut out = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
@@ -377,8 +470,18 @@ fn remove_stale_rebuilds(root: &Path) {
         };
         let pid = rest.split('.').next().and_then(|p| p.parse::<i32>().ok());
         let alive = pid.is_some_and(|p| p != std::process::id() as i32 && process_alive(p));
+        out.push((entry.path(), alive));
+    }
+    out.sort();
+    out
+}
+
+/// Remove files left by rebuilds whose process is gone (a crash or a
+/// kill); a rebuild still running elsewhere keeps its file.
+pub(crate) fn remove_stale_rebuilds(root: &Path) {
+    for (path, alive) in rebuild_leftovers(root) {
         if !alive {
-            let _ = std::fs::remove_file(entry.path());
+            let _ = std::fs::remove_file(path);
         }
     }
 }
@@ -428,6 +531,11 @@ impl crate::ledger::Ledger {
     /// the stored columns).
     pub fn query_turns_from_archive(&self, q: &crate::query::Query) -> Result<Vec<Value>> {
         query_all_from_archive(self.home(), q)
+    }
+
+    /// The archive opened read-only, or why it cannot answer.
+    pub fn archive_reader(&self) -> Result<ArchiveReader> {
+        ArchiveReader::open(self.home())
     }
 }
 

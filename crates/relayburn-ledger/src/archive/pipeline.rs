@@ -61,6 +61,8 @@ pub(crate) struct Applied {
     pub tool_result_events: u64,
     pub sessions_touched: u64,
     pub skipped: Vec<SkippedRecord>,
+    /// Lines that are not JSON (or too long to read): (offset, why).
+    pub malformed: Vec<(u64, String)>,
 }
 
 /// Rows handed from the parsing thread to the writing one.
@@ -445,14 +447,23 @@ impl ParsePass<'_> {
             if line.offset >= next_report {
                 progress(line.offset - start, total);
                 next_report = line.offset + PROGRESS_STEP;
+                crate::interrupt::check()?;
             }
             if line.oversized {
+                self.out
+                    .malformed
+                    .push((line.offset, "line too long".into()));
                 continue;
             }
             let len = line.bytes.len() as u64 + 1;
             let offset = line.offset;
-            let Parsed::Value(mut v) = parse_line(line.bytes) else {
-                continue;
+            let mut v = match parse_line(line.bytes) {
+                Parsed::Value(v) => v,
+                Parsed::Malformed(why) => {
+                    self.out.malformed.push((offset, why));
+                    continue;
+                }
+                Parsed::Blank => continue,
             };
             self.out.scanned_bytes += len;
             self.out.safe_offset = offset + len;

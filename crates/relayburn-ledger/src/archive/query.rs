@@ -14,7 +14,8 @@ use crate::home::LedgerHome;
 use crate::json::{self, Object, Value};
 use crate::query::Query;
 
-use super::schema::{open_archive, sql_err};
+use super::read::ArchiveReader;
+use super::schema::sql_err;
 
 /// Enrichment keys that have their own column.
 const ENRICHMENT_COLUMNS: &[(&str, &str)] = &[
@@ -34,96 +35,122 @@ pub fn archive_available(home: &LedgerHome) -> bool {
 
 /// Enriched turns matching `q`, ordered by `ts, turn_index`, each with
 /// its tool calls and a fidelity synthesised from the stored columns.
-/// Opening creates an empty archive when there is none, as the reference
-/// does.
+/// Unlike the reference, a missing archive is not created: it is an
+/// [`Error::ArchiveUnavailable`](crate::Error::ArchiveUnavailable), as is
+/// every archive this version cannot read.
 pub fn query_all_from_archive(home: &LedgerHome, q: &Query) -> Result<Vec<Value>> {
-    query(home, q, true)
+    collect(home, q, true)
 }
 
 /// As [`query_all_from_archive`] without the synthesised fidelity (the
 /// reference's `queryTurnsFromArchive`).
 pub fn query_turns_from_archive(home: &LedgerHome, q: &Query) -> Result<Vec<Value>> {
-    query(home, q, false)
+    collect(home, q, false)
 }
 
-fn query(home: &LedgerHome, q: &Query, with_fidelity: bool) -> Result<Vec<Value>> {
-    let path = home.archive();
-    let conn = open_archive(&path)?;
-    let e = sql_err(&path);
-    let (sql, params) = select_sql(q);
-    let mut stmt = conn.prepare(&sql).map_err(&e)?;
-    let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
-    let col = |name: &str| names.iter().position(|n| n == name);
-    let idx = TurnColumns {
-        source: col("source"),
-        session_id: col("session_id"),
-        message_id: col("message_id"),
-        turn_index: col("turn_index"),
-        ts: col("ts"),
-        model: col("model"),
-        project: col("project"),
-        project_key: col("project_key"),
-        activity: col("activity"),
-        stop_reason: col("stop_reason"),
-        has_edits: col("has_edits"),
-        retries: col("retries"),
-        is_sidechain: col("is_sidechain"),
-        subagent_id: col("subagent_id"),
-        parent_subagent_id: col("parent_subagent_id"),
-        parent_tool_use_id: col("parent_tool_use_id"),
-        subagent_type: col("subagent_type"),
-        subagent_description: col("subagent_description"),
-        usage: [
-            col("input_tokens"),
-            col("output_tokens"),
-            col("reasoning_tokens"),
-            col("cache_read_tokens"),
-            col("cache_create_5m_tokens"),
-            col("cache_create_1h_tokens"),
-        ],
-        enrichment_json: col("enrichment_json"),
-        attribution_fidelity: col("attribution_fidelity"),
-        tokens_present: col("tokens_present"),
-        cost_present: col("cost_present"),
-    };
-    let mut rows = stmt
-        .query(rusqlite::params_from_iter(params.iter()))
-        .map_err(&e)?;
-    let mut turns: Vec<Vec<Value>> = Vec::new();
-    while let Some(r) = rows.next().map_err(&e)? {
-        let mut vals = Vec::with_capacity(names.len());
-        for i in 0..names.len() {
-            vals.push(cell(r.get_ref(i).map_err(&e)?));
-        }
-        turns.push(vals);
-    }
-    drop(rows);
-    drop(stmt);
-    if turns.is_empty() {
-        return Ok(Vec::new());
-    }
-    let text = |v: &[Value], i: Option<usize>| -> String {
-        i.and_then(|i| v.get(i))
-            .map(|x| x.js_to_string().into_owned())
-            .unwrap_or_default()
-    };
-    let keys: Vec<[String; 3]> = turns
-        .iter()
-        .map(|t| {
-            [
-                text(t, idx.source),
-                text(t, idx.session_id),
-                text(t, idx.message_id),
-            ]
-        })
-        .collect();
-    let mut calls = load_tool_calls(&conn, &path, &keys)?;
-    let mut out = Vec::with_capacity(turns.len());
-    for (t, key) in turns.into_iter().zip(keys) {
-        let tool_calls = calls.remove(&key).unwrap_or_default();
-        out.push(turn_value(&t, &idx, tool_calls, with_fidelity));
-    }
+fn collect(home: &LedgerHome, q: &Query, with_fidelity: bool) -> Result<Vec<Value>> {
+    let reader = ArchiveReader::open(home)?;
+    let mut out = Vec::new();
+    reader.for_each_turn(q, with_fidelity, |v| -> Result<()> {
+        out.push(v);
+        Ok(())
+    })?;
     Ok(out)
+}
+
+/// Turns read per round of tool-call lookups: memory stays bounded by
+/// this many turns whatever the result size.
+const TURN_BATCH: usize = TOOL_CALL_CHUNK;
+
+impl ArchiveReader {
+    /// Hand each turn matching `q` to `emit` as soon as its batch's tool
+    /// calls are read, in `ts, turn_index` order; the number of turns.
+    /// One read transaction covers the whole query, so a concurrent build
+    /// is seen entirely or not at all.
+    pub fn for_each_turn<E: From<crate::Error>>(
+        &self,
+        q: &Query,
+        with_fidelity: bool,
+        mut emit: impl FnMut(Value) -> std::result::Result<(), E>,
+    ) -> std::result::Result<u64, E> {
+        let e = self.sql_err();
+        let (sql, params) = select_sql(q);
+        let mut stmt = self.conn.prepare(&sql).map_err(&e)?;
+        let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
+        let idx = TurnColumns::new(&names);
+        let calls_sql = self.tool_calls_sql()?;
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(params.iter()))
+            .map_err(&e)?;
+        let mut batch: Vec<Vec<Value>> = Vec::with_capacity(TURN_BATCH);
+        let mut count = 0u64;
+        loop {
+            let row = rows.next().map_err(&e)?;
+            if let Some(r) = row {
+                let mut vals = Vec::with_capacity(names.len());
+                for i in 0..names.len() {
+                    vals.push(cell(r.get_ref(i).map_err(&e)?));
+                }
+                batch.push(vals);
+            }
+            if batch.len() == TURN_BATCH || (row.is_none() && !batch.is_empty()) {
+                count += batch.len() as u64;
+                let turns = std::mem::take(&mut batch);
+                self.emit_batch(&calls_sql, &idx, turns, with_fidelity, &mut emit)?;
+            }
+            if row.is_none() {
+                return Ok(count);
+            }
+        }
+    }
+
+    fn emit_batch<E: From<crate::Error>>(
+        &self,
+        calls_sql: &str,
+        idx: &TurnColumns,
+        turns: Vec<Vec<Value>>,
+        with_fidelity: bool,
+        emit: &mut impl FnMut(Value) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let text = |v: &[Value], i: Option<usize>| -> String {
+            i.and_then(|i| v.get(i))
+                .map(|x| x.js_to_string().into_owned())
+                .unwrap_or_default()
+        };
+        let keys: Vec<[String; 3]> = turns
+            .iter()
+            .map(|t| {
+                [
+                    text(t, idx.source),
+                    text(t, idx.session_id),
+                    text(t, idx.message_id),
+                ]
+            })
+            .collect();
+        let mut calls = load_tool_calls(&self.conn, &self.path, calls_sql, &keys)?;
+        for (t, key) in turns.into_iter().zip(keys) {
+            let tool_calls = calls.remove(&key).unwrap_or_default();
+            emit(turn_value(&t, idx, tool_calls, with_fidelity))?;
+        }
+        Ok(())
+    }
+
+    /// The tool-call columns, with NULL for additive ones an archive of an
+    /// older shape lacks.
+    fn tool_calls_sql(&self) -> Result<String> {
+        let mut cols = String::from(
+            "source, session_id, message_id, call_index, tool_use_id, tool_name, target, args_hash, is_error",
+        );
+        for c in ["replaced_tools", "collapsed_calls"] {
+            cols.push_str(", ");
+            cols.push_str(if self.has_column("tool_calls", c)? {
+                c
+            } else {
+                "NULL"
+            });
+        }
+        Ok(cols)
+    }
 }
 
 /// The statement and its parameters for `q`.
@@ -218,6 +245,44 @@ struct TurnColumns {
     attribution_fidelity: Option<usize>,
     tokens_present: Option<usize>,
     cost_present: Option<usize>,
+}
+
+impl TurnColumns {
+    fn new(names: &[String]) -> TurnColumns {
+        let col = |name: &str| names.iter().position(|n| n == name);
+        TurnColumns {
+            source: col("source"),
+            session_id: col("session_id"),
+            message_id: col("message_id"),
+            turn_index: col("turn_index"),
+            ts: col("ts"),
+            model: col("model"),
+            project: col("project"),
+            project_key: col("project_key"),
+            activity: col("activity"),
+            stop_reason: col("stop_reason"),
+            has_edits: col("has_edits"),
+            retries: col("retries"),
+            is_sidechain: col("is_sidechain"),
+            subagent_id: col("subagent_id"),
+            parent_subagent_id: col("parent_subagent_id"),
+            parent_tool_use_id: col("parent_tool_use_id"),
+            subagent_type: col("subagent_type"),
+            subagent_description: col("subagent_description"),
+            usage: [
+                col("input_tokens"),
+                col("output_tokens"),
+                col("reasoning_tokens"),
+                col("cache_read_tokens"),
+                col("cache_create_5m_tokens"),
+                col("cache_create_1h_tokens"),
+            ],
+            enrichment_json: col("enrichment_json"),
+            attribution_fidelity: col("attribution_fidelity"),
+            tokens_present: col("tokens_present"),
+            cost_present: col("cost_present"),
+        }
+    }
 }
 
 /// A stored value as the reference's driver returns it; integers beyond
@@ -430,6 +495,7 @@ fn synthesize_fidelity(class: &Value, tokens: &Value, cost: &Value) -> Option<Va
 fn load_tool_calls(
     conn: &Connection,
     path: &std::path::Path,
+    columns: &str,
     keys: &[[String; 3]],
 ) -> Result<HashMap<[String; 3], Vec<Value>>> {
     let e = sql_err(path);
@@ -439,8 +505,7 @@ fn load_tool_calls(
     for chunk in distinct.chunks(TOOL_CALL_CHUNK) {
         let placeholders = vec!["(?, ?, ?)"; chunk.len()].join(", ");
         let sql = format!(
-            "SELECT source, session_id, message_id, call_index, tool_use_id, tool_name,
-                    target, args_hash, is_error, replaced_tools, collapsed_calls
+            "SELECT {columns}
              FROM tool_calls
              WHERE (source, session_id, message_id) IN ({placeholders})
              ORDER BY source, session_id, message_id, call_index"

@@ -13,6 +13,8 @@ use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::{Error, IoContext, Result};
 
+use super::read::{header_problem, Unavailable};
+
 /// `archive_state.archive_version` this code reads and writes.
 pub const ARCHIVE_VERSION: i64 = 3;
 
@@ -300,43 +302,78 @@ pub(crate) fn remove_database_files(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Open the archive at `path`, creating it when missing; an archive of
-/// another version is deleted and recreated, one lacking later additive
-/// columns gets them without losing rows.
+/// Open the archive at `path` to build on it, creating it when missing;
+/// an archive of an older version is deleted and recreated, one lacking
+/// later additive columns gets them without losing rows. A newer or
+/// damaged archive is refused
+/// ([`Error::ArchiveUnavailable`]): only a full rebuild replaces it.
 pub fn open_archive(path: &Path) -> Result<Connection> {
+    open_for_build(path).map(|(conn, _)| conn)
+}
+
+/// [`open_archive`], and the version of an older archive it replaced.
+pub(crate) fn open_for_build(path: &Path) -> Result<(Connection, Option<i64>)> {
+    let refuse = |why| Error::ArchiveUnavailable {
+        path: path.to_path_buf(),
+        why,
+    };
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() {
             std::fs::create_dir_all(dir).ctx("create directory", dir)?;
         }
     }
-    let conn = open_with_pragmas(path)?;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            return Err(refuse(Unavailable::Damaged("not a regular file".into())))
+        }
+        // An empty file is a database not yet written: built on as new.
+        Ok(m) if m.len() > 0 => {
+            if let Some(why) = header_problem(path).ctx("read", path)? {
+                return Err(refuse(Unavailable::Damaged(why)));
+            }
+        }
+        _ => {}
+    }
+    let damaged = |e: Error| match e {
+        Error::Sqlite { source, .. }
+            if matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+            ) =>
+        {
+            refuse(Unavailable::Damaged(source.to_string()))
+        }
+        other => other,
+    };
+    let conn = open_with_pragmas(path).map_err(damaged)?;
     // The version is checked before touching the schema, so that an
     // archive of an older shape is never half-migrated.
-    let version = if has_table(&conn, path, "archive_state")? {
-        stored_version(&conn, path)?
+    let version = if has_table(&conn, path, "archive_state").map_err(damaged)? {
+        stored_version(&conn, path).map_err(damaged)?
     } else {
         None
     };
     match version {
+        Some(v) if v > ARCHIVE_VERSION => Err(refuse(Unavailable::Newer { found: v })),
         Some(v) if v != ARCHIVE_VERSION => {
-            // Derived state: an archive of another version is thrown away.
+            // Derived state: an archive of an older version is thrown away.
             drop(conn);
             remove_database_files(path)?;
             let conn = open_with_pragmas(path)?;
             ensure_schema(&conn, path, true)?;
             insert_initial_state(&conn, path)?;
-            Ok(conn)
+            Ok((conn, Some(v)))
         }
         Some(_) => {
-            ensure_schema(&conn, path, true)?;
-            Ok(conn)
+            ensure_schema(&conn, path, true).map_err(damaged)?;
+            Ok((conn, None))
         }
         None => {
-            ensure_schema(&conn, path, true)?;
+            ensure_schema(&conn, path, true).map_err(damaged)?;
             if stored_version(&conn, path)?.is_none() {
                 insert_initial_state(&conn, path)?;
             }
-            Ok(conn)
+            Ok((conn, None))
         }
     }
 }

@@ -4,11 +4,12 @@ use std::path::PathBuf;
 
 use rusqlite::types::ValueRef;
 
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::home::LedgerHome;
 use crate::json::{Object, Value};
 use crate::lock::Locks;
 
+use super::read::{ArchiveReader, Freshness, Unavailable};
 use super::schema::{open_archive, sql_err, ARCHIVE_VERSION};
 use super::{file_stat, ARCHIVE_LOCK};
 
@@ -40,6 +41,9 @@ pub struct ArchiveStatus {
     /// Turns per `attribution_fidelity` (`unknown` for NULL), in the
     /// order SQLite groups them.
     pub fidelity_histogram: Vec<(String, u64)>,
+    /// Extension: why the archive cannot answer (other version, damaged,
+    /// built from another ledger); `None` when it can or does not exist.
+    pub problem: Option<String>,
 }
 
 impl ArchiveStatus {
@@ -79,68 +83,63 @@ impl ArchiveStatus {
         o.insert("lastRebuildAt", opt(&self.last_rebuild_at));
         o.insert("rowCounts", Value::Object(counts));
         o.insert("fidelityHistogram", Value::Object(hist));
+        if let Some(p) = &self.problem {
+            o.insert("problem", Value::str(p));
+        }
         Value::Object(o)
     }
 }
 
-fn as_i64(v: ValueRef<'_>) -> Option<i64> {
-    match v {
-        ValueRef::Integer(i) => Some(i),
-        ValueRef::Real(f) => Some(f as i64),
-        _ => None,
-    }
-}
-
-fn as_text(v: ValueRef<'_>) -> Option<String> {
-    match v {
-        ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
-        _ => None,
-    }
-}
-
 /// Status of the archive without taking the build lock (WAL gives a
-/// consistent view while a build runs). Opening migrates it, as in the
-/// reference.
+/// consistent view while a build runs). Unlike the reference, reading the
+/// status never creates, migrates or replaces the archive: one this
+/// version cannot read is reported with its [`ArchiveStatus::problem`].
 pub fn archive_status(home: &LedgerHome) -> Result<ArchiveStatus> {
     let path = home.archive();
     let (ledger_size, ledger_mtime) = file_stat(&home.ledger())?.unwrap_or((0, 0));
-    if file_stat(&path)?.is_none() {
-        return Ok(ArchiveStatus {
-            archive_path: path,
-            exists: false,
-            archive_version: ARCHIVE_VERSION,
-            ledger_offset_bytes: 0,
-            ledger_mtime_ms: 0,
-            ledger_size_bytes: ledger_size,
-            ledger_mtime_ms_current: ledger_mtime,
-            up_to_date: false,
-            last_built_at: None,
-            last_rebuild_at: None,
-            row_counts: RowCounts::default(),
-            fidelity_histogram: Vec::new(),
-        });
+    let mut status = ArchiveStatus {
+        archive_path: path.clone(),
+        exists: false,
+        archive_version: ARCHIVE_VERSION,
+        ledger_offset_bytes: 0,
+        ledger_mtime_ms: 0,
+        ledger_size_bytes: ledger_size,
+        ledger_mtime_ms_current: ledger_mtime,
+        up_to_date: false,
+        last_built_at: None,
+        last_rebuild_at: None,
+        row_counts: RowCounts::default(),
+        fidelity_histogram: Vec::new(),
+        problem: None,
+    };
+    let reader = match ArchiveReader::open(home) {
+        Ok(r) => r,
+        Err(Error::ArchiveUnavailable { why, .. }) => {
+            if why != Unavailable::Missing {
+                status.exists = true;
+                if let Unavailable::Newer { found } | Unavailable::Older { found } = why {
+                    status.archive_version = found;
+                }
+                status.problem = Some(why.to_string());
+            }
+            return Ok(status);
+        }
+        Err(e) => return Err(e),
+    };
+    let st = &reader.state;
+    status.exists = true;
+    status.archive_version = st.version;
+    status.ledger_offset_bytes = st.offset as i64;
+    status.ledger_mtime_ms = st.mtime_ms;
+    status.last_built_at = st.last_built_at.clone();
+    status.last_rebuild_at = st.last_rebuild_at.clone();
+    match reader.freshness(home)? {
+        Freshness::UpToDate => status.up_to_date = true,
+        Freshness::Behind { .. } => {}
+        Freshness::Replaced(why) => status.problem = Some(why),
     }
-    let conn = open_archive(&path)?;
-    let db_path = path.clone();
-    let e = sql_err(&db_path);
-    let state = conn
-        .query_row(
-            "SELECT ledger_offset_bytes, ledger_mtime_ms, archive_version,
-                    last_built_at, last_rebuild_at FROM archive_state WHERE id = 1",
-            [],
-            |r| {
-                Ok((
-                    as_i64(r.get_ref(0)?).unwrap_or(0),
-                    as_i64(r.get_ref(1)?).unwrap_or(0),
-                    as_i64(r.get_ref(2)?).unwrap_or(ARCHIVE_VERSION),
-                    as_text(r.get_ref(3)?),
-                    as_text(r.get_ref(4)?),
-                ))
-            },
-        )
-        .ok();
-    let (offset, mtime, version, built, rebuilt) =
-        state.unwrap_or((0, 0, ARCHIVE_VERSION, None, None));
+    let conn = &reader.conn;
+    let e = reader.sql_err();
     let count = |table: &str| -> Result<u64> {
         conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| {
             r.get::<_, i64>(0)
@@ -151,49 +150,44 @@ pub fn archive_status(home: &LedgerHome) -> Result<ArchiveStatus> {
     // Grouping the column itself walks its index instead of sorting every
     // turn; `attribution_fidelity` has TEXT affinity, so the groups are
     // NULL and texts, and NULL joins any 'unknown' text as the reference's
-    // COALESCE does, in byte order.
+    // COALESCE does, in byte order. An archive of an older shape has no
+    // such column: no histogram, and the turns are counted.
     let mut groups: std::collections::BTreeMap<Vec<u8>, u64> = Default::default();
-    let mut stmt = conn
-        .prepare("SELECT attribution_fidelity, COUNT(*) FROM turns GROUP BY attribution_fidelity")
-        .map_err(&e)?;
-    let mut rows = stmt.query([]).map_err(&e)?;
-    let mut turns = 0;
-    while let Some(r) = rows.next().map_err(&e)? {
-        let k = match r.get_ref(0).map_err(&e)? {
-            ValueRef::Null => b"unknown".to_vec(),
-            ValueRef::Text(t) | ValueRef::Blob(t) => t.to_vec(),
-            ValueRef::Integer(i) => i.to_string().into_bytes(),
-            ValueRef::Real(f) => f.to_string().into_bytes(),
-        };
-        let n = r.get::<_, i64>(1).map_err(&e)? as u64;
-        turns += n;
-        *groups.entry(k).or_default() += n;
-    }
-    let hist = groups
+    let turns = if reader.has_column("turns", "attribution_fidelity")? {
+        let mut stmt = conn
+            .prepare(
+                "SELECT attribution_fidelity, COUNT(*) FROM turns GROUP BY attribution_fidelity",
+            )
+            .map_err(&e)?;
+        let mut rows = stmt.query([]).map_err(&e)?;
+        let mut turns = 0;
+        while let Some(r) = rows.next().map_err(&e)? {
+            let k = match r.get_ref(0).map_err(&e)? {
+                ValueRef::Null => b"unknown".to_vec(),
+                ValueRef::Text(t) | ValueRef::Blob(t) => t.to_vec(),
+                ValueRef::Integer(i) => i.to_string().into_bytes(),
+                ValueRef::Real(f) => f.to_string().into_bytes(),
+            };
+            let n = r.get::<_, i64>(1).map_err(&e)? as u64;
+            turns += n;
+            *groups.entry(k).or_default() += n;
+        }
+        turns
+    } else {
+        count("turns")?
+    };
+    status.fidelity_histogram = groups
         .into_iter()
         .map(|(k, n)| (String::from_utf8_lossy(&k).into_owned(), n))
         .collect();
-    let row_counts = RowCounts {
+    status.row_counts = RowCounts {
         sessions: count("sessions")?,
         turns,
         tool_calls: count("tool_calls")?,
         tool_result_events: count("tool_result_events")?,
         compactions: count("compactions")?,
     };
-    Ok(ArchiveStatus {
-        archive_path: path,
-        exists: true,
-        archive_version: version,
-        ledger_offset_bytes: offset,
-        ledger_mtime_ms: mtime,
-        ledger_size_bytes: ledger_size,
-        ledger_mtime_ms_current: ledger_mtime,
-        up_to_date: offset >= 0 && offset as u64 == ledger_size,
-        last_built_at: built,
-        last_rebuild_at: rebuilt,
-        row_counts,
-        fidelity_histogram: hist,
-    })
+    Ok(status)
 }
 
 /// What a vacuum reclaimed.

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
+use crate::archive::{ArchiveReader, Freshness, Unavailable};
 use crate::error::{IoContext, Result};
 use crate::home::LedgerHome;
 use crate::index::{self, Hash16, CONTENT_WINDOW};
@@ -49,6 +50,9 @@ pub struct CheckReport {
     pub unhashable_count: u64,
     /// The unterminated last line, if any.
     pub torn_tail: Option<BadLine>,
+    /// Torn lines an earlier repair terminated: skipped by readers, known,
+    /// not a problem any more.
+    pub repaired_count: u64,
     pub index_exists: bool,
     /// Ids of ledger records missing from `ledger.idx`.
     pub index_missing: Vec<String>,
@@ -64,6 +68,8 @@ pub struct CheckReport {
     pub content_missing_count: u64,
     pub archive: Option<ArchiveCursor>,
     pub locks: Vec<LockInfo>,
+    /// Files a full rebuild left when it was killed (its process is gone).
+    pub rebuild_leftovers: Vec<PathBuf>,
 }
 
 /// The archive's cursor against the ledger.
@@ -75,7 +81,17 @@ pub struct ArchiveCursor {
     pub beyond_end: bool,
     /// The cursor is not at the start of a line.
     pub mid_line: bool,
+    /// Why the archive cannot answer (damaged, another version).
     pub error: Option<String>,
+    /// The archive was built from another ledger file.
+    pub replaced: Option<String>,
+}
+
+impl ArchiveCursor {
+    /// Whether `--repair` must rebuild the archive from zero.
+    pub fn needs_rebuild(&self) -> bool {
+        self.error.is_some() || self.replaced.is_some() || self.beyond_end || self.mid_line
+    }
 }
 
 impl CheckReport {
@@ -132,9 +148,11 @@ impl CheckReport {
         }
         if let Some(a) = &self.archive {
             if let Some(e) = &a.error {
-                p.push(format!("archive unreadable: {e}"));
+                p.push(format!("archive {e}"));
             }
-            if a.beyond_end {
+            if let Some(r) = &a.replaced {
+                p.push(format!("archive built from another ledger: {r}"));
+            } else if a.beyond_end {
                 p.push(format!(
                     "archive cursor {} is past the ledger end {}",
                     a.offset, a.ledger_size
@@ -145,6 +163,12 @@ impl CheckReport {
                     a.offset
                 ));
             }
+        }
+        for f in &self.rebuild_leftovers {
+            p.push(format!(
+                "{} was left by a full rebuild that did not finish",
+                f.display()
+            ));
         }
         for l in self.locks.iter().filter(|l| l.stale) {
             p.push(format!(
@@ -188,6 +212,7 @@ impl CheckReport {
         ledger.insert("kinds", Value::Object(kinds));
         ledger.insert("blankLines", n(self.blank_lines));
         ledger.insert("malformedCount", n(self.malformed_count));
+        ledger.insert("repairedCount", n(self.repaired_count));
         ledger.insert("malformed", bad(&self.malformed));
         ledger.insert("unhashableCount", n(self.unhashable_count));
         ledger.insert("unhashable", bad(&self.unhashable));
@@ -220,10 +245,8 @@ impl CheckReport {
                 o.insert("ledgerSize", n(a.ledger_size));
                 o.insert("beyondEnd", Value::Bool(a.beyond_end));
                 o.insert("midLine", Value::Bool(a.mid_line));
-                o.insert(
-                    "error",
-                    a.error.as_deref().map(Value::from).unwrap_or(Value::Null),
-                );
+                o.insert("error", opt_str(a.error.as_deref()));
+                o.insert("replaced", opt_str(a.replaced.as_deref()));
                 Value::Object(o)
             }
         };
@@ -251,8 +274,21 @@ impl CheckReport {
         out.insert("contentIndex", Value::Object(content));
         out.insert("archive", archive);
         out.insert("locks", locks);
+        out.insert("rebuildLeftovers", paths(&self.rebuild_leftovers));
         Value::Object(out)
     }
+}
+
+fn opt_str(s: Option<&str>) -> Value {
+    s.map_or(Value::Null, Value::from)
+}
+
+fn paths(v: &[PathBuf]) -> Value {
+    Value::Array(
+        v.iter()
+            .map(|p| Value::from(p.display().to_string()))
+            .collect(),
+    )
 }
 
 fn push_sample<T>(v: &mut Vec<T>, count: &mut u64, item: T) {
@@ -273,6 +309,7 @@ pub fn check(home: &LedgerHome, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
     let mut fps_order: Vec<Hash16> = Vec::new();
     let mut kind_counts = [0u64; 6];
     let mut last_line_end = 0u64;
+    let repaired = load_repairs(&home.repairs())?;
     if ledger.is_file() {
         let total = std::fs::metadata(&ledger).ctx("stat", &ledger)?.len();
         r.ledger_bytes = total;
@@ -311,6 +348,9 @@ pub fn check(home: &LedgerHome, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
             let terminated = line.terminated;
             let mut handle = |p: Parsed| match p {
                 Parsed::Blank => r.blank_lines += 1,
+                Parsed::Malformed(_) if terminated && repaired.contains(&(offset, len)) => {
+                    r.repaired_count += 1;
+                }
                 Parsed::Malformed(why) => {
                     // A torn tail is reported once, as torn.
                     if terminated {
@@ -372,10 +412,10 @@ pub fn check(home: &LedgerHome, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
     let idx_path = home.ledger_index();
     if idx_path.is_file() {
         r.index_exists = true;
-        let text = std::fs::read_to_string(&idx_path).ctx("read", &idx_path)?;
+        let bytes = std::fs::read(&idx_path).ctx("read", &idx_path)?;
         let mut in_idx: HashSet<Hash16> = HashSet::new();
-        for l in text.split('\n').map(str::trim).filter(|l| !l.is_empty()) {
-            match Hash16::parse_hex(l) {
+        for l in index_lines(&bytes) {
+            match l.and_then(Hash16::parse_hex) {
                 Some(h) => {
                     in_idx.insert(h);
                 }
@@ -401,11 +441,9 @@ pub fn check(home: &LedgerHome, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
     // The content window against the ledger's turns.
     let cidx = home.ledger_content_index();
     let window: HashSet<Hash16> = if cidx.is_file() {
-        let text = std::fs::read_to_string(&cidx).ctx("read", &cidx)?;
-        text.split('\n')
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .filter_map(Hash16::parse_hex)
+        let bytes = std::fs::read(&cidx).ctx("read", &cidx)?;
+        index_lines(&bytes)
+            .filter_map(|l| l.and_then(Hash16::parse_hex))
             .collect()
     } else {
         HashSet::new()
@@ -423,55 +461,61 @@ pub fn check(home: &LedgerHome, progress: &mut dyn FnMut(u64, u64)) -> Result<Ch
         .filter(|h| !window.contains(h))
         .count() as u64;
 
-    r.archive = archive_cursor(home, r.ledger_bytes, last_line_end);
+    r.archive = archive_cursor(home, r.ledger_bytes, last_line_end)?;
     r.locks = lockfiles(home)?;
+    r.rebuild_leftovers = crate::archive::rebuild_leftovers(home.root())
+        .into_iter()
+        .filter(|(_, alive)| !alive)
+        .map(|(p, _)| p)
+        .collect();
     Ok(r)
+}
+
+/// The non-blank lines of an index sidecar, trimmed; `None` for a line
+/// that is not UTF-8 (a bad line, never a reason to stop).
+fn index_lines(bytes: &[u8]) -> impl Iterator<Item = Option<&str>> {
+    bytes
+        .split(|&b| b == b'\n')
+        .map(|l| std::str::from_utf8(l).map(str::trim).map_err(|_| ()))
+        .filter(|l| l.map_or(true, |t| !t.is_empty()))
+        .map(Result::ok)
 }
 
 fn archive_cursor(
     home: &LedgerHome,
     ledger_size: u64,
     last_line_end: u64,
-) -> Option<ArchiveCursor> {
-    let path = home.archive();
-    if !path.is_file() {
-        return None;
-    }
-    let read = || -> std::result::Result<u64, rusqlite::Error> {
-        let db = rusqlite::Connection::open_with_flags(
-            &path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        db.query_row(
-            "SELECT ledger_offset_bytes FROM archive_state LIMIT 1",
-            [],
-            |row| row.get::<_, i64>(0),
-        )
-        .map(|v| v.max(0) as u64)
+) -> Result<Option<ArchiveCursor>> {
+    let mut c = ArchiveCursor {
+        offset: 0,
+        ledger_size,
+        beyond_end: false,
+        mid_line: false,
+        error: None,
+        replaced: None,
     };
-    Some(match read() {
-        Ok(offset) => {
-            let beyond_end = offset > ledger_size;
-            let mid_line = !beyond_end
-                && offset != 0
-                && offset != last_line_end
-                && !is_line_start(home, offset).unwrap_or(true);
-            ArchiveCursor {
-                offset,
-                ledger_size,
-                beyond_end,
-                mid_line,
-                error: None,
+    let reader = match ArchiveReader::open(home) {
+        Ok(r) => r,
+        Err(crate::Error::ArchiveUnavailable { why, .. }) => {
+            if why == Unavailable::Missing {
+                return Ok(None);
             }
+            c.error = Some(why.to_string());
+            return Ok(Some(c));
         }
-        Err(e) => ArchiveCursor {
-            offset: 0,
-            ledger_size,
-            beyond_end: false,
-            mid_line: false,
-            error: Some(e.to_string()),
-        },
-    })
+        Err(e) => return Err(e),
+    };
+    let offset = reader.state.offset;
+    c.offset = offset;
+    c.beyond_end = offset > ledger_size;
+    c.mid_line = !c.beyond_end
+        && offset != 0
+        && offset != last_line_end
+        && !is_line_start(home, offset).unwrap_or(true);
+    if let Freshness::Replaced(why) = reader.freshness(home)? {
+        c.replaced = Some(why);
+    }
+    Ok(Some(c))
 }
 
 /// Whether byte `offset` of the ledger follows a newline.
@@ -516,7 +560,8 @@ fn lockfiles(home: &LedgerHome) -> Result<Vec<LockInfo>> {
             "(not a regular file)".to_string()
         };
         out.push(LockInfo {
-            stale: age_ms > crate::lock::STALE_MS as i64 || !meta.is_file(),
+            // A dead holder's lock is stale at once, as acquirers judge it.
+            stale: !meta.is_file() || crate::lock::is_stale(&path),
             path,
             age_ms,
             holder,
@@ -532,6 +577,10 @@ pub struct RepairReport {
     /// Offset of the torn line that was terminated with a newline.
     pub terminated_torn_tail_at: Option<u64>,
     pub index: crate::index::sidecar::RebuildIndexResult,
+    /// Why the archive was rebuilt from zero, if it was.
+    pub archive_rebuilt: Option<String>,
+    /// Stale lockfiles and leftovers of killed rebuilds, removed.
+    pub removed: Vec<PathBuf>,
 }
 
 impl RepairReport {
@@ -544,6 +593,8 @@ impl RepairReport {
                 .unwrap_or(Value::Null),
         );
         o.insert("index", self.index.to_json());
+        o.insert("removed", paths(&self.removed));
+        o.insert("archiveRebuilt", opt_str(self.archive_rebuilt.as_deref()));
         Value::Object(o)
     }
 }
@@ -555,6 +606,18 @@ impl crate::ledger::Ledger {
     /// bytes themselves are kept, never deleted.
     pub fn repair(&self) -> Result<RepairReport> {
         let path = self.home().ledger();
+        // Stale locks first, so the repair itself is not kept waiting.
+        let mut removed = Vec::new();
+        for l in lockfiles(self.home())? {
+            if l.stale && crate::lock::remove_if_stale(&l.path) {
+                removed.push(l.path);
+            }
+        }
+        for (leftover, alive) in crate::archive::rebuild_leftovers(self.home().root()) {
+            if !alive && std::fs::remove_file(&leftover).is_ok() {
+                removed.push(leftover);
+            }
+        }
         let terminated = self.with_lock("ledger", || {
             let len = match std::fs::metadata(&path) {
                 Ok(m) if m.is_file() => m.len(),
@@ -564,15 +627,31 @@ impl crate::ledger::Ledger {
                 return Ok(None);
             }
             let start = torn_tail_start(&path, len)?;
-            if start.is_some() {
+            if let Some(at) = start {
                 crate::index::sidecar::append_bytes(&path, b"")?;
+                record_repair(&self.home().repairs(), at, len - at)?;
             }
             Ok(start)
         })?;
         let index = self.rebuild_index()?;
+        let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let archive = archive_cursor(self.home(), size, size)?;
+        let archive_rebuilt = match archive {
+            Some(a) if a.needs_rebuild() => {
+                self.rebuild_archive()?;
+                Some(
+                    a.error
+                        .or(a.replaced)
+                        .unwrap_or_else(|| format!("archive cursor {} was unusable", a.offset)),
+                )
+            }
+            _ => None,
+        };
         Ok(RepairReport {
             terminated_torn_tail_at: terminated,
             index,
+            archive_rebuilt,
+            removed,
         })
     }
 }
@@ -601,4 +680,46 @@ fn torn_tail_start(path: &std::path::Path, len: u64) -> Result<Option<u64>> {
         }
     }
     Ok(Some(0))
+}
+
+/// The (offset, length) of each line a repair terminated.
+fn load_repairs(path: &std::path::Path) -> Result<HashSet<(u64, u64)>> {
+    let text = match std::fs::read(path) {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
+        Err(e) => return Err(crate::Error::io("read", path, e)),
+    };
+    let doc = crate::json::parse(&text).unwrap_or(Value::Null);
+    let list = doc
+        .get("terminated")
+        .and_then(Value::as_array)
+        .unwrap_or_default();
+    Ok(list
+        .iter()
+        .filter_map(|e| {
+            let n = |k: &str| e.get(k).and_then(Value::as_f64).map(|x| x as u64);
+            Some((n("offset")?, n("length")?))
+        })
+        .collect())
+}
+
+/// Add a terminated line to the repairs file (under the `ledger` lock).
+fn record_repair(path: &std::path::Path, offset: u64, length: u64) -> Result<()> {
+    let mut all: Vec<(u64, u64)> = load_repairs(path)?.into_iter().collect();
+    all.push((offset, length));
+    all.sort_unstable();
+    all.dedup();
+    let list = all
+        .iter()
+        .map(|(o, l)| {
+            let mut e = Object::new();
+            e.insert("offset", Value::Number(*o as f64));
+            e.insert("length", Value::Number(*l as f64));
+            Value::Object(e)
+        })
+        .collect();
+    let mut doc = Object::new();
+    doc.insert("terminated", Value::Array(list));
+    let body = format!("{}\n", Value::Object(doc).to_json());
+    super::write_atomic(path, &crate::index::sidecar::tmp_path(path), &body)
 }

@@ -1,9 +1,12 @@
-//! `burn state reset`: delete the derived state — the index sidecars, the
-//! archive with its WAL files, and the content sidecars — and nothing else.
+//! `burn state reset`: delete the derived state — the index sidecars and
+//! the archive with its WAL files — and nothing else.
 //!
 //! Unlike the reference's reset, the ledger itself, the cursors, the
 //! high-water marks and the config are never touched: they cannot be
-//! derived again from anything in the home.
+//! derived again from anything in the home. The content sidecars cannot
+//! either (only the session-log readers, which this crate lacks, could
+//! write them again), so they go only when asked for by name
+//! ([`ResetScope::WithContent`]).
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -11,6 +14,16 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result};
 use crate::json::{Object, Value};
 use crate::ledger::Ledger;
+
+/// What a reset removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResetScope {
+    /// Only what a rebuild brings back: the indexes and the archive.
+    #[default]
+    Derived,
+    /// Also `content/`, which nothing in the home can bring back.
+    WithContent,
+}
 
 /// One path reset would remove.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +33,8 @@ pub struct ResetTarget {
     pub existed: bool,
     pub bytes: u64,
     pub files_removed: u64,
+    /// False when no rebuild can bring the path's data back.
+    pub rebuildable: bool,
 }
 
 impl ResetTarget {
@@ -33,6 +48,7 @@ impl ResetTarget {
         o.insert("existed", Value::Bool(self.existed));
         o.insert("bytes", Value::Number(self.bytes as f64));
         o.insert("filesRemoved", Value::Number(self.files_removed as f64));
+        o.insert("rebuildable", Value::Bool(self.rebuildable));
         Value::Object(o)
     }
 }
@@ -43,6 +59,8 @@ pub struct ResetSummary {
     pub home: PathBuf,
     pub forced: bool,
     pub targets: Vec<ResetTarget>,
+    /// Paths left in place because they cannot be derived again.
+    pub kept: Vec<PathBuf>,
 }
 
 impl ResetSummary {
@@ -65,6 +83,15 @@ impl ResetSummary {
         o.insert(
             "targets",
             Value::Array(self.targets.iter().map(ResetTarget::to_value).collect()),
+        );
+        o.insert(
+            "kept",
+            Value::Array(
+                self.kept
+                    .iter()
+                    .map(|p| Value::from(p.display().to_string()))
+                    .collect(),
+            ),
         );
         o.insert("totals", Value::Object(totals));
         o.insert("dryRun", Value::Bool(!self.forced));
@@ -107,6 +134,7 @@ fn stat_target(path: PathBuf, is_dir: bool) -> Result<ResetTarget> {
         existed: false,
         bytes: 0,
         files_removed: 0,
+        rebuildable: true,
     };
     let meta = match std::fs::symlink_metadata(&t.path) {
         Ok(m) => m,
@@ -146,7 +174,8 @@ fn stat_target(path: PathBuf, is_dir: bool) -> Result<ResetTarget> {
 }
 
 impl Ledger {
-    fn reset_targets(&self) -> Result<Vec<ResetTarget>> {
+    /// The paths a reset of `scope` removes.
+    fn reset_targets(&self, scope: ResetScope) -> Result<Vec<ResetTarget>> {
         let h = self.home();
         let archive = h.archive();
         let with_suffix = |s: &str| {
@@ -164,29 +193,48 @@ impl Ledger {
         ] {
             out.push(stat_target(p, false)?);
         }
-        out.push(stat_target(h.content_dir(), true)?);
+        // Half-built archives of rebuilds that did not finish.
+        for (p, _) in crate::archive::rebuild_leftovers(h.root()) {
+            out.push(stat_target(p, false)?);
+        }
+        if scope == ResetScope::WithContent {
+            let mut content = stat_target(h.content_dir(), true)?;
+            content.rebuildable = false;
+            out.push(content);
+        }
         Ok(out)
     }
 
+    /// The files a reset of `scope` leaves because they cannot be derived.
+    fn reset_kept(&self, scope: ResetScope) -> Vec<PathBuf> {
+        let h = self.home();
+        let mut kept = vec![h.ledger(), h.config(), h.cursors(), h.hwm()];
+        if scope == ResetScope::Derived {
+            kept.push(h.content_dir());
+        }
+        kept
+    }
+
     /// What [`reset_derived`](Self::reset_derived) would remove; reads only.
-    pub fn reset_plan(&self) -> Result<ResetSummary> {
+    pub fn reset_plan(&self, scope: ResetScope) -> Result<ResetSummary> {
         Ok(ResetSummary {
             home: self.home().root().to_path_buf(),
             forced: false,
-            targets: self.reset_targets()?,
+            targets: self.reset_targets(scope)?,
+            kept: self.reset_kept(scope),
         })
     }
 
     /// Delete the derived state under the `ledger`, `ledger-index` and
     /// `archive` locks, so no writer or build is mid-way, then forget the
     /// in-memory index.
-    pub fn reset_derived(&self) -> Result<ResetSummary> {
+    pub fn reset_derived(&self, scope: ResetScope) -> Result<ResetSummary> {
         let root = self.home().root().to_path_buf();
         let targets = self.with_lock("ledger", || {
             self.with_lock("ledger-index", || {
                 self.with_lock(crate::archive::ARCHIVE_LOCK, || {
                     let mut done = Vec::new();
-                    for t in self.reset_targets()? {
+                    for t in self.reset_targets(scope)? {
                         assert_inside(&root, &t.path)?;
                         if t.existed {
                             let r = if t.is_dir {
@@ -211,6 +259,7 @@ impl Ledger {
             home: root,
             forced: true,
             targets,
+            kept: self.reset_kept(scope),
         })
     }
 }
