@@ -12,8 +12,7 @@ use relayburn_bench::gen::{self, GenOptions, StampMix};
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use relayburn_bench::run::{
-    append, child, incremental, lock, matrix, query, rebuild, sqlite_store, stream, team,
-    ShapeArgs,
+    append, child, incremental, lock, matrix, query, rebuild, sqlite_store, stream, team, ShapeArgs,
 };
 
 #[derive(Parser)]

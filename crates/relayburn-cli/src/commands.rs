@@ -1061,7 +1061,10 @@ fn query(ctx: &Ctx, a: QueryArgs) -> Result<u8> {
         return Ok(0);
     }
     if a.machine.is_some() || a.postgres.is_some() {
-        return usage("query", "--machine and --postgres only apply with --from postgres");
+        return usage(
+            "query",
+            "--machine and --postgres only apply with --from postgres",
+        );
     }
     let st = ctx.store.as_ref();
     match a.kind {

@@ -13,8 +13,8 @@ pub mod matrix;
 pub mod query;
 pub mod rebuild;
 pub mod sqlite_store;
-pub mod team;
 pub mod stream;
+pub mod team;
 
 use std::fmt::Write as _;
 use std::io::Write as _;
