@@ -154,12 +154,42 @@ thread_local! {
     static HELD: RefCell<HashSet<PathBuf>> = RefCell::new(HashSet::new());
 }
 
+/// One wait between two attempts, as an [`on_wait`](Locks::on_wait)
+/// observer sees it: before the sleep, so a caller can tell its user who
+/// it is waiting for (cargo's "Blocking waiting for file lock").
+#[derive(Debug)]
+pub struct Waiting<'a> {
+    pub path: &'a Path,
+    /// Sleeps so far, this one included.
+    pub attempt: u32,
+    pub delay: Duration,
+    /// Time since the first attempt.
+    pub waited: Duration,
+    /// The holder, when the lockfile names one of ours.
+    pub holder: Option<&'a LockHolder>,
+}
+
+/// Called before every sleep of an acquire.
+pub type WaitObserver = Arc<dyn Fn(&Waiting<'_>) + Send + Sync>;
+
 /// Lock manager for one home.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Locks {
     home: LedgerHome,
     options: LockOptions,
     heartbeat: Option<Duration>,
+    on_wait: Option<WaitObserver>,
+}
+
+impl fmt::Debug for Locks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Locks")
+            .field("home", &self.home)
+            .field("options", &self.options)
+            .field("heartbeat", &self.heartbeat)
+            .field("on_wait", &self.on_wait.is_some())
+            .finish()
+    }
 }
 
 impl Locks {
@@ -174,7 +204,14 @@ impl Locks {
             home,
             options,
             heartbeat,
+            on_wait: None,
         }
+    }
+
+    /// Report every wait of an acquire to `observer`.
+    pub fn on_wait(mut self, observer: WaitObserver) -> Locks {
+        self.on_wait = Some(observer);
+        self
     }
 
     /// Override the heartbeat period; `None` turns it off (as the reference
@@ -215,7 +252,17 @@ impl Locks {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).ctx("create directory", dir)?;
         }
-        let mut owned = acquire_file(&path, &self.options)?;
+        let observe = |w: &Waiting<'_>| {
+            if let Some(f) = &self.on_wait {
+                f(w)
+            }
+        };
+        let mut owned = acquire_loop(
+            &path,
+            &self.options,
+            &mut |p| inspect(p, self.options.stale),
+            &observe,
+        )?;
         if let Some(every) = self.heartbeat {
             owned.beat = Heartbeat::start(Arc::clone(&owned.file), every);
         }
@@ -269,7 +316,7 @@ impl Drop for LockGuard {
 /// left in place without a heartbeat: the caller removes it. Meant for
 /// tests and tools that drive the protocol directly.
 pub fn acquire(path: &Path, o: &LockOptions) -> Result<()> {
-    acquire_file(path, o).map(|_| ())
+    acquire_loop(path, o, &mut |p| inspect(p, o.stale), &|_| {}).map(|_| ())
 }
 
 /// The file we created, kept open so its inode stays ours.
@@ -346,17 +393,15 @@ impl Reason {
     }
 }
 
-fn acquire_file(path: &Path, o: &LockOptions) -> Result<Owned> {
-    acquire_loop(path, o, &mut |p| inspect(p, o.stale))
-}
-
 /// The retry loop, with the way an existing lockfile is judged passed in
 /// so tests can feed it conditions that are hard to produce on disk.
 fn acquire_loop(
     path: &Path,
     o: &LockOptions,
     look: &mut dyn FnMut(&Path) -> Seen,
+    observe: &dyn Fn(&Waiting<'_>),
 ) -> Result<Owned> {
+    let started = std::time::Instant::now();
     let total = o.fast_retries.saturating_add(o.slow_retries);
     let mut sleeps = 0u32;
     let mut immediate = 0u32;
@@ -407,12 +452,23 @@ fn acquire_loop(
         if sleeps >= total {
             break;
         }
-        std::thread::sleep(if sleeps < o.fast_retries {
+        let delay = if sleeps < o.fast_retries {
             o.fast_retry_delay
         } else {
             o.slow_retry_delay
-        });
+        };
         sleeps += 1;
+        observe(&Waiting {
+            path,
+            attempt: sleeps,
+            delay,
+            waited: started.elapsed(),
+            holder: match &last {
+                Reason::Live(h) => h.as_ref(),
+                _ => None,
+            },
+        });
+        std::thread::sleep(delay);
     }
     Err(Error::LockTimeout {
         path: path.to_path_buf(),
@@ -955,10 +1011,15 @@ mod tests {
             stale: Duration::from_secs(60),
         };
         let mut looks = 0u32;
-        let err = acquire_loop(&path, &o, &mut |_| {
-            looks += 1;
-            Seen::Vanished
-        })
+        let err = acquire_loop(
+            &path,
+            &o,
+            &mut |_| {
+                looks += 1;
+                Seen::Vanished
+            },
+            &|_| {},
+        )
         .err()
         .unwrap();
         // 4 sleeps, 5 rounds; each round is 16 immediate retries plus the
@@ -983,10 +1044,15 @@ mod tests {
             stale: Duration::from_secs(60),
         };
         let mut looks = 0u32;
-        let err = acquire_loop(&path, &o, &mut |_| {
-            looks += 1;
-            Seen::Uninspectable(io::Error::from_raw_os_error(libc::EIO))
-        })
+        let err = acquire_loop(
+            &path,
+            &o,
+            &mut |_| {
+                looks += 1;
+                Seen::Uninspectable(io::Error::from_raw_os_error(libc::EIO))
+            },
+            &|_| {},
+        )
         .err()
         .unwrap();
         assert_eq!(looks, 3);

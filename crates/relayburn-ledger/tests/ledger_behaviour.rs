@@ -711,3 +711,70 @@ fn a_fresh_handle_knows_records_whose_index_lines_are_still_missing() {
     let fresh = Ledger::open(LedgerHome::new(d.path())).unwrap();
     assert_eq!(fresh.append_turns(vec![pending]).unwrap(), 0);
 }
+
+#[test]
+fn records_that_differ_only_by_source_are_different_records() {
+    // `source` is the first part of every id key (SPEC §4).
+    let (_d, l) = temp_ledger();
+    // Turns: one batch, since across batches the content fingerprint
+    // (which has no source) would drop the second.
+    assert_eq!(
+        l.append_turns(vec![turn("{}"), turn(r#"{"source":"codex"}"#)])
+            .unwrap(),
+        2
+    );
+    let other = |base: &str| merge(base, r#"{"source":"codex"}"#);
+    let rel = obj(RELATIONSHIP);
+    assert_eq!(l.append_compactions(vec![obj(COMPACTION)]).unwrap(), 1);
+    assert_eq!(l.append_compactions(vec![other(COMPACTION)]).unwrap(), 1);
+    assert_eq!(l.append_relationships(vec![rel]).unwrap(), 1);
+    assert_eq!(
+        l.append_relationships(vec![other(RELATIONSHIP)]).unwrap(),
+        1
+    );
+    assert_eq!(
+        l.append_tool_result_events(vec![obj(TOOL_RESULT_EVENT)])
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        l.append_tool_result_events(vec![other(TOOL_RESULT_EVENT)])
+            .unwrap(),
+        1
+    );
+    assert_eq!(l.append_user_turns(vec![obj(USER_TURN)]).unwrap(), 1);
+    assert_eq!(l.append_user_turns(vec![other(USER_TURN)]).unwrap(), 1);
+    let sources = |v: Vec<Value>| -> Vec<String> {
+        v.iter()
+            .map(|r| s(r, "source").unwrap().to_string())
+            .collect()
+    };
+    let both = ["claude-code", "codex"];
+    assert_eq!(sources(turns(&l, &Query::default())), both);
+    assert_eq!(
+        sources(all(l.query_compactions(&Query::default()).unwrap())),
+        both
+    );
+    assert_eq!(
+        sources(all(l.query_relationships(&Query::default()).unwrap())),
+        both
+    );
+    assert_eq!(
+        sources(all(l.query_tool_result_events(&Query::default()).unwrap())),
+        both
+    );
+    assert_eq!(
+        sources(all(l.query_user_turns(&Query::default()).unwrap())),
+        both
+    );
+    // Ten distinct id hashes in the index.
+    let idx = std::fs::read_to_string(l.home().root().join("ledger.idx")).unwrap();
+    let ids: std::collections::HashSet<&str> = idx.lines().collect();
+    assert_eq!((idx.lines().count(), ids.len()), (10, 10));
+    // And the same again is a duplicate of each.
+    assert_eq!(
+        l.append_turns(vec![turn(r#"{"source":"codex"}"#)]).unwrap(),
+        0
+    );
+    assert_eq!(l.append_user_turns(vec![other(USER_TURN)]).unwrap(), 0);
+}

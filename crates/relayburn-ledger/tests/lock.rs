@@ -15,8 +15,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use relayburn_ledger::lock::{self, LockOptions, Locks, HEARTBEAT_MS, STALE_MS};
+use relayburn_ledger::lock::{self, LockOptions, Locks, Waiting};
 use relayburn_ledger::{Error, LedgerHome};
+
+/// SPEC §3's stale window, written here rather than taken from the code
+/// under test.
+const STALE_MS: u64 = 5_000;
+/// The heartbeat period this project promises: a fifth of the window.
+const HEARTBEAT_MS: u64 = 1_000;
 
 const ROLE_VAR: &str = "RELAYBURN_LOCK_TEST_ROLE";
 const ARGS_VAR: &str = "RELAYBURN_LOCK_TEST_ARGS";
@@ -631,6 +637,61 @@ fn release_leaves_a_lockfile_someone_else_created() {
     fs::write(&path, "theirs").unwrap();
     drop(guard);
     assert_eq!(fs::read_to_string(&path).unwrap(), "theirs");
+}
+
+#[test]
+fn the_default_schedule_is_the_references() {
+    // About 11 s. SPEC §3: 20 ms for the first 50 attempts, then 250 ms
+    // for the next 40; the timeout names 90 attempts and ~11000 ms.
+    let (_d, home) = home();
+    let path = home.lock("schedule");
+    let _held = Locks::new(home.clone()).acquire("schedule").unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let waiter = {
+        let seen = Arc::clone(&seen);
+        Locks::new(home).on_wait(Arc::new(move |w: &Waiting<'_>| {
+            seen.lock()
+                .unwrap()
+                .push((w.attempt, w.delay, w.waited, w.holder.map(|h| h.pid)));
+        }))
+    };
+    let start = Instant::now();
+    let err = std::thread::spawn(move || waiter.acquire("schedule").unwrap_err())
+        .join()
+        .unwrap();
+    let elapsed = start.elapsed();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(
+            "could not acquire lock after 90 attempts (~11000ms) - held by live process (pid "
+        ),
+        "{msg}"
+    );
+    assert!(msg.ends_with(&format!(": {}", path.display())), "{msg}");
+    assert!(
+        matches!(
+            err,
+            Error::LockTimeout {
+                attempts: 90,
+                budget_ms: 11_000,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let seen = seen.lock().unwrap();
+    let delays: Vec<u64> = seen.iter().map(|s| s.1.as_millis() as u64).collect();
+    let mut want = vec![20; 50];
+    want.extend([250; 40]);
+    assert_eq!(delays, want);
+    let attempts: Vec<u32> = seen.iter().map(|s| s.0).collect();
+    assert_eq!(attempts, (1..=90).collect::<Vec<_>>());
+    assert!(seen.iter().all(|s| s.3 == Some(std::process::id())));
+    // Observed: about 50 polls in the first second. Sleeps can only
+    // overrun, so a loaded machine sees fewer, never more.
+    let first_second = seen.iter().filter(|s| s.2 < Duration::from_secs(1)).count();
+    assert!((35..=51).contains(&first_second), "{first_second} polls");
+    assert!(elapsed >= Duration::from_millis(11_000), "{elapsed:?}");
 }
 
 #[test]

@@ -24,9 +24,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use relayburn_ledger::check;
-use relayburn_ledger::index::{Hash16, CONTENT_WINDOW};
+use relayburn_ledger::index::Hash16;
 use relayburn_ledger::json::{self, Value};
-use relayburn_ledger::lock::{Locks, STALE_MS};
+use relayburn_ledger::lock::Locks;
 use relayburn_ledger::time::iso_from_millis;
 use relayburn_ledger::{Ledger, LedgerHome, Query};
 
@@ -36,7 +36,7 @@ const ENTRY: &str = "crash_child";
 
 /// A dead writer's lock must never block longer than the stale window
 /// (plus one slow poll and scheduling slack).
-const RECLAIM_BOUND: Duration = Duration::from_millis(STALE_MS + 1_000);
+const RECLAIM_BOUND: Duration = Duration::from_millis(5_000 + 1_000);
 
 fn trials() -> u64 {
     env_u64("RELAYBURN_CRASH_TRIALS", if long_run() { 300 } else { 50 })
@@ -444,7 +444,7 @@ fn killed_turn_writers_leave_whole_records_and_a_consistent_index() {
         assert_eq!(r.ids, order.len());
         assert_eq!(IndexAudit::of(&home.ledger_index()).hashes, order);
         let fp_order: Vec<Hash16> = after.records.iter().map(|(_, i)| turn_fp(*i)).collect();
-        let tail = &fp_order[fp_order.len().saturating_sub(CONTENT_WINDOW)..];
+        let tail = &fp_order[fp_order.len().saturating_sub(WINDOW)..];
         assert_eq!(IndexAudit::of(&home.ledger_content_index()).hashes, tail);
         let report = check::check(&home, &mut |_, _| {}).unwrap();
         assert_eq!(

@@ -21,6 +21,10 @@ use relayburn_ledger::time::iso_from_millis;
 pub const ROLE_VAR: &str = "RELAYBURN_RELIABILITY_ROLE";
 pub const ARGS_VAR: &str = "RELAYBURN_RELIABILITY_ARGS";
 
+/// The content window's length (SPEC §4), written here rather than taken
+/// from the code under test.
+pub const WINDOW: usize = 10_000;
+
 // ---------------------------------------------------------------------------
 // a small seeded generator (SplitMix64), so every run can be replayed
 // ---------------------------------------------------------------------------
