@@ -695,6 +695,66 @@ fn the_default_schedule_is_the_references() {
 }
 
 #[test]
+fn the_default_timings_are_the_references() {
+    assert_eq!(
+        LockOptions::default(),
+        LockOptions {
+            fast_retries: 50,
+            fast_retry_delay: Duration::from_millis(20),
+            slow_retries: 40,
+            slow_retry_delay: Duration::from_millis(250),
+            stale: Duration::from_millis(5_000),
+        }
+    );
+}
+
+#[test]
+fn the_default_stale_window_is_five_seconds() {
+    let (_d, home) = home();
+    let o = LockOptions {
+        stale: LockOptions::default().stale,
+        ..tiny(Duration::ZERO)
+    };
+    // 4.5 s old, no holder named: fresh, so the acquire times out.
+    let path = home.lock("young");
+    fs::write(&path, "").unwrap();
+    set_mtime(&path, SystemTime::now() - Duration::from_millis(4_500));
+    let err = lock::acquire(&path, &o).unwrap_err();
+    assert_timeout_naming(&err, &path, "held by live process");
+    // 5.5 s old: stale, taken at once.
+    let path = home.lock("old");
+    fs::write(&path, "").unwrap();
+    set_mtime(&path, SystemTime::now() - Duration::from_millis(5_500));
+    lock::acquire(&path, &o).unwrap();
+}
+
+#[test]
+fn a_holder_refreshes_its_lockfile_every_second() {
+    // About 3.5 s: beats at 1, 2 and 3 s (HEARTBEAT_MS), none at 0.5 s
+    // intervals and none skipped.
+    let (_d, home) = home();
+    let path = home.lock("beats");
+    let guard = Locks::new(home).acquire("beats").unwrap();
+    let start = Instant::now();
+    let mut last = fs::metadata(&path).unwrap().modified().unwrap();
+    let mut beats = Vec::new();
+    while start.elapsed() < Duration::from_millis(3 * HEARTBEAT_MS + 500) {
+        std::thread::sleep(Duration::from_millis(20));
+        let m = fs::metadata(&path).unwrap().modified().unwrap();
+        if m != last {
+            beats.push(start.elapsed());
+            last = m;
+        }
+    }
+    drop(guard);
+    assert_eq!(beats.len(), 3, "{beats:?}");
+    assert!(
+        beats[0] >= Duration::from_millis(HEARTBEAT_MS - 100),
+        "{beats:?}"
+    );
+}
+
+#[test]
 fn timeout_names_the_path_and_the_holder() {
     let (_d, home) = home();
     let path = home.lock("busy");
