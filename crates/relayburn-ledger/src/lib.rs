@@ -11,6 +11,7 @@ pub mod demo;
 pub mod error;
 pub mod home;
 pub mod index;
+pub mod js;
 pub mod json;
 pub mod jsonl;
 pub mod ledger;

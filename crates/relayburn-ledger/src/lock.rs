@@ -738,7 +738,7 @@ impl LockHolder {
     /// Read back a line written by [`LockHolder::to_line`]; anything else
     /// (empty, foreign, malformed) is `None`.
     pub fn parse(text: &str) -> Option<LockHolder> {
-        let v = json::parse(json::js_trim(text)).ok()?;
+        let v = json::parse(crate::js::trim(text)).ok()?;
         let pid = whole_number(v.get("pid")?)?;
         let pid = u32::try_from(pid)
             .ok()

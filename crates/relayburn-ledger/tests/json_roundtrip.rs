@@ -592,7 +592,9 @@ fn whitespace_rules() {
             "{not_ws:?}"
         );
         assert_eq!(
-            json::js_trim(&format!("{not_ws}x{not_ws}")).chars().count(),
+            relayburn_ledger::js::trim(&format!("{not_ws}x{not_ws}"))
+                .chars()
+                .count(),
             3
         );
     }

@@ -16,7 +16,7 @@ use std::path::Path;
 use crate::error::{Error, IoContext, Result};
 use crate::home::Env;
 use crate::index::sidecar::tmp_path;
-use crate::json::js_string_to_number;
+use crate::js::string_to_number;
 use crate::json::{self, write_string, Object, Value};
 use crate::ledger::Ledger;
 
@@ -273,7 +273,7 @@ impl ContentStore {
             "full" => Parsed::Ok(ContentStore::Full),
             "hash-only" => Parsed::Ok(ContentStore::HashOnly),
             "off" => Parsed::Ok(ContentStore::Off),
-            _ if json::js_trim(s).is_empty() => Parsed::Unset,
+            _ if crate::js::trim(s).is_empty() => Parsed::Unset,
             _ => Parsed::Invalid,
         }
     }
@@ -300,7 +300,7 @@ impl Retention {
             Value::Number(n) => *n,
             Value::String(s) => {
                 let s = s.to_lossy();
-                let t = json::js_trim(&s).to_lowercase();
+                let t = crate::js::trim(&s).to_lowercase();
                 if t.is_empty() {
                     // An empty variable must not mean "keep nothing".
                     return Parsed::Unset;
@@ -308,7 +308,7 @@ impl Retention {
                 if t == "forever" {
                     return Parsed::Ok(Retention::Forever);
                 }
-                js_string_to_number(&t)
+                string_to_number(&t)
             }
             _ => return Parsed::Invalid,
         };
