@@ -12,12 +12,12 @@ use std::io::{BufWriter, ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+use crate::home::lock_name::LEDGER as LEDGER_LOCK;
 use crate::index::sidecar::{tmp_path, FileId, Tracked};
 use crate::json::{Object, Value};
 use crate::jsonl::{parse_line, LineScanner, Parsed};
 use crate::ledger::Ledger;
 use crate::records::{line_kind, Kind};
-use crate::writer::LEDGER_LOCK;
 
 /// What a rewrite did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

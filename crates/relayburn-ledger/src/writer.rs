@@ -6,6 +6,7 @@
 //! two writers can never append the same record twice.
 
 use crate::error::{Error, Result};
+use crate::home::lock_name::{LEDGER as LEDGER_LOCK, LEDGER_INDEX as INDEX_LOCK};
 use crate::home::LedgerHome;
 use crate::index::sidecar::{
     append_bytes, hash_lines, replace_file, FileId, IndexState, RebuildIndexResult, Rebuilder,
@@ -16,10 +17,6 @@ use crate::json::{JsString, Object, Value};
 use crate::ledger::Ledger;
 use crate::records::{wrap_record, Kind};
 use crate::time::now_iso;
-
-/// Lock names of SPEC §3.
-pub(crate) const LEDGER_LOCK: &str = "ledger";
-pub(crate) const INDEX_LOCK: &str = "ledger-index";
 
 impl Ledger {
     /// Append turns, skipping those already in the ledger.

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use archive_common::*;
 use relayburn_ledger::archive::{
-    archive_status, build_archive, open_archive, rebuild_archive, vacuum_archive, ARCHIVE_LOCK,
-    ARCHIVE_VERSION,
+    archive_status, build_archive, open_archive, rebuild_archive, vacuum_archive, ARCHIVE_VERSION,
 };
+use relayburn_ledger::home::lock_name;
 use relayburn_ledger::Kind;
 use rusqlite::OptionalExtension;
 
@@ -868,7 +868,7 @@ fn vacuum_and_build_wait_for_the_archive_lock() {
     let locks = h.locks.clone();
     let holder = std::thread::spawn(move || {
         locks
-            .with_lock(ARCHIVE_LOCK, || {
+            .with_lock(lock_name::ARCHIVE, || {
                 held_tx.send(()).unwrap();
                 release_rx.recv().unwrap();
                 Ok(())

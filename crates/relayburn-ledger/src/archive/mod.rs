@@ -26,7 +26,7 @@ use std::time::SystemTime;
 use rusqlite::Connection;
 
 use crate::error::{Error, IoContext, Result};
-use crate::home::LedgerHome;
+use crate::home::{lock_name, LedgerHome};
 use crate::json::{Object, Value};
 use crate::lock::Locks;
 use crate::records::Kind;
@@ -43,9 +43,6 @@ pub use status::{archive_status, vacuum_archive, ArchiveStatus, RowCounts, Vacuu
 
 use build::{apply_range, Mode};
 use schema::sql_err;
-
-/// Name of the lock that serialises builds, rebuilds and vacuums.
-pub const ARCHIVE_LOCK: &str = "archive";
 
 /// Prefix of the file a rebuild writes before swapping it in.
 const REBUILD_PREFIX: &str = "archive.sqlite.rebuild-";
@@ -193,7 +190,7 @@ pub fn build_archive_with_progress(
     locks: &Locks,
     progress: Progress<'_>,
 ) -> Result<BuildResult> {
-    locks.with_lock(ARCHIVE_LOCK, || build_locked(home, progress))
+    locks.with_lock(lock_name::ARCHIVE, || build_locked(home, progress))
 }
 
 fn build_locked(home: &LedgerHome, progress: Progress<'_>) -> Result<BuildResult> {
@@ -261,7 +258,7 @@ pub fn rebuild_archive_with_progress(
     locks: &Locks,
     progress: Progress<'_>,
 ) -> Result<BuildResult> {
-    locks.with_lock(ARCHIVE_LOCK, || rebuild_locked(home, progress))
+    locks.with_lock(lock_name::ARCHIVE, || rebuild_locked(home, progress))
 }
 
 /// Settings of a connection that builds: a page cache for the index pages

@@ -555,7 +555,7 @@ impl crate::ledger::Ledger {
     /// bytes themselves are kept, never deleted.
     pub fn repair(&self) -> Result<RepairReport> {
         let path = self.home().ledger();
-        let terminated = self.with_lock("ledger", || {
+        let terminated = self.with_lock(crate::home::lock_name::LEDGER, || {
             let len = match std::fs::metadata(&path) {
                 Ok(m) if m.is_file() => m.len(),
                 _ => return Ok(None),

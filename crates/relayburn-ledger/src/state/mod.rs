@@ -20,8 +20,6 @@ use crate::js::string_to_number;
 use crate::json::{self, write_string, Object, Value};
 use crate::ledger::Ledger;
 
-const CURSORS_LOCK: &str = "cursors";
-
 /// Read a file as text; `None` when it does not exist.
 fn read_optional(path: &Path) -> Result<Option<String>> {
     match std::fs::read(path) {
@@ -80,7 +78,7 @@ impl Ledger {
     /// concurrent writers of different keys do not lose each other's work.
     pub fn update_cursors(&self, mutate: impl FnOnce(&mut Object) -> Result<()>) -> Result<()> {
         let path = self.home().cursors();
-        self.with_lock(CURSORS_LOCK, || {
+        self.with_lock(crate::home::lock_name::CURSORS, || {
             let (doc, mut files) = read_cursors_doc(&path)?;
             mutate(&mut files)?;
             let mut doc = doc.unwrap_or_default();

@@ -9,6 +9,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+use crate::home::lock_name;
 use crate::json::{Object, Value};
 use crate::ledger::Ledger;
 
@@ -182,9 +183,9 @@ impl Ledger {
     /// in-memory index.
     pub fn reset_derived(&self) -> Result<ResetSummary> {
         let root = self.home().root().to_path_buf();
-        let targets = self.with_lock("ledger", || {
-            self.with_lock("ledger-index", || {
-                self.with_lock(crate::archive::ARCHIVE_LOCK, || {
+        let targets = self.with_lock(lock_name::LEDGER, || {
+            self.with_lock(lock_name::LEDGER_INDEX, || {
+                self.with_lock(lock_name::ARCHIVE, || {
                     let mut done = Vec::new();
                     for t in self.reset_targets()? {
                         assert_inside(&root, &t.path)?;
