@@ -6,8 +6,8 @@ use std::io::ErrorKind;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, IoContext, Result};
+use crate::fsio::append_bytes;
 use crate::home::{is_valid_session_id, lock_name};
-use crate::index::sidecar::append_bytes;
 use crate::json::Value;
 use crate::jsonl::{parse_line, LineScanner, Parsed};
 use crate::ledger::Ledger;

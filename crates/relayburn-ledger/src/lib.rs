@@ -9,6 +9,7 @@ pub mod archive;
 pub mod content;
 pub mod demo;
 pub mod error;
+pub(crate) mod fsio;
 pub mod home;
 pub mod index;
 pub mod js;

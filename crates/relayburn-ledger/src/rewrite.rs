@@ -12,8 +12,8 @@ use std::io::{BufWriter, ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+use crate::fsio::{tmp_path, FileId, Tracked};
 use crate::home::lock_name::LEDGER as LEDGER_LOCK;
-use crate::index::sidecar::{tmp_path, FileId, Tracked};
 use crate::json::{Object, Value};
 use crate::jsonl::{parse_line, LineScanner, Parsed};
 use crate::ledger::Ledger;

@@ -6,12 +6,10 @@
 //! two writers can never append the same record twice.
 
 use crate::error::{Error, Result};
+use crate::fsio::{append_bytes, replace_file, FileId, Tracked};
 use crate::home::lock_name::{LEDGER as LEDGER_LOCK, LEDGER_INDEX as INDEX_LOCK};
 use crate::home::LedgerHome;
-use crate::index::sidecar::{
-    append_bytes, hash_lines, replace_file, FileId, IndexState, RebuildIndexResult, Rebuilder,
-    Tracked,
-};
+use crate::index::sidecar::{hash_lines, IndexState, RebuildIndexResult, Rebuilder};
 use crate::index::{record_id, turn_fingerprint, Hash16, CONTENT_WINDOW};
 use crate::json::{JsString, Object, Value};
 use crate::ledger::Ledger;

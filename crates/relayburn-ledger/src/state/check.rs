@@ -565,7 +565,7 @@ impl crate::ledger::Ledger {
             }
             let start = torn_tail_start(&path, len)?;
             if start.is_some() {
-                crate::index::sidecar::append_bytes(&path, b"")?;
+                crate::fsio::append_bytes(&path, b"")?;
             }
             Ok(start)
         })?;

@@ -13,9 +13,9 @@ pub mod status;
 use std::io::ErrorKind;
 use std::path::Path;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
+use crate::fsio::{replace_file, replace_file_via, tmp_path};
 use crate::home::Env;
-use crate::index::sidecar::tmp_path;
 use crate::js::string_to_number;
 use crate::json::{self, write_string, Object, Value};
 use crate::ledger::Ledger;
@@ -45,18 +45,6 @@ fn read_cursors_doc(path: &Path) -> Result<(Option<Object>, Object)> {
     Ok((Some(doc), files))
 }
 
-/// Write `body` through a temp file and a rename.
-fn write_atomic(path: &Path, tmp: &Path, body: &str) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).ctx("create directory", dir)?;
-    }
-    if let Err(e) = std::fs::write(tmp, body) {
-        let _ = std::fs::remove_file(tmp);
-        return Err(Error::io("write", tmp, e));
-    }
-    std::fs::rename(tmp, path).ctx("rename into place", path)
-}
-
 impl Ledger {
     /// The cursor map (`files` of `cursors.json`); empty when the file is
     /// missing or malformed. Other read errors are reported.
@@ -84,7 +72,7 @@ impl Ledger {
             let mut doc = doc.unwrap_or_default();
             doc.insert("files", Value::Object(files));
             let body = to_json_pretty(&Value::Object(doc));
-            write_atomic(&path, &tmp_path(&path), &body)
+            replace_file(&path, body.as_bytes()).map(drop)
         })
     }
 
@@ -148,7 +136,7 @@ impl Ledger {
         let mut tmp = tmp_path(&path).into_os_string();
         tmp.push(format!(".{}.{}", std::process::id(), unique()));
         let body = to_json_pretty(&Value::Object(map.clone()));
-        write_atomic(&path, Path::new(&tmp), &body)
+        replace_file_via(&path, Path::new(&tmp), body.as_bytes()).map(drop)
     }
 
     /// The configuration: `config.json` overridden by the environment,
