@@ -21,6 +21,7 @@ pub mod query;
 pub mod records;
 pub mod rewrite;
 pub mod state;
+pub mod sys;
 pub mod time;
 pub mod writer;
 

@@ -521,7 +521,6 @@ fn create(path: &Path) -> io::Result<Owned> {
 /// exclusive create will report in its own words).
 #[cfg(target_os = "linux")]
 fn create_published(path: &Path, body: &[u8]) -> Option<io::Result<File>> {
-    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::io::AsRawFd;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -534,23 +533,11 @@ fn create_published(path: &Path, body: &[u8]) -> Option<io::Result<File>> {
         .open(dir)
         .ok()?;
     file.write_all(body).ok()?;
-    let from = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()?;
-    let to = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: both are valid NUL-terminated paths; linkat does not keep them.
-    let rc = unsafe {
-        libc::linkat(
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::AT_SYMLINK_FOLLOW,
-        )
-    };
-    if rc == 0 {
-        return Some(Ok(file));
+    let from = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    match crate::sys::link_following(&from, path) {
+        Ok(()) => Some(Ok(file)),
+        Err(err) => (err.kind() == ErrorKind::AlreadyExists).then_some(Err(err)),
     }
-    let err = io::Error::last_os_error();
-    (err.kind() == ErrorKind::AlreadyExists).then_some(Err(err))
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -695,7 +682,7 @@ impl fmt::Display for LockHolder {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Liveness {
+pub(crate) enum Liveness {
     Alive,
     Dead,
     /// Another host or pid namespace, or nothing to go by.
@@ -763,34 +750,28 @@ impl LockHolder {
                 return Liveness::Unknown;
             }
         }
-        // `parse` keeps pid in 1..=i32::MAX, so this never signals a group.
-        let Ok(pid) = libc::pid_t::try_from(self.pid) else {
-            return Liveness::Unknown;
-        };
-        // SAFETY: signal 0 only checks that the process exists.
-        if unsafe { libc::kill(pid, 0) } != 0 {
-            return match io::Error::last_os_error().raw_os_error() {
-                Some(libc::ESRCH) => Liveness::Dead,
-                Some(libc::EPERM) => self.check_start(pid),
-                _ => Liveness::Unknown,
-            };
-        }
-        self.check_start(pid)
+        local_liveness(self.pid, self.start_ticks)
     }
+}
 
-    /// A process exists under the pid: is it still the one that wrote the
-    /// file (and not a zombie)?
-    fn check_start(&self, pid: libc::pid_t) -> Liveness {
-        let Some((state, ticks)) = proc_stat(&format!("/proc/{pid}/stat")) else {
-            return Liveness::Alive;
-        };
-        if state == 'Z' || state == 'X' {
-            return Liveness::Dead;
-        }
-        match self.start_ticks {
-            Some(recorded) if recorded != ticks => Liveness::Dead,
-            _ => Liveness::Alive,
-        }
+/// The liveness of process `pid` of this host and pid namespace: gone, a
+/// zombie, or (when `start_ticks` is known) a different process under a
+/// reused pid means dead.
+pub(crate) fn local_liveness(pid: u32, start_ticks: Option<u64>) -> Liveness {
+    match crate::sys::probe(pid) {
+        crate::sys::Probe::Gone => return Liveness::Dead,
+        crate::sys::Probe::Unknown => return Liveness::Unknown,
+        crate::sys::Probe::Exists | crate::sys::Probe::NotPermitted => {}
+    }
+    let Some((state, ticks)) = proc_stat(&format!("/proc/{pid}/stat")) else {
+        return Liveness::Alive;
+    };
+    if state == 'Z' || state == 'X' {
+        return Liveness::Dead;
+    }
+    match start_ticks {
+        Some(recorded) if recorded != ticks => Liveness::Dead,
+        _ => Liveness::Alive,
     }
 }
 
@@ -825,19 +806,7 @@ fn now_ms() -> u64 {
 
 fn this_host() -> Option<&'static str> {
     static HOST: OnceLock<Option<String>> = OnceLock::new();
-    HOST.get_or_init(|| {
-        let mut buf = [0u8; 256];
-        // SAFETY: the buffer is valid for its length; the result is
-        // NUL-terminated when it fits, and we stop at the first NUL.
-        let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-        if rc != 0 {
-            return None;
-        }
-        let end = buf.iter().position(|&b| b == 0)?;
-        let name = std::str::from_utf8(&buf[..end]).ok()?;
-        (!name.is_empty()).then(|| name.to_string())
-    })
-    .as_deref()
+    HOST.get_or_init(crate::sys::host_name).as_deref()
 }
 
 fn this_pid_ns() -> Option<&'static str> {

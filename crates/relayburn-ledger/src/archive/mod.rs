@@ -396,21 +396,17 @@ fn remove_stale_rebuilds(root: &Path) {
         let Some(rest) = name.strip_prefix(REBUILD_PREFIX) else {
             continue;
         };
-        let pid = rest.split('.').next().and_then(|p| p.parse::<i32>().ok());
-        let alive = pid.is_some_and(|p| p != std::process::id() as i32 && process_alive(p));
+        let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
+        // The lock's rule, for a process of this host: the archive lock is
+        // held here, so only a rebuild that lost it could still be running.
+        let alive = pid.is_some_and(|p| {
+            p != std::process::id()
+                && crate::lock::local_liveness(p, None) == crate::lock::Liveness::Alive
+        });
         if !alive {
             let _ = std::fs::remove_file(entry.path());
         }
     }
-}
-
-fn process_alive(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: kill with signal 0 only checks for the process's existence.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 impl crate::ledger::Ledger {
