@@ -45,10 +45,10 @@ impl Ledger {
     pub fn open_with_lock_options(home: LedgerHome, options: LockOptions) -> Result<Ledger> {
         if let Ok(m) = std::fs::metadata(home.root()) {
             if !m.is_dir() {
-                return Err(crate::Error::InvalidInput(format!(
-                    "ledger home {} is not a directory",
-                    home.root().display()
-                )));
+                return Err(crate::Error::invalid(
+                    "home",
+                    format!("ledger home {} is not a directory", home.root().display()),
+                ));
             }
         }
         Ok(Ledger {
@@ -112,6 +112,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("f");
         std::fs::write(&f, "x").unwrap();
-        assert!(Ledger::open(LedgerHome::new(&f)).is_err());
+        assert!(matches!(
+            Ledger::open(LedgerHome::new(&f)),
+            Err(crate::Error::Invalid { field, .. }) if field == "home"
+        ));
     }
 }

@@ -43,10 +43,10 @@ thread_local! {
 /// Refuse to append to a ledger this thread is rewriting.
 pub(crate) fn ensure_not_rewriting(ledger: &Path) -> Result<()> {
     if REWRITING.with(|r| r.borrow().contains(ledger)) {
-        return Err(Error::InvalidInput(format!(
-            "cannot append to {} while rewriting it",
-            ledger.display()
-        )));
+        return Err(Error::invalid(
+            "ledger",
+            format!("cannot append to {} while rewriting it", ledger.display()),
+        ));
     }
     Ok(())
 }

@@ -70,8 +70,9 @@ impl Ledger {
     /// Append records of one kind (not stamps).
     pub fn append_records(&self, kind: Kind, records: Vec<Value>) -> Result<usize> {
         if kind == Kind::Stamp {
-            return Err(Error::InvalidInput(
-                "stamps are appended with stamp() or append_stamp()".into(),
+            return Err(Error::invalid(
+                "kind",
+                "stamps are appended with stamp() or append_stamp()",
             ));
         }
         if records.is_empty() {
@@ -82,12 +83,12 @@ impl Ledger {
             match record_id(kind, r) {
                 Some(Ok(h)) => ids.push(h),
                 Some(Err(e)) => {
-                    return Err(Error::InvalidInput(format!(
-                        "{} record {i}: {e}",
-                        kind.as_str()
-                    )))
+                    return Err(Error::invalid(
+                        format!("records[{i}]"),
+                        format!("{} record {i}: {e}", kind.as_str()),
+                    ))
                 }
-                None => return Err(Error::InvalidInput("stamps have no record id".into())),
+                None => return Err(Error::Internal("stamps have no record id".into())),
             }
         }
         self.with_lock(LEDGER_LOCK, || {
@@ -108,7 +109,10 @@ impl Ledger {
                             for id in &new_ids {
                                 st.ids.remove(id);
                             }
-                            return Err(Error::InvalidInput(format!("turn record {i}: {e}")));
+                            return Err(Error::invalid(
+                                format!("records[{i}]"),
+                                format!("turn record {i}: {e}"),
+                            ));
                         }
                     };
                     // Only fingerprints committed before this batch count.
@@ -179,9 +183,9 @@ impl Ledger {
             o.contains_key("sessionId") || o.contains_key("messageId") || o.contains_key("range")
         });
         if !has_field {
-            return Err(Error::InvalidInput(
-                "stamp requires at least one selector field (sessionId, messageId, or range)"
-                    .into(),
+            return Err(Error::invalid(
+                "selector",
+                "stamp requires at least one selector field (sessionId, messageId, or range)",
             ));
         }
         let mut line = Object::new();
@@ -214,7 +218,7 @@ impl Ledger {
         };
         let rel_id = match record_id(Kind::Relationship, &rel) {
             Some(Ok(h)) => h,
-            _ => return Err(Error::InvalidInput("unhashable relationship".into())),
+            _ => return Err(Error::invalid("line", "unhashable relationship")),
         };
         self.with_lock(LEDGER_LOCK, || {
             let mut st = self.index_state();

@@ -237,10 +237,13 @@ fn a_stamp_written_before_its_turn_still_applies() {
 #[test]
 fn a_stamp_without_selector_fields_is_refused() {
     let (_d, l) = temp_ledger();
-    assert!(l.stamp(obj("{}"), obj(r#"{"x":"y"}"#)).is_err());
-    assert!(l
-        .stamp(obj(r#"{"other":"s"}"#), obj(r#"{"x":"y"}"#))
-        .is_err());
+    for selector in ["{}", r#"{"other":"s"}"#] {
+        let err = l.stamp(obj(selector), obj(r#"{"x":"y"}"#)).unwrap_err();
+        assert!(
+            matches!(&err, relayburn_ledger::Error::Invalid { field, .. } if field == "selector"),
+            "{err:?}"
+        );
+    }
     assert!(!l.home().ledger().exists());
 }
 
@@ -548,7 +551,11 @@ fn rebuild_keeps_first_seen_order_and_counts_unhashable_lines() {
 fn a_turn_that_cannot_be_fingerprinted_fails_the_batch_and_writes_nothing() {
     let (_d, l) = temp_ledger();
     let bad = obj(r#"{"source":"x","sessionId":"s","messageId":"m","toolCalls":[]}"#);
-    assert!(l.append_turns(vec![turn("{}"), bad]).is_err());
+    let err = l.append_turns(vec![turn("{}"), bad]).unwrap_err();
+    assert!(
+        matches!(&err, relayburn_ledger::Error::Invalid { field, .. } if field == "records[1]"),
+        "{err:?}"
+    );
     assert!(!l.home().ledger().exists());
     // The good turn was not remembered as written.
     assert_eq!(l.append_turns(vec![turn("{}")]).unwrap(), 1);

@@ -77,10 +77,13 @@ impl ResetSummary {
 /// symlinked parent.
 fn assert_inside(home: &Path, target: &Path) -> Result<()> {
     let outside = || {
-        Error::InvalidInput(format!(
-            "refusing to touch path outside ledger home: {}",
-            target.display()
-        ))
+        Error::invalid(
+            "path",
+            format!(
+                "refusing to touch path outside ledger home: {}",
+                target.display()
+            ),
+        )
     };
     let rel = target.strip_prefix(home).map_err(|_| outside())?;
     if rel.as_os_str().is_empty()
