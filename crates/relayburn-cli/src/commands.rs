@@ -34,12 +34,17 @@ impl Ctx {
     }
 }
 
-fn open(home: Option<PathBuf>, env: &Env) -> Result<Ledger> {
+fn open(home: Option<PathBuf>, env: &Env, quiet: bool) -> Result<Ledger> {
     let home = match home {
         Some(h) => LedgerHome::new(h),
         None => env.ledger_home()?,
     };
-    Ok(Ledger::open(home)?)
+    let ledger = Ledger::open(home)?;
+    Ok(if quiet {
+        ledger
+    } else {
+        ledger.on_lock_wait(crate::waiting::announcer())
+    })
 }
 
 /// Run a parsed command line; the exit code on success.
@@ -49,7 +54,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         return demo(cli.home.clone(), cli.quiet, &env, args);
     }
     let ctx = Ctx {
-        ledger: open(cli.home, &env)?,
+        ledger: open(cli.home, &env, cli.quiet)?,
         quiet: cli.quiet,
         env,
     };

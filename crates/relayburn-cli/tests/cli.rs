@@ -594,5 +594,12 @@ fn a_held_lock_is_named_in_the_error() {
         err.contains(&format!("pid {}", std::process::id())),
         "{err}"
     );
+    // After a second of waiting, once, before the error.
+    let waiting = format!(
+        "waiting for lock `ledger` held by pid {} on host {host}…\n",
+        std::process::id()
+    );
+    assert!(err.starts_with(&waiting), "{err}");
+    assert_eq!(err.matches("waiting for lock").count(), 1, "{err}");
     assert!(!d.path().join("ledger.jsonl").exists(), "nothing written");
 }

@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use crate::error::Result;
 use crate::home::LedgerHome;
 use crate::index::sidecar::IndexState;
-use crate::lock::{LockOptions, Locks};
+use crate::lock::{LockOptions, Locks, WaitObserver};
 
 /// An open ledger home.
 ///
@@ -67,6 +67,13 @@ impl Ledger {
     /// ledger (the archive, ingest cursors).
     pub fn locks(&self) -> &Locks {
         &self.locks
+    }
+
+    /// Report every wait for a lock of this home to `observer`, so a
+    /// command line can tell its user whom it is waiting for.
+    pub fn on_lock_wait(mut self, observer: WaitObserver) -> Ledger {
+        self.locks = self.locks.on_wait(observer);
+        self
     }
 
     /// Run `f` while holding lock `name` of this home.
