@@ -2,14 +2,15 @@
 //! archive complete and queryable (or the finished new one), and nothing
 //! that stops the next build.
 //!
-//! The rebuild runs in a child process: this test binary re-executed with
-//! `ARCHIVE_CRASH_HOME` set, running only [`crash_child_rebuilds`].
+//! The rebuild runs in a child process (`support::role`), running only
+//! [`crash_child_rebuilds`].
 
 mod archive_common;
 mod common;
+mod support;
 
 use std::path::Path;
-use std::process::Command;
+
 use std::time::{Duration, Instant, SystemTime};
 
 use archive_common::*;
@@ -19,13 +20,14 @@ use relayburn_ledger::lock::Locks;
 use relayburn_ledger::query::Query;
 use relayburn_ledger::{Kind, LedgerHome};
 
-const CHILD_ENV: &str = "ARCHIVE_CRASH_HOME";
-
 /// The child's side: rebuild the home named by the environment.
 #[test]
 #[ignore = "run by archive_crash as a child process"]
 fn crash_child_rebuilds() {
-    let home = LedgerHome::new(std::env::var_os(CHILD_ENV).expect("child home"));
+    let Some((_, args)) = support::role::current() else {
+        return;
+    };
+    let home = LedgerHome::new(&args[0]);
     let locks = Locks::new(home.clone());
     rebuild_archive(&home, &locks).unwrap();
 }
@@ -75,13 +77,15 @@ fn write_ledger(h: &TempHome, sessions: u32, turns_per_session: u32, skip: u32) 
 
 /// A child process rebuilding `h`'s archive.
 fn spawn_rebuild(h: &TempHome) -> std::process::Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child_rebuilds", "--ignored", "--quiet"])
-        .env(CHILD_ENV, h.dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
+    support::role::command(
+        "crash_child_rebuilds",
+        "rebuild",
+        &[h.dir.path().to_str().unwrap()],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap()
 }
 
 fn raw_state(path: &Path) -> Option<String> {

@@ -6,6 +6,8 @@
 //! `--exact child_process_entry --ignored` and a role in an environment
 //! variable. `long_holder_is_never_stolen` takes about 12 s.
 
+mod support;
+
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::MetadataExt;
@@ -17,15 +19,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use relayburn_ledger::lock::{self, LockOptions, Locks, Waiting};
 use relayburn_ledger::{Error, LedgerHome};
+use support::node_or_skip;
 
 /// SPEC §3's stale window, written here rather than taken from the code
 /// under test.
 const STALE_MS: u64 = 5_000;
 /// The heartbeat period this project promises: a fifth of the window.
 const HEARTBEAT_MS: u64 = 1_000;
-
-const ROLE_VAR: &str = "RELAYBURN_LOCK_TEST_ROLE";
-const ARGS_VAR: &str = "RELAYBURN_LOCK_TEST_ARGS";
 
 // ---------------------------------------------------------------------------
 // helpers
@@ -117,19 +117,8 @@ fn assert_timeout_naming(err: &Error, path: &Path, detail: &str) {
 // ---------------------------------------------------------------------------
 
 fn child(role: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args([
-        "--exact",
-        "child_process_entry",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ])
-    .env(ROLE_VAR, role)
-    .env(ARGS_VAR, args.join("\u{1f}"))
-    .stdin(Stdio::null())
-    .stdout(Stdio::null());
+    let mut c = support::role::command("child_process_entry", role, args);
+    c.stdout(Stdio::null());
     c
 }
 
@@ -190,14 +179,9 @@ fn event(name: &str, detail: impl std::fmt::Display) {
 #[test]
 #[ignore = "child process role, started by the other tests"]
 fn child_process_entry() {
-    let Ok(role) = std::env::var(ROLE_VAR) else {
+    let Some((role, args)) = support::role::current() else {
         return;
     };
-    let args: Vec<String> = std::env::var(ARGS_VAR)
-        .unwrap_or_default()
-        .split('\u{1f}')
-        .map(str::to_string)
-        .collect();
     match role.as_str() {
         "noop" => {}
         "sleep" => std::thread::sleep(Duration::from_millis(args[0].parse().unwrap())),
@@ -244,23 +228,6 @@ fn child_process_entry() {
 // ---------------------------------------------------------------------------
 // the Node peer
 // ---------------------------------------------------------------------------
-
-/// `node`, or `None` after a notice (a failure under RELAYBURN_REQUIRE_NODE=1).
-fn node_or_skip() -> Option<&'static str> {
-    let ok = Command::new("node")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if ok {
-        return Some("node");
-    }
-    if std::env::var_os("RELAYBURN_REQUIRE_NODE").is_some_and(|v| v == "1") {
-        panic!("node is required (RELAYBURN_REQUIRE_NODE=1) but cannot be run");
-    }
-    eprintln!("notice: node not found; skipping the Node peer test");
-    None
-}
 
 fn peer(node: &str, args: &[&str]) -> Command {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/lock-peer.mjs");

@@ -14,6 +14,7 @@
 
 #[path = "support/reliability.rs"]
 mod reliability;
+mod support;
 
 mod archive_common;
 
@@ -101,7 +102,9 @@ where
 #[test]
 #[ignore = "child process role, started by the other tests"]
 fn crash_child() {
-    let Some((role, args)) = role() else { return };
+    let Some((role, args)) = support::role::current() else {
+        return;
+    };
     let home = LedgerHome::new(&args[0]);
     match role.as_str() {
         // <home> <seed> <start>: append the plan's batches with short pauses.

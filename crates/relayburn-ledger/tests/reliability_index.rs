@@ -4,6 +4,7 @@
 
 #[path = "support/reliability.rs"]
 mod reliability;
+mod support;
 
 use relayburn_ledger::check;
 use relayburn_ledger::{Ledger, LedgerHome};

@@ -21,6 +21,7 @@
 
 #[path = "support/reliability.rs"]
 mod reliability;
+mod support;
 
 mod archive_common;
 
@@ -165,7 +166,9 @@ fn ok<T>(r: relayburn_ledger::Result<T>, what: &str) -> T {
 #[test]
 #[ignore = "child process role, started by the other tests"]
 fn soak_child() {
-    let Some((role, args)) = role() else { return };
+    let Some((role, args)) = support::role::current() else {
+        return;
+    };
     let home = LedgerHome::new(&args[0]);
     let seed: u64 = args[1].parse().unwrap();
     let id: u64 = args[2].parse().unwrap();

@@ -14,6 +14,7 @@
 
 #[path = "support/reliability.rs"]
 mod reliability;
+mod support;
 
 mod archive_common;
 
@@ -334,7 +335,9 @@ fn copy_tree(from: &Path, to: &Path) {
 #[test]
 #[ignore = "child process role, started by the other tests"]
 fn faults_child() {
-    let Some((role, args)) = role() else { return };
+    let Some((role, args)) = support::role::current() else {
+        return;
+    };
     match role.as_str() {
         "fsize" => fsize_child(&args),
         "diskfull" => diskfull_child(&args),

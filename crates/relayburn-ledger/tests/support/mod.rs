@@ -1,6 +1,8 @@
 //! Record builders shared by the behaviour tests.
 #![allow(dead_code)]
 
+pub mod role;
+
 use relayburn_ledger::{json, Ledger, LedgerHome, Query, Value};
 
 /// `{...base, ...overrides}`: existing keys keep their place.
