@@ -1,17 +1,17 @@
 //! Behaviours of the archive build, status and vacuum, as the reference's
 //! own test suite pins them down, plus this project's extensions.
 
-mod archive_common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use archive_common::*;
 use relayburn_ledger::archive::{
     archive_status, build_archive, open_archive, rebuild_archive, vacuum_archive, ARCHIVE_VERSION,
 };
 use relayburn_ledger::home::lock_name;
 use relayburn_ledger::Kind;
 use rusqlite::OptionalExtension;
+use support::archive::*;
 
 const T0: &str = "2026-04-20T00:00:00.000Z";
 const T1: &str = "2026-04-20T00:00:01.000Z";

@@ -5,20 +5,18 @@
 //! The rebuild runs in a child process (`support::role`), running only
 //! [`crash_child_rebuilds`].
 
-mod archive_common;
-mod common;
 mod support;
 
 use std::path::Path;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use archive_common::*;
 use relayburn_ledger::archive::{build_archive, query_all_from_archive, rebuild_archive};
 use relayburn_ledger::json::Value;
 use relayburn_ledger::lock::Locks;
 use relayburn_ledger::query::Query;
 use relayburn_ledger::{Kind, LedgerHome};
+use support::archive::*;
 
 /// The child's side: rebuild the home named by the environment.
 #[test]

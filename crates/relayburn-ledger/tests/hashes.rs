@@ -4,7 +4,7 @@
 //! expected hashes computed by Node (`createHash('sha256')` over the key
 //! built with template strings and `Array#join`).
 
-mod common;
+mod support;
 
 use std::collections::HashSet;
 use std::path::Path;

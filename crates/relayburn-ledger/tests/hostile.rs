@@ -9,7 +9,7 @@
 //! `RELAYBURN_FUZZ_TRACE=<file>`, which holds the input being checked.
 //! Inputs that once broke something are kept in `regressions`.
 
-mod common;
+mod support;
 
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -729,7 +729,7 @@ fn corpus() -> Vec<Vec<u8>> {
     c.push(deep_object(3000).into_bytes());
     c.push(br#"{"v":1,"kind":"turn","record":{"v":1,"source":"codex","sessionId":"s","messageId":"m","turnIndex":0,"ts":"2026-01-01T00:00:00.000Z","model":"m","usage":{"input":1,"output":2,"reasoning":0,"cacheRead":0,"cacheCreate5m":0,"cacheCreate1h":0},"toolCalls":[{"id":"t","name":"Bash","argsHash":"abcdef"}]}}"#.to_vec());
     c.push(br#"{"v":1,"kind":"stamp","ts":"2026-01-01T00:00:00.000Z","selector":{"sessionId":"s","range":{"fromTs":"a","toTs":"z"}},"enrichment":{"parentAgentId":"p"}}"#.to_vec());
-    if let Some(reference) = common::reference_dir() {
+    if let Some(reference) = support::fixtures::reference_dir() {
         let mut files = vec![reference.join("home/ledger.jsonl")];
         if let Ok(cases) = std::fs::read_dir(reference.join("ops")) {
             for case in cases.flatten() {

@@ -3,7 +3,7 @@
 //! them, and each JSON rule is pinned by a hand-written case whose expected
 //! text came from Node's `JSON.stringify(JSON.parse(…))`.
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

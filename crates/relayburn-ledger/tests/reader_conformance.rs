@@ -3,7 +3,7 @@
 //! returned, and an index rebuild of its ledger must write the same index
 //! files the reference wrote.
 
-mod common;
+mod support;
 
 use relayburn_ledger::{json, Ledger, LedgerHome, Query, Value};
 

@@ -12,11 +12,7 @@
 //! Child processes are this test binary run again with
 //! `--exact crash_child --ignored` and a role in the environment.
 
-#[path = "support/reliability.rs"]
-mod reliability;
 mod support;
-
-mod archive_common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -31,7 +27,7 @@ use relayburn_ledger::lock::Locks;
 use relayburn_ledger::time::iso_from_millis;
 use relayburn_ledger::{Ledger, LedgerHome, Query};
 
-use reliability::*;
+use support::reliability::*;
 
 const ENTRY: &str = "crash_child";
 
@@ -849,7 +845,7 @@ impl Expected {
             let home = LedgerHome::new(&dir);
             std::fs::write(home.ledger(), &data[..n as usize]).unwrap();
             relayburn_ledger::archive::rebuild_archive(&home, &Locks::new(home.clone())).unwrap();
-            let d = archive_common::dump(&home.archive());
+            let d = support::archive::dump(&home.archive());
             std::fs::remove_dir_all(&dir).unwrap();
             self.rebuilds += 1;
             self.cache.insert(n, d);
@@ -884,8 +880,8 @@ fn killed_archive_builds_leave_the_old_or_the_new_archive() {
     };
     let mut cursor = archive_cursor(&home);
     assert_eq!(cursor, ledger_len(&home));
-    archive_common::assert_dumps_equal(
-        &archive_common::dump(&home.archive()),
+    support::archive::assert_dumps_equal(
+        &support::archive::dump(&home.archive()),
         expected.at(cursor),
         "first build",
     );
@@ -976,8 +972,8 @@ fn killed_archive_builds_leave_the_old_or_the_new_archive() {
             );
         }
         *outcomes.entry((mode, outcome)).or_insert(0) += 1;
-        let got = archive_common::dump(&home.archive());
-        archive_common::assert_dumps_equal(&got, expected.at(cursor), &what);
+        let got = support::archive::dump(&home.archive());
+        support::archive::assert_dumps_equal(&got, expected.at(cursor), &what);
         expected.cache.retain(|&k, _| k == cursor);
 
         stale_rebuild_files += leftovers(&root, &[".tmp"])
@@ -1002,8 +998,8 @@ fn killed_archive_builds_leave_the_old_or_the_new_archive() {
     l.build_archive().unwrap();
     let len = ledger_len(&home);
     assert_eq!(archive_cursor(&home), len);
-    archive_common::assert_dumps_equal(
-        &archive_common::dump(&home.archive()),
+    support::archive::assert_dumps_equal(
+        &support::archive::dump(&home.archive()),
         expected.at(len),
         "final build",
     );

@@ -2,14 +2,12 @@
 //! take turns on one home: the content window, rewritten whole at every
 //! append once it is full, must never lose a recent fingerprint.
 
-#[path = "support/reliability.rs"]
-mod reliability;
 mod support;
 
 use relayburn_ledger::check;
 use relayburn_ledger::{Ledger, LedgerHome};
 
-use reliability::*;
+use support::reliability::*;
 
 /// Three handles append in turn past a full window. Each append replaces
 /// `ledger.content.idx` (a new file renamed over the old one) by a file

@@ -19,11 +19,7 @@
 //! achieved per second. Child processes are this test binary run again
 //! with `--exact soak_child --ignored`.
 
-#[path = "support/reliability.rs"]
-mod reliability;
 mod support;
-
-mod archive_common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::Child;
@@ -33,7 +29,7 @@ use relayburn_ledger::check;
 use relayburn_ledger::json::{self, Value};
 use relayburn_ledger::{Error, Ledger, LedgerHome, Query};
 
-use reliability::*;
+use support::reliability::*;
 
 const ENTRY: &str = "soak_child";
 
@@ -470,9 +466,9 @@ fn nine_processes_for_a_minute_lose_and_duplicate_nothing() {
         .unwrap()
         .rebuild_archive()
         .unwrap();
-    archive_common::assert_dumps_equal(
-        &archive_common::dump(&home.archive()),
-        &archive_common::dump(&scratch.archive()),
+    support::archive::assert_dumps_equal(
+        &support::archive::dump(&home.archive()),
+        &support::archive::dump(&scratch.archive()),
         "incremental archive against a full rebuild",
     );
     eprintln!(

@@ -12,11 +12,7 @@
 //! the child (tests run as root; without CAP_SYS_ADMIN those two variants
 //! print a notice and are skipped).
 
-#[path = "support/reliability.rs"]
-mod reliability;
 mod support;
-
-mod archive_common;
 
 use std::collections::HashSet;
 use std::ffi::CString;
@@ -30,7 +26,7 @@ use relayburn_ledger::index::Hash16;
 use relayburn_ledger::json::{self, Value};
 use relayburn_ledger::{Error, Ledger, LedgerHome, Query};
 
-use reliability::*;
+use support::reliability::*;
 
 const ENTRY: &str = "faults_child";
 
@@ -214,9 +210,9 @@ fn assert_archive_matches(home: &LedgerHome, scratch: &Path, what: &str) {
         .unwrap()
         .rebuild_archive()
         .unwrap();
-    archive_common::assert_dumps_equal(
-        &archive_common::dump(&home.archive()),
-        &archive_common::dump(&fresh.archive()),
+    support::archive::assert_dumps_equal(
+        &support::archive::dump(&home.archive()),
+        &support::archive::dump(&fresh.archive()),
         what,
     );
 }

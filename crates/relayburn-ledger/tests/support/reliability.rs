@@ -1,9 +1,6 @@
 //! Shared pieces of the reliability tests: a seeded generator, the
 //! workload's records, child processes, and audits of the files on disk.
 //!
-//! Included with `#[path = "support/reliability.rs"] mod reliability;`
-//! (beside `mod support;`) so the other test binaries do not compile it.
-#![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
