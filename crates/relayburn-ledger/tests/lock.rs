@@ -89,6 +89,7 @@ fn set_mtime_by_path(path: &Path, t: SystemTime) {
     };
     let times = [ts, ts];
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path and two valid timespecs.
     let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) };
     assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
 }
@@ -902,6 +903,7 @@ fn unreadable_lockfiles_fall_back_to_the_mtime_rule() {
     // A FIFO: reading it would block; it must not hang the acquirer.
     let path = home.lock("fifo");
     let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
     let start = Instant::now();
     let err = lock::acquire(&path, &tiny(Duration::from_secs(60))).unwrap_err();
@@ -972,42 +974,11 @@ fn a_home_below_a_regular_file_fails_at_once() {
 /// says so and relies on `a_home_below_a_regular_file_fails_at_once`).
 #[test]
 fn a_read_only_home_fails_at_once() {
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::process::CommandExt;
     let (_d, home) = home();
     let path = home.lock("ro");
-    let root = std::ffi::CString::new(home.root().as_os_str().as_bytes()).unwrap();
-    let slash = std::ffi::CString::new("/").unwrap();
     let mut cmd = child("try-acquire", &[path.to_str().unwrap()]);
     cmd.stdout(Stdio::piped());
-    unsafe {
-        cmd.pre_exec(move || {
-            let fail = || Err(std::io::Error::last_os_error());
-            let null = std::ptr::null();
-            if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                return fail();
-            }
-            let private = libc::MS_REC | libc::MS_PRIVATE;
-            if libc::mount(null, slash.as_ptr(), null, private, null.cast()) != 0 {
-                return fail();
-            }
-            if libc::mount(
-                root.as_ptr(),
-                root.as_ptr(),
-                null,
-                libc::MS_BIND,
-                null.cast(),
-            ) != 0
-            {
-                return fail();
-            }
-            let ro = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
-            if libc::mount(null, root.as_ptr(), null, ro, null.cast()) != 0 {
-                return fail();
-            }
-            Ok(())
-        });
-    }
+    support::role::private_mounts(&mut cmd, Some(home.root()), true);
     let mut c = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -1037,6 +1008,7 @@ fn a_home_without_write_permission_fails_at_once() {
     fs::create_dir(&root).unwrap();
     fs::set_permissions(&root, fs::Permissions::from_mode(0o555)).unwrap();
     let path = LedgerHome::new(&root).lock("perm");
+    // SAFETY: geteuid takes nothing and cannot fail.
     let msg = if unsafe { libc::geteuid() } == 0 {
         let mut cmd = child("try-acquire", &[path.to_str().unwrap()]);
         cmd.uid(65534).gid(65534).stdout(Stdio::piped());

@@ -17,7 +17,6 @@ mod support;
 use std::collections::HashSet;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -279,34 +278,6 @@ fn mount(
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
-    }
-}
-
-/// Run the child in its own mount namespace in which nothing propagates
-/// back to ours; `bind` is bind-mounted onto itself there.
-fn private_mounts(cmd: &mut Command, bind: Option<&Path>) {
-    let bind = bind.map(c_path);
-    let slash = CString::new("/").unwrap();
-    // SAFETY: only async-signal-safe calls (unshare, mount) between fork
-    // and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let fail = || Err(std::io::Error::last_os_error());
-            let null = std::ptr::null();
-            if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                return fail();
-            }
-            let private = libc::MS_REC | libc::MS_PRIVATE;
-            if libc::mount(null, slash.as_ptr(), null, private, null.cast()) != 0 {
-                return fail();
-            }
-            if let Some(b) = &bind {
-                if libc::mount(b.as_ptr(), b.as_ptr(), null, libc::MS_BIND, null.cast()) != 0 {
-                    return fail();
-                }
-            }
-            Ok(())
-        });
     }
 }
 
@@ -806,7 +777,7 @@ fn full_disk_round(
             if archive_first { "archive-first" } else { "-" }.to_string(),
         ],
     );
-    private_mounts(&mut cmd, None);
+    support::role::private_mounts(&mut cmd, None, false);
     let mut c = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -941,7 +912,7 @@ fn a_home_made_read_only_fails_at_once_and_works_again_when_writable() {
     let root = dir.path().join("home");
     std::fs::create_dir(&root).unwrap();
     let mut cmd = child(ENTRY, "readonly", &[root.display().to_string()]);
-    private_mounts(&mut cmd, Some(&root));
+    support::role::private_mounts(&mut cmd, Some(&root), false);
     let mut c = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
