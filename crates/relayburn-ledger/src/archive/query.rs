@@ -255,17 +255,7 @@ fn turn_value(t: &[Value], c: &TurnColumns, tool_calls: Vec<Value>, with_fidelit
     o.insert("ts", get(c.ts).clone());
     o.insert("model", get(c.model).clone());
     let mut usage = Object::new();
-    for (key, i) in [
-        "input",
-        "output",
-        "reasoning",
-        "cacheRead",
-        "cacheCreate5m",
-        "cacheCreate1h",
-    ]
-    .iter()
-    .zip(c.usage)
-    {
+    for (key, i) in super::rows::USAGE_KEYS.iter().zip(c.usage) {
         usage.insert(*key, number(get(i)));
     }
     o.insert("usage", Value::Object(usage));

@@ -33,6 +33,17 @@ impl ToSql for Sv {
     }
 }
 
+/// The `usage` fields, in the order of the `turns` columns
+/// `input_tokens` … `cache_create_1h_tokens`.
+pub(crate) const USAGE_KEYS: [&str; 6] = [
+    "input",
+    "output",
+    "reasoning",
+    "cacheRead",
+    "cacheCreate5m",
+    "cacheCreate1h",
+];
+
 /// Why a record cannot be archived.
 pub(crate) type Reject = String;
 
@@ -211,14 +222,7 @@ pub(crate) fn turn_row(rec: &mut Object, enrichment: EnrichmentCols) -> Result<T
 
     let mut usage_cols = [Sv::Null, Sv::Null, Sv::Null, Sv::Null, Sv::Null, Sv::Null];
     if let Some(u) = rec.get_mut("usage").and_then(Value::as_object_mut) {
-        for (slot, key) in usage_cols.iter_mut().zip([
-            "input",
-            "output",
-            "reasoning",
-            "cacheRead",
-            "cacheCreate5m",
-            "cacheCreate1h",
-        ]) {
+        for (slot, key) in usage_cols.iter_mut().zip(USAGE_KEYS) {
             *slot = required(u, key).map_err(|e| format!("usage.{e}"))?;
         }
     }
@@ -372,13 +376,7 @@ mod tests {
     use crate::json::parse;
 
     fn enr() -> EnrichmentCols {
-        EnrichmentCols {
-            workflow_id: Sv::Null,
-            agent_id: Sv::Null,
-            persona: Sv::Null,
-            tier: Sv::Null,
-            json: "{}".into(),
-        }
+        EnrichmentCols::empty()
     }
 
     fn obj(s: &str) -> Object {
