@@ -22,7 +22,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
 use relayburn_ledger::json::Value;
@@ -31,15 +30,13 @@ use relayburn_ledger::records::{line_kind, Kind};
 use relayburn_ledger::LedgerHome;
 
 /// The rebuild's settings for the file it builds aside, and the statements
-/// the floor runs exactly as the build does, taken from the archive module
-/// itself; the multi-row inserts of the build are run here one row each.
-pub use relayburn_ledger::archive::{
-    insert_tool_calls_sql, upsert_tool_result_events_sql, upsert_turns_sql, BULK_PRAGMAS,
-    DELETE_TOOL_CALLS, INSERT_STAMP, UPSERT_COMPACTION, UPSERT_SESSION,
+/// the floor runs exactly as the build does, taken from the archive's SQL
+/// module itself, with the build's multi-row statement sizes.
+pub use relayburn_ledger::archive::sql::{
+    insert_tool_calls_sql, upsert_tool_result_events_sql, upsert_turns_sql, Sv, BULK_PRAGMAS,
+    CALL_ROWS, DELETE_TOOL_CALLS, EVENT_ROWS, INSERT_STAMP, LOAD_STAMPS, TURN_ROWS,
+    UPSERT_COMPACTION, UPSERT_SESSION,
 };
-
-pub const LOAD_STAMPS: &str =
-    "SELECT selector_json, enrichment_json FROM stamps ORDER BY ts, ledger_offset_bytes";
 
 const TURN_COLUMNS: &str = "source, session_id, message_id, turn_index, ts, model, project,
   project_key, activity, stop_reason, has_edits, retries, is_sidechain, subagent_id,
@@ -64,55 +61,21 @@ const COMPACTION_COLUMNS: &str =
     "source, session_id, ts, preceding_message_id, tokens_before_compact";
 const COMPACTION_NUMBERS: &[usize] = &[4];
 
-/// One bound parameter, as compact as the rebuild's own.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub enum Sv {
-    #[default]
-    Null,
-    Int(i64),
-    Real(f64),
-    Text(Box<str>),
-}
-
-impl ToSql for Sv {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::Borrowed(match self {
-            Sv::Null => ValueRef::Null,
-            Sv::Int(i) => ValueRef::Integer(*i),
-            Sv::Real(f) => ValueRef::Real(*f),
-            Sv::Text(s) => ValueRef::Text(s.as_bytes()),
-        }))
-    }
-}
-
-impl Sv {
-    fn from_ref(v: ValueRef<'_>) -> Sv {
-        match v {
-            ValueRef::Null => Sv::Null,
-            ValueRef::Integer(i) => Sv::Int(i),
-            ValueRef::Real(f) => Sv::Real(f),
-            ValueRef::Text(t) | ValueRef::Blob(t) => {
-                Sv::Text(String::from_utf8_lossy(t).into_owned().into_boxed_str())
-            }
+/// Key text of a stored value, written the way [`key_of`] writes the
+/// ledger's value, so that the two meet.
+fn key_part(v: &Sv, out: &mut String) {
+    use std::fmt::Write;
+    match v {
+        Sv::Null => out.push_str("\u{0}null"),
+        Sv::Int(i) => {
+            let _ = write!(out, "{}", *i as f64);
         }
-    }
-
-    /// Key text of a stored value, written the way [`key_of`] writes the
-    /// ledger's value, so that the two meet.
-    fn key_part(&self, out: &mut String) {
-        use std::fmt::Write;
-        match self {
-            Sv::Null => out.push_str("\u{0}null"),
-            Sv::Int(i) => {
-                let _ = write!(out, "{}", *i as f64);
-            }
-            Sv::Real(f) => {
-                let _ = write!(out, "{f}");
-            }
-            Sv::Text(s) => out.push_str(s),
+        Sv::Real(f) => {
+            let _ = write!(out, "{f}");
         }
-        out.push('\u{1}');
+        Sv::Text(s) => out.push_str(s),
     }
+    out.push('\u{1}');
 }
 
 /// The key text of a ledger value.
@@ -213,7 +176,7 @@ fn read_table(
     while let Some(r) = rows.next()? {
         let mut cols = Vec::with_capacity(n);
         for i in 0..n {
-            let mut v = Sv::from_ref(r.get_ref(i)?);
+            let mut v = Sv::from_stored(r.get_ref(i)?);
             if numbers.contains(&i) {
                 if let Sv::Int(x) = v {
                     v = Sv::Real(x as f64);
@@ -229,7 +192,7 @@ fn read_table(
 fn key_text(cols: &[Sv], n: usize) -> String {
     let mut k = String::new();
     for c in &cols[..n] {
-        c.key_part(&mut k);
+        key_part(c, &mut k);
     }
     k
 }
@@ -321,7 +284,7 @@ pub fn collect(home: &LedgerHome) -> Result<FloorRows> {
         EVENT_NUMBERS,
         |c| {
             let mut k = key_text(&c, 4);
-            c[5].key_part(&mut k);
+            key_part(&c[5], &mut k);
             event_at.insert(k, rows.events.len() as u32);
             rows.events.push(c.into_boxed_slice());
         },
@@ -399,7 +362,67 @@ pub fn collect(home: &LedgerHome) -> Result<FloorRows> {
 /// rebuild's statements. `always_delete` is the incremental build's rule
 /// (a live archive may hold tool calls for any key); a fresh build only
 /// deletes for a key it has seen before.
-fn insert_items(conn: &Connection, rows: &FloorRows, always_delete: bool) -> Result<()> {
+/// The order the floor inserts its rows in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum FloorOrder {
+    /// Ledger order, as the rebuild inserts them.
+    #[default]
+    Ledger,
+    /// Each table's rows sorted by its primary key (ties in ledger order,
+    /// so upserts end the same), turns with their calls first: every
+    /// primary-key insert becomes an append. Rowids then follow the key,
+    /// not the ledger, which is why the rebuild cannot simply do this.
+    PrimaryKey,
+}
+
+/// Rows bound into the multi-row statements of the rebuild, `max` rows
+/// per statement; a shorter statement takes what is left at a flush.
+struct Multi<'c, 'r> {
+    stmts: Vec<rusqlite::Statement<'c>>,
+    pending: Vec<&'r Sv>,
+    rows: usize,
+}
+
+impl<'c, 'r> Multi<'c, 'r> {
+    fn new(conn: &'c Connection, max: usize, sql: impl Fn(usize) -> String) -> Result<Self> {
+        Ok(Multi {
+            stmts: (1..=max)
+                .map(|n| conn.prepare(&sql(n)))
+                .collect::<rusqlite::Result<_>>()?,
+            pending: Vec::new(),
+            rows: 0,
+        })
+    }
+
+    fn push(&mut self, row: impl IntoIterator<Item = &'r Sv>) -> Result<()> {
+        self.pending.extend(row);
+        self.rows += 1;
+        if self.rows == self.stmts.len() {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.rows > 0 {
+            self.stmts[self.rows - 1].execute(rusqlite::params_from_iter(self.pending.iter()))?;
+            self.pending.clear();
+            self.rows = 0;
+        }
+        Ok(())
+    }
+}
+
+/// Call indexes bound as the rebuild binds them.
+static CALL_INDEX: std::sync::LazyLock<Vec<Sv>> =
+    std::sync::LazyLock::new(|| (0..64).map(Sv::Int).collect());
+
+fn insert_items(
+    conn: &Connection,
+    rows: &FloorRows,
+    always_delete: bool,
+    order: FloorOrder,
+) -> Result<()> {
     {
         let mut ins = conn.prepare_cached(INSERT_STAMP)?;
         for s in &rows.stamps {
@@ -411,30 +434,63 @@ fn insert_items(conn: &Connection, rows: &FloorRows, always_delete: bool) -> Res
             std::hint::black_box((r.get_ref(0)?, r.get_ref(1)?));
         }
     }
-    let mut upsert_turn = conn.prepare(&upsert_turns_sql(1))?;
+    let owned_indexes: Vec<Sv>;
+    let call_index: &[Sv] = if rows.calls.iter().all(|c| c.len() <= CALL_INDEX.len()) {
+        &CALL_INDEX
+    } else {
+        let most = rows.calls.iter().map(Vec::len).max().unwrap_or(0);
+        owned_indexes = (0..most as i64).map(Sv::Int).collect();
+        &owned_indexes
+    };
+    let mut turns = Multi::new(conn, TURN_ROWS, upsert_turns_sql)?;
+    let mut calls = Multi::new(conn, CALL_ROWS, insert_tool_calls_sql)?;
+    let mut events = Multi::new(conn, EVENT_ROWS, upsert_tool_result_events_sql)?;
     let mut delete_calls = conn.prepare(DELETE_TOOL_CALLS)?;
-    let mut insert_call = conn.prepare(&insert_tool_calls_sql(1))?;
     let mut compaction = conn.prepare(UPSERT_COMPACTION)?;
-    let mut event = conn.prepare(&upsert_tool_result_events_sql(1))?;
     let mut seen: HashSet<u64> = HashSet::new();
-    for item in &rows.items {
+    let items: Vec<&Item> = match order {
+        FloorOrder::Ledger => rows.items.iter().collect(),
+        FloorOrder::PrimaryKey => {
+            let key = |item: &Item| match *item {
+                Item::Turn(i) => (0, key_text(&rows.turns[i as usize], 3)),
+                Item::ToolResultEvent(i) => {
+                    let e = &rows.events[i as usize];
+                    let mut k = key_text(e, 4);
+                    key_part(&e[5], &mut k);
+                    (1, k)
+                }
+                Item::Compaction(i) => (2, key_text(&rows.compactions[i as usize], 3)),
+            };
+            let mut keyed: Vec<((u8, String), &Item)> =
+                rows.items.iter().map(|it| (key(it), it)).collect();
+            keyed.sort_by(|a, b| a.0.cmp(&b.0));
+            keyed.into_iter().map(|(_, it)| it).collect()
+        }
+    };
+    // Multi-row statements of the rebuild's sizes; a delete flushes the
+    // pending turns and calls first so that it sees every earlier row.
+    for item in items {
         match *item {
             Item::Turn(i) => {
                 let cols = &rows.turns[i as usize];
                 let key = &cols[..3];
-                upsert_turn.execute(rusqlite::params_from_iter(cols.iter()))?;
                 let must_delete = always_delete
                     || match hash_key(key) {
                         Some(h) => !seen.insert(h),
                         None => true,
                     };
+                turns.push(cols.iter())?;
                 if must_delete {
+                    turns.flush()?;
+                    calls.flush()?;
                     delete_calls.execute(rusqlite::params_from_iter(key.iter()))?;
                 }
                 for (n, tc) in rows.calls[i as usize].iter().enumerate() {
-                    let idx = Sv::Int(n as i64);
-                    let params = key.iter().chain(std::iter::once(&idx)).chain(tc.iter());
-                    insert_call.execute(rusqlite::params_from_iter(params))?;
+                    calls.push(
+                        key.iter()
+                            .chain(std::iter::once(&call_index[n]))
+                            .chain(tc.iter()),
+                    )?;
                 }
             }
             Item::Compaction(i) => {
@@ -443,10 +499,13 @@ fn insert_items(conn: &Connection, rows: &FloorRows, always_delete: bool) -> Res
                 ))?;
             }
             Item::ToolResultEvent(i) => {
-                event.execute(rusqlite::params_from_iter(rows.events[i as usize].iter()))?;
+                events.push(rows.events[i as usize].iter())?;
             }
         }
     }
+    turns.flush()?;
+    calls.flush()?;
+    events.flush()?;
     Ok(())
 }
 
@@ -495,7 +554,7 @@ pub fn collect_tail(home: &LedgerHome, from: u64) -> Result<FloorRows> {
         while let Some(r) = q.next()? {
             let mut cols = Vec::new();
             for i in 0..r.as_ref().column_count() {
-                let mut v = Sv::from_ref(r.get_ref(i)?);
+                let mut v = Sv::from_stored(r.get_ref(i)?);
                 if numbers.contains(&i) {
                     if let Sv::Int(x) = v {
                         v = Sv::Real(x as f64);
@@ -508,7 +567,7 @@ pub fn collect_tail(home: &LedgerHome, from: u64) -> Result<FloorRows> {
         Ok(out)
     };
     let bind = |v: Option<&Value>| match v {
-        Some(Value::String(s)) => Sv::Text(s.to_lossy().into_owned().into_boxed_str()),
+        Some(Value::String(s)) => Sv::Text(s.to_lossy().into_owned()),
         Some(Value::Number(n)) => Sv::Real(*n),
         _ => Sv::Null,
     };
@@ -652,7 +711,7 @@ pub fn load_tail(rows: &FloorRows, db: &Path, cache_kib: Option<i64>) -> Result<
         [],
         |r| r.get(0),
     )?;
-    insert_items(&conn, rows, true)?;
+    insert_items(&conn, rows, true, FloorOrder::Ledger)?;
     split(&mut t.inserts);
     {
         let mut upsert = conn.prepare(UPSERT_SESSION)?;
@@ -703,12 +762,17 @@ fn hash_key(cols: &[Sv]) -> Option<u64> {
 /// Insert `rows` into a new database at `db` (replacing any), timing each
 /// step.
 pub fn load(rows: &FloorRows, db: &Path) -> Result<FloorTimes> {
-    load_with_cache(rows, db, None)
+    load_with_cache(rows, db, None, FloorOrder::Ledger)
 }
 
 /// As [`load`], with `PRAGMA cache_size = -cache_kib` after the rebuild's
 /// pragmas when given: what another page cache would change.
-pub fn load_with_cache(rows: &FloorRows, db: &Path, cache_kib: Option<i64>) -> Result<FloorTimes> {
+pub fn load_with_cache(
+    rows: &FloorRows,
+    db: &Path,
+    cache_kib: Option<i64>,
+    order: FloorOrder,
+) -> Result<FloorTimes> {
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let mut p = db.as_os_str().to_owned();
         p.push(suffix);
@@ -741,7 +805,7 @@ pub fn load_with_cache(rows: &FloorRows, db: &Path, cache_kib: Option<i64>) -> R
     split(&mut t.setup);
 
     let tx = conn.transaction()?;
-    insert_items(&tx, rows, false)?;
+    insert_items(&tx, rows, false, order)?;
     split(&mut t.inserts);
     for sql in &rows.indexes {
         tx.execute_batch(sql)?;

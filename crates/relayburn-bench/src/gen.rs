@@ -39,6 +39,46 @@ pub enum StampMix {
     Mixed,
 }
 
+/// How sessions' lines follow each other in the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Order {
+    /// Concurrent sessions, a few lines at a time, as live ingest appends.
+    #[default]
+    Interleaved,
+    /// Each session whole, then its subagent sessions, as a bulk import
+    /// of session files writes them.
+    Sequential,
+}
+
+/// The shape of a ledger beyond its size. `None` keeps the realistic
+/// profile's value (about 780 sessions per 100 MB, 5 % of turns in
+/// subagent sessions, 0.85 tool calls per turn); other values let a
+/// benchmark check that a figure does not depend on one shape.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Shape {
+    pub order: Order,
+    /// Sessions (top-level and subagent) per 100 MB of ledger.
+    pub sessions_per_100mb: Option<f64>,
+    /// Share of turns written by subagent sessions (a `subagent` block).
+    pub subagent_share: Option<f64>,
+    /// Mean tool calls per turn.
+    pub calls_per_turn: Option<f64>,
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let opt = |v: Option<f64>| v.map_or("default".to_string(), |v| format!("{v}"));
+        write!(
+            f,
+            "order {:?}, sessions/100 MB {}, subagent share {}, calls/turn {}",
+            self.order,
+            opt(self.sessions_per_100mb),
+            opt(self.subagent_share),
+            opt(self.calls_per_turn)
+        )
+    }
+}
+
 /// What to generate.
 #[derive(Debug, Clone)]
 pub struct GenOptions {
@@ -46,9 +86,16 @@ pub struct GenOptions {
     pub target_bytes: u64,
     pub seed: u64,
     pub stamps: StampMix,
+    pub shape: Shape,
     /// Replace the ledger files of an existing home.
     pub overwrite: bool,
 }
+
+/// Sessions per 100 MB, share of subagent turns and tool calls per turn
+/// of the default shape (measured on a 100 MB ledger, seed 1).
+const BASE_SESSIONS_PER_100MB: f64 = 782.0;
+const BASE_SUBAGENT_SHARE: f64 = 0.05;
+const BASE_CALLS_PER_TURN: f64 = 0.853;
 
 /// 2025-06-02T00:00:00Z: the generated history starts here.
 const HISTORY_START_MS: i64 = 1_748_822_400_000;
@@ -72,9 +119,39 @@ pub(crate) struct World {
     /// Recent top-level session ids per source, for continuations and forks.
     pub recent: [Vec<String>; 3],
     serial: u64,
+    /// Multiplies the mean session lengths (fewer, longer sessions above 1).
+    pub length_scale: f64,
+    /// Share of spawning tool calls whose subagent run becomes a session.
+    pub spawn_rate: f64,
+    /// Share of turns that call tools, and the factor on their call count.
+    pub p_tool_turn: f64,
+    pub calls_scale: f64,
+    pub subagent_turns: u64,
 }
 
 impl World {
+    /// Turn the shape's targets into the simulation's rates, relative to
+    /// the default shape's measured figures.
+    fn apply_shape(&mut self, shape: &Shape) {
+        if let Some(n) = shape.sessions_per_100mb {
+            self.length_scale = BASE_SESSIONS_PER_100MB / n.max(1.0);
+        }
+        let mut calls_factor = 1.0;
+        if let Some(c) = shape.calls_per_turn {
+            calls_factor = c.max(0.0) / BASE_CALLS_PER_TURN;
+            self.p_tool_turn = (session::P_TOOL_TURN * calls_factor).min(1.0);
+            self.calls_scale = calls_factor / (self.p_tool_turn / session::P_TOOL_TURN).max(1e-9);
+        }
+        if let Some(share) = shape.subagent_share {
+            // Subagent turns per top-level turn grow with the spawn rate.
+            let ratio = |s: f64| s.clamp(0.0, 0.95) / (1.0 - s.clamp(0.0, 0.95));
+            self.spawn_rate = (session::P_SPAWN_SESSION * ratio(share)
+                / ratio(BASE_SUBAGENT_SHARE)
+                / calls_factor.max(1e-9))
+            .min(1.0);
+        }
+    }
+
     fn next_serial(&mut self) -> u64 {
         let s = self.serial;
         self.serial += 1;
@@ -154,6 +231,8 @@ pub struct GenReport {
     pub duplicate_turns: u64,
     pub main_sessions: u64,
     pub subagent_sessions: u64,
+    /// Turns written by subagent sessions.
+    pub subagent_turns: u64,
     pub content_files: u64,
     pub content_lines: u64,
     pub ids: usize,
@@ -256,13 +335,24 @@ impl fmt::Display for GenReport {
             thousands(self.duplicate_turns as f64),
             self.duplicate_turns as f64 * 100.0 / turns as f64
         )?;
+        let sessions = (self.main_sessions + self.subagent_sessions) as f64;
+        let turns_f = self.stats_of(Kind::Turn).lines as f64;
+        let calls = self.stats_of(Kind::ToolResultEvent).lines as f64;
         writeln!(
             f,
-            "sessions: {} top-level + {} subagent; content sidecars: {} files, {} lines",
+            "sessions: {} top-level + {} subagent ({:.0} per 100 MB); content sidecars: {} files, {} lines",
             thousands(self.main_sessions as f64),
             thousands(self.subagent_sessions as f64),
+            sessions * 100e6 / self.total_bytes.max(1) as f64,
             self.content_files,
             thousands(self.content_lines as f64)
+        )?;
+        writeln!(
+            f,
+            "shape: {}; subagent turns {:.1} %; tool-result events per turn {:.2}",
+            self.options.shape,
+            self.subagent_turns as f64 * 100.0 / turns_f.max(1.0),
+            calls / turns_f.max(1.0)
         )?;
         write!(
             f,
@@ -324,12 +414,19 @@ pub fn generate(home: &Path, opts: &GenOptions) -> Result<GenReport> {
         fidelities: Golden::new(0.0, STEPS[3]),
         recent: Default::default(),
         serial: 0,
+        length_scale: 1.0,
+        spawn_rate: session::P_SPAWN_SESSION,
+        p_tool_turn: session::P_TOOL_TURN,
+        calls_scale: 1.0,
+        subagent_turns: 0,
     };
+    world.apply_shape(&opts.shape);
     world.main_lengths = Golden::new(world.rng.random(), STEPS[0]);
     world.child_lengths = Golden::new(world.rng.random(), STEPS[1]);
     world.sources = Golden::new(world.rng.random(), STEPS[2]);
     world.fidelities = Golden::new(world.rng.random(), STEPS[3]);
-    let expected_sessions = (opts.target_bytes as f64 / BYTES_PER_MAIN_SESSION).max(1.0);
+    let expected_sessions =
+        (opts.target_bytes as f64 / (BYTES_PER_MAIN_SESSION * world.length_scale)).max(1.0);
     let mean_gap = HISTORY_SPAN_MS as f64 / expected_sessions;
 
     let mut em = emit::Emitter::create(&home.ledger())?;
@@ -340,19 +437,43 @@ pub fn generate(home: &Path, opts: &GenOptions) -> Result<GenReport> {
         duplicate_turns: 0,
         main_sessions: 0,
         subagent_sessions: 0,
+        subagent_turns: 0,
         content_files: 0,
         content_lines: 0,
         ids: 0,
         fingerprints: 0,
     };
 
-    // A discrete-event simulation: the session whose next turn is earliest
-    // writes a small batch, as incremental ingest appends it.
+    if opts.shape.order == Order::Sequential {
+        sequential(&home, opts, &mut world, &mut em, &mut report, mean_gap)?;
+    } else {
+        interleaved(&home, opts, &mut world, &mut em, &mut report, mean_gap)?;
+    }
+    report.subagent_turns = world.subagent_turns;
+    report.stats = em.stats();
+    report.duplicate_turns = em.duplicates;
+    report.ids = em.id_count();
+    report.fingerprints = em.fingerprint_count();
+    report.total_bytes = report.stats.iter().map(|s| s.bytes).sum();
+    em.finish(&home.ledger_index(), &home.ledger_content_index())?;
+    Ok(report)
+}
+
+/// A discrete-event simulation: the session whose next turn is earliest
+/// writes a small batch, as incremental ingest appends it.
+fn interleaved(
+    home: &LedgerHome,
+    opts: &GenOptions,
+    world: &mut World,
+    em: &mut emit::Emitter,
+    report: &mut GenReport,
+    mean_gap: f64,
+) -> Result<()> {
     let mut pool = Pool::default();
     let mut next_arrival = HISTORY_START_MS;
     while em.budget_bytes < opts.target_bytes {
         if pool.earliest().is_none_or(|t| next_arrival <= t) {
-            let s = Session::new_main(&mut world, next_arrival);
+            let s = Session::new_main(world, next_arrival);
             report.main_sessions += 1;
             let u: f64 = world.rng.random();
             next_arrival += (-(1.0 - u).ln() * mean_gap).max(1_000.0) as i64;
@@ -367,28 +488,59 @@ pub fn generate(home: &Path, opts: &GenOptions) -> Result<GenReport> {
             if s.done() || em.budget_bytes >= opts.target_bytes {
                 break;
             }
-            for child in s.step(&mut world, &mut em)? {
+            for child in s.step(world, em)? {
                 report.subagent_sessions += 1;
                 pool.park(child);
             }
         }
         if s.done() {
-            finish_session(&home, &mut s, &mut report)?;
+            finish_session(home, &mut s, report)?;
         } else {
             pool.park(s);
         }
     }
     for s in pool.active.iter_mut().flatten() {
-        finish_session(&home, s, &mut report)?;
+        finish_session(home, s, report)?;
     }
 
-    report.stats = em.stats();
-    report.duplicate_turns = em.duplicates;
-    report.ids = em.id_count();
-    report.fingerprints = em.fingerprint_count();
-    report.total_bytes = report.stats.iter().map(|s| s.bytes).sum();
-    em.finish(&home.ledger_index(), &home.ledger_content_index())?;
-    Ok(report)
+    Ok(())
+}
+
+/// Sessions written whole, one after another; a session's subagent
+/// sessions follow it.
+fn sequential(
+    home: &LedgerHome,
+    opts: &GenOptions,
+    world: &mut World,
+    em: &mut emit::Emitter,
+    report: &mut GenReport,
+    mean_gap: f64,
+) -> Result<()> {
+    let mut next_arrival = HISTORY_START_MS;
+    let mut queue: std::collections::VecDeque<Session> = Default::default();
+    while em.budget_bytes < opts.target_bytes {
+        let mut s = match queue.pop_front() {
+            Some(s) => s,
+            None => {
+                let s = Session::new_main(world, next_arrival);
+                report.main_sessions += 1;
+                let u: f64 = world.rng.random();
+                next_arrival += (-(1.0 - u).ln() * mean_gap).max(1_000.0) as i64;
+                s
+            }
+        };
+        while !s.done() && em.budget_bytes < opts.target_bytes {
+            for child in s.step(world, em)? {
+                report.subagent_sessions += 1;
+                queue.push_back(child);
+            }
+        }
+        finish_session(home, &mut s, report)?;
+    }
+    for s in queue.iter_mut() {
+        finish_session(home, s, report)?;
+    }
+    Ok(())
 }
 
 /// Sessions in progress, ordered by the time of their next turn (ties by

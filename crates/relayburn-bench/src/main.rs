@@ -7,7 +7,11 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use relayburn_bench::gen::{self, GenOptions, StampMix};
-use relayburn_bench::run::{append, child, incremental, lock, query, rebuild};
+
+/// The allocator `burn` uses, so that rebuild figures are the command's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use relayburn_bench::run::{append, child, incremental, lock, matrix, query, rebuild, ShapeArgs};
 
 #[derive(Parser)]
 #[command(name = "relayburn-bench", version, about)]
@@ -35,6 +39,9 @@ enum RunCommand {
     Rebuild(rebuild::RebuildArgs),
     /// Full rebuild of homes that differ only in their stamp lines.
     Stamps(rebuild::StampsArgs),
+    /// Full rebuild of generated ledgers of several shapes, each beside
+    /// its SQLite floor.
+    Matrix(matrix::MatrixArgs),
     /// Full rebuild at several sizes: time and peak memory per size.
     Scaling(rebuild::ScalingArgs),
     /// Incremental build of a tail appended after a full build.
@@ -64,6 +71,8 @@ struct GenArgs {
     /// Replace the ledger, index, content and archive files already there.
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    shape: ShapeArgs,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -78,6 +87,7 @@ fn main() -> anyhow::Result<()> {
             RunCommand::Rebuild(a) => rebuild::run_rebuild(a),
             RunCommand::Stamps(a) => rebuild::run_stamps(a),
             RunCommand::Scaling(a) => rebuild::run_scaling(a),
+            RunCommand::Matrix(a) => matrix::run_matrix(a),
             RunCommand::Incremental(a) => incremental::run_incremental(a),
             RunCommand::Append(a) => append::run_append(a),
             RunCommand::Query(a) => query::run_query(a),
@@ -92,6 +102,7 @@ fn run_gen(a: GenArgs) -> anyhow::Result<()> {
         target_bytes: a.size,
         seed: a.seed,
         stamps: a.stamps,
+        shape: a.shape.shape(),
         overwrite: a.force,
     };
     let started = Instant::now();

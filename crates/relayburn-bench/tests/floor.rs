@@ -57,6 +57,7 @@ fn check(stamps: StampMix) {
             target_bytes: 3_000_000,
             seed: 7,
             stamps,
+            shape: Default::default(),
             overwrite: false,
         },
     )
@@ -111,6 +112,12 @@ fn check(stamps: StampMix) {
         .collect()
     };
     assert_eq!(schema("main"), schema("rebuilt"));
+    drop(conn);
+
+    // Sorted by primary key, ties in ledger order: the same rows.
+    let sorted = dir.path().join("floor-pk.sqlite");
+    floor::load_with_cache(&rows, &sorted, None, floor::FloorOrder::PrimaryKey).unwrap();
+    assert_same_tables(&sorted, &home.archive());
 }
 
 #[test]
@@ -134,6 +141,7 @@ fn tail_floor_equals_an_incremental_build() {
             target_bytes: 3_000_000,
             seed: 11,
             stamps: StampMix::None,
+            shape: Default::default(),
             overwrite: false,
         },
     )

@@ -19,6 +19,7 @@ fn gen(dir: &Path, bytes: u64, seed: u64, stamps: StampMix) -> GenReport {
             target_bytes: bytes,
             seed,
             stamps,
+            shape: Default::default(),
             overwrite: false,
         },
     )
@@ -503,6 +504,7 @@ fn an_existing_ledger_is_kept_unless_overwrite() {
         target_bytes: 100_000,
         seed: 1,
         stamps: StampMix::Mixed,
+        shape: Default::default(),
         overwrite: false,
     };
     assert!(generate(dir.path(), &opts).is_err());
@@ -516,6 +518,7 @@ fn an_existing_ledger_is_kept_unless_overwrite() {
     generate(
         dir.path(),
         &GenOptions {
+            shape: Default::default(),
             overwrite: true,
             ..opts
         },

@@ -237,6 +237,29 @@ impl Locks {
         f()
     }
 
+    /// Create the lockfile at `path` as the protocol says, reporting
+    /// every wait, and start its heartbeat.
+    fn take(&self, path: &Path) -> Result<Owned> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).ctx("create directory", dir)?;
+        }
+        let observe = |w: &Waiting<'_>| {
+            if let Some(f) = &self.on_wait {
+                f(w)
+            }
+        };
+        let mut owned = acquire_loop(
+            path,
+            &self.options,
+            &mut |p| inspect(p, self.options.stale),
+            &observe,
+        )?;
+        if let Some(every) = self.heartbeat {
+            owned.beat = Heartbeat::start(Arc::clone(&owned.file), every);
+        }
+        Ok(owned)
+    }
+
     /// Take lock `name` until the guard is dropped. Guards of one lock
     /// must be dropped in the reverse order of their creation (as scopes
     /// do); an inner (re-entrant) guard does nothing on drop.
@@ -249,29 +272,99 @@ impl Locks {
                 _same_thread: PhantomData,
             });
         }
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).ctx("create directory", dir)?;
-        }
-        let observe = |w: &Waiting<'_>| {
-            if let Some(f) = &self.on_wait {
-                f(w)
-            }
-        };
-        let mut owned = acquire_loop(
-            &path,
-            &self.options,
-            &mut |p| inspect(p, self.options.stale),
-            &observe,
-        )?;
-        if let Some(every) = self.heartbeat {
-            owned.beat = Heartbeat::start(Arc::clone(&owned.file), every);
-        }
+        let owned = self.take(&path)?;
         HELD.with(|h| h.borrow_mut().insert(path.clone()));
         Ok(LockGuard {
             path,
             owned: Some(owned),
             _same_thread: PhantomData,
         })
+    }
+}
+
+impl Locks {
+    /// Take lock `name` for a holder that is not a thread: the guard may
+    /// move between threads and is never seen as held by any of them. An
+    /// event-loop binding needs this, because its callers keep a lock
+    /// across asynchronous work that runs on several worker threads.
+    /// Work done on the holder's behalf declares it with
+    /// [`Locks::assume_held`].
+    pub fn acquire_detached(&self, name: &str) -> Result<DetachedLock> {
+        let path = self.home.lock(name);
+        let owned = self.take(&path)?;
+        Ok(DetachedLock {
+            path,
+            owned: Some(owned),
+        })
+    }
+
+    /// Count locks `names` as held by this thread until the marker is
+    /// dropped: the caller holds them elsewhere (as [`DetachedLock`]s), so
+    /// nested acquisitions here must re-enter instead of waiting on the
+    /// caller's own lockfile.
+    pub fn assume_held<S: AsRef<str>>(&self, names: &[S]) -> AssumedLocks {
+        let mut added = Vec::new();
+        HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            for name in names {
+                let path = self.home.lock(name.as_ref());
+                if h.insert(path.clone()) {
+                    added.push(path);
+                }
+            }
+        });
+        AssumedLocks {
+            added,
+            _same_thread: PhantomData,
+        }
+    }
+}
+
+/// A lock held by a caller rather than a thread (see
+/// [`Locks::acquire_detached`]); dropping it releases the lock.
+pub struct DetachedLock {
+    path: PathBuf,
+    owned: Option<Owned>,
+}
+
+impl DetachedLock {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl fmt::Debug for DetachedLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DetachedLock")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl Drop for DetachedLock {
+    fn drop(&mut self) {
+        if let Some(owned) = self.owned.take() {
+            owned.release(&self.path);
+        }
+    }
+}
+
+/// Locks counted as held by this thread for a caller (see
+/// [`Locks::assume_held`]); dropping it forgets the ones it added.
+#[derive(Debug)]
+pub struct AssumedLocks {
+    added: Vec<PathBuf>,
+    _same_thread: PhantomData<*const ()>,
+}
+
+impl Drop for AssumedLocks {
+    fn drop(&mut self) {
+        HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            for p in &self.added {
+                h.remove(p);
+            }
+        });
     }
 }
 
@@ -848,6 +941,50 @@ fn iso_utc(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fast() -> LockOptions {
+        LockOptions {
+            fast_retries: 2,
+            fast_retry_delay: Duration::from_millis(5),
+            slow_retries: 0,
+            slow_retry_delay: Duration::from_millis(5),
+            stale: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn detached_lock_moves_between_threads_and_is_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let locks = Locks::with_options(LedgerHome::new(dir.path()), fast());
+        let held = std::thread::scope(|s| s.spawn(|| locks.acquire_detached("x")).join())
+            .unwrap()
+            .unwrap();
+        assert!(dir.path().join("x.lock").exists());
+        // Not held by this thread: a plain acquire waits on the file and times out.
+        assert!(matches!(locks.acquire("x"), Err(Error::LockTimeout { .. })));
+        std::thread::spawn(move || drop(held)).join().unwrap();
+        assert!(!dir.path().join("x.lock").exists());
+    }
+
+    #[test]
+    fn assumed_locks_re_enter_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let locks = Locks::with_options(LedgerHome::new(dir.path()), fast());
+        let held = locks.acquire_detached("x").unwrap();
+        {
+            let _assumed = locks.assume_held(&["x"]);
+            let inner = locks.acquire("x").unwrap();
+            assert!(!inner.is_outermost());
+        }
+        assert!(locks.acquire("x").is_err(), "the marker is gone after drop");
+        drop(held);
+        // A lock the thread really holds stays held when a marker for it ends.
+        let own = locks.acquire("y").unwrap();
+        drop(locks.assume_held(&["y"]));
+        assert!(!locks.acquire("y").unwrap().is_outermost());
+        drop(own);
+        assert!(!dir.path().join("y.lock").exists());
+    }
 
     #[test]
     fn iso_dates_by_hand() {

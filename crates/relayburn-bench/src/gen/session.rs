@@ -16,7 +16,7 @@ use super::{StampMix, World};
 
 /// Share of turns that call tools, and how many calls such a turn makes;
 /// with one result event per call this gives ~0.85 events per turn.
-const P_TOOL_TURN: f64 = 0.4286;
+pub(crate) const P_TOOL_TURN: f64 = 0.4286;
 const CALLS_PER_TOOL_TURN: &[(usize, u32)] = &[(1, 50), (2, 25), (3, 11), (4, 7), (5, 4), (6, 3)];
 /// Share of tool turns whose results come back in a recorded user turn
 /// (interrupted and trailing turns have none).
@@ -34,7 +34,7 @@ const P_TOOL_ERROR: f64 = 0.04;
 /// Compactions per turn (700 per 75,000).
 const COMPACTIONS_PER_TURN: f64 = 700.0 / 75_000.0;
 /// Share of spawning calls whose subagent run is generated as a session.
-const P_SPAWN_SESSION: f64 = 0.06;
+pub(crate) const P_SPAWN_SESSION: f64 = 0.06;
 /// Largest cached prefix a model keeps.
 const MAX_CONTEXT: f64 = 190_000.0;
 /// Mean turns of a main session and of a subagent session.
@@ -161,8 +161,11 @@ impl Session {
             let r = recent[rng.random_range(0..recent.len())].clone();
             (origin, Some(r))
         };
-        let planned = log_logistic(world.main_lengths.next_unit(), MAIN_MEAN_TURNS)
-            .clamp(2.0, MAX_MAIN_TURNS) as u32;
+        let planned = log_logistic(
+            world.main_lengths.next_unit(),
+            MAIN_MEAN_TURNS * world.length_scale,
+        )
+        .clamp(2.0, MAX_MAIN_TURNS) as u32;
         let serial = world.next_serial();
         let mut s = Session::build(world, serial, source, model, id, project, start, planned);
         s.origin = origin;
@@ -178,8 +181,11 @@ impl Session {
 
     /// A subagent session spawned by a tool call of `parent` at `start`.
     fn new_child(world: &mut World, parent: &Session, link: ChildLink, start: i64) -> Session {
-        let planned = log_logistic(world.child_lengths.next_unit(), CHILD_MEAN_TURNS)
-            .clamp(1.0, MAX_CHILD_TURNS) as u32;
+        let planned = log_logistic(
+            world.child_lengths.next_unit(),
+            CHILD_MEAN_TURNS * world.length_scale,
+        )
+        .clamp(1.0, MAX_CHILD_TURNS) as u32;
         let id = match parent.source {
             // A Codex subagent's session id is its agent id.
             Source::Codex => link.agent_id.clone(),
@@ -522,6 +528,9 @@ impl Session {
         let idx = self.turn_index;
         let message_id = std::mem::take(&mut self.next_message_id);
         let is_last = idx + 1 >= self.planned_turns;
+        if self.child.is_some() {
+            world.subagent_turns += 1;
+        }
         // The next turn's id is needed now: the user turn names it.
         if !is_last {
             self.next_message_id = self.new_message_id(idx + 1, &mut world.rng);
@@ -529,8 +538,13 @@ impl Session {
 
         // Tool calls.
         let rng = &mut world.rng;
-        let n_calls = if rng.random_bool(P_TOOL_TURN) {
-            *weighted(rng, CALLS_PER_TOOL_TURN)
+        let n_calls = if rng.random_bool(world.p_tool_turn) {
+            let n = *weighted(rng, CALLS_PER_TOOL_TURN);
+            if world.calls_scale == 1.0 {
+                n
+            } else {
+                (n as f64 * world.calls_scale).round().max(1.0) as usize
+            }
         } else {
             0
         };
@@ -550,7 +564,7 @@ impl Session {
             // Some spawning calls run a subagent generated as its own
             // session; those succeed.
             let spawns = tool.spawns() && {
-                world.spawn_acc += P_SPAWN_SESSION;
+                world.spawn_acc += world.spawn_rate;
                 world.spawn_acc >= 1.0
             };
             if spawns {

@@ -146,7 +146,13 @@ pub fn run_append(a: AppendArgs) -> Result<()> {
     let home = LedgerHome::new(&path);
     let mut s = Section::new("Append throughput with dedup");
     if !home.ledger().exists() {
-        let (r, gen_secs) = generate(&path, a.ledger_size, a.seed, StampMix::None)?;
+        let (r, gen_secs) = generate(
+            &path,
+            a.ledger_size,
+            a.seed,
+            StampMix::None,
+            Default::default(),
+        )?;
         s.note(format!(
             "ledger generated for this run: {} ({} ids) in {gen_secs:.1} s",
             mb(r.total_bytes),

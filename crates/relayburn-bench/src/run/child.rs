@@ -47,6 +47,9 @@ pub struct ChildFloor {
     /// Page cache in KiB instead of the rebuild's.
     #[arg(long)]
     pub cache_kib: Option<i64>,
+    /// Row order of the load.
+    #[arg(long, value_enum, default_value_t = floor::FloorOrder::Ledger)]
+    pub order: floor::FloorOrder,
 }
 
 #[derive(Args, Debug)]
@@ -115,7 +118,7 @@ pub fn run(cmd: ChildCommand) -> Result<()> {
             result("compaction_statements", c.compaction_statements);
             result("stamp_statements", c.stamp_statements);
             result("sessions", c.sessions);
-            let f = floor::load_with_cache(&rows, &a.db, a.cache_kib)?;
+            let f = floor::load_with_cache(&rows, &a.db, a.cache_kib, a.order)?;
             result("setup", f.setup);
             result("inserts", f.inserts);
             result("indexes", f.indexes);
@@ -168,6 +171,9 @@ pub struct ChildOutcome {
     pub max_rss: u64,
     /// Wall time from spawn to exit, seconds.
     pub wall: f64,
+    /// User + system CPU of the child, seconds: steadier than wall time
+    /// when other work shares the machine.
+    pub cpu: f64,
 }
 
 impl ChildOutcome {
@@ -242,6 +248,10 @@ impl Spawned {
             fields,
             max_rss: ru.ru_maxrss as u64 * 1024,
             wall,
+            cpu: [ru.ru_utime, ru.ru_stime]
+                .iter()
+                .map(|t| t.tv_sec as f64 + t.tv_usec as f64 / 1e6)
+                .sum(),
         })
     }
 }

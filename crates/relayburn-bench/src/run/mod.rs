@@ -9,6 +9,7 @@ pub mod append;
 pub mod child;
 pub mod incremental;
 pub mod lock;
+pub mod matrix;
 pub mod query;
 pub mod rebuild;
 
@@ -20,7 +21,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::gen::{self, GenOptions, GenReport, StampMix};
+use crate::gen::{self, GenOptions, GenReport, Order, Shape, StampMix};
 
 /// Where a benchmark's home comes from.
 #[derive(Args, Debug, Clone)]
@@ -39,6 +40,36 @@ pub struct HomeArgs {
     /// Stamp lines of a generated ledger.
     #[arg(long, value_enum, default_value_t = StampMix::None)]
     pub stamps: StampMix,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+}
+
+/// The shape of a generated ledger (defaults: the realistic profile).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ShapeArgs {
+    /// Sessions interleaved (live ingest) or one after another (import).
+    #[arg(long, value_enum, default_value_t = Order::Interleaved)]
+    pub order: Order,
+    /// Sessions per 100 MB (default about 780).
+    #[arg(long)]
+    pub sessions_per_100mb: Option<f64>,
+    /// Share of turns in subagent sessions, 0 to 0.9 (default about 0.05).
+    #[arg(long)]
+    pub subagent_share: Option<f64>,
+    /// Mean tool calls per turn (default about 0.85).
+    #[arg(long)]
+    pub calls_per_turn: Option<f64>,
+}
+
+impl ShapeArgs {
+    pub fn shape(&self) -> Shape {
+        Shape {
+            order: self.order,
+            sessions_per_100mb: self.sessions_per_100mb,
+            subagent_share: self.subagent_share,
+            calls_per_turn: self.calls_per_turn,
+        }
+    }
 }
 
 /// Where the figures go besides stdout.
@@ -80,7 +111,13 @@ impl BenchHome {
             _temp: temp,
         };
         if !home.path.join("ledger.jsonl").exists() {
-            home.generated = Some(generate(&home.path, a.size, a.seed, a.stamps)?);
+            home.generated = Some(generate(
+                &home.path,
+                a.size,
+                a.seed,
+                a.stamps,
+                a.shape.shape(),
+            )?);
         }
         Ok(home)
     }
@@ -112,7 +149,13 @@ impl BenchHome {
 }
 
 /// Generate a home, returning the report and the seconds it took.
-pub fn generate(path: &Path, size: u64, seed: u64, stamps: StampMix) -> Result<(GenReport, f64)> {
+pub fn generate(
+    path: &Path,
+    size: u64,
+    seed: u64,
+    stamps: StampMix,
+    shape: Shape,
+) -> Result<(GenReport, f64)> {
     eprintln!(
         "generating {} ledger (seed {seed}, stamps {stamps:?}) in {} …",
         mb(size),
@@ -125,6 +168,7 @@ pub fn generate(path: &Path, size: u64, seed: u64, stamps: StampMix) -> Result<(
             target_bytes: size,
             seed,
             stamps,
+            shape,
             overwrite: true,
         },
     )

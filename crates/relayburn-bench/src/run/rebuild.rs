@@ -94,6 +94,8 @@ pub struct RebuildRun {
     pub stamps: u64,
     /// Time spent waiting for another process's archive lock (not timed).
     pub lock_wait: f64,
+    /// CPU seconds of the whole child (its setup included).
+    pub cpu: f64,
 }
 
 /// Rebuild `home` in a child process and count what it wrote.
@@ -118,6 +120,7 @@ pub fn rebuild_once(home: &Path) -> Result<RebuildRun> {
         outcome_turns: o.u64("turns")?,
         stamps,
         lock_wait: o.f64("lock_wait").unwrap_or(0.0),
+        cpu: o.cpu,
     })
 }
 
@@ -204,10 +207,10 @@ pub fn run_rebuild(a: RebuildArgs) -> Result<()> {
     if !a.no_floor {
         eprintln!("SQLite floor …");
         let load = loadavg();
-        let f = floor_once(&home.path, None)?;
+        let f = floor_once(&home.path, None, Default::default())?;
         let total = f.f64("total")?;
         s.row(
-            "SQLite floor: total (same rows in memory, same statements and pragmas, one transaction)",
+            "SQLite floor: total (same rows in memory in ledger order, same multi-row statements and pragmas, secondary indexes after the load, one transaction)",
             format!(
                 "{} (load average before: {load}) = {:.0} % of the best rebuild ({})",
                 secs(total),
@@ -230,7 +233,7 @@ pub fn run_rebuild(a: RebuildArgs) -> Result<()> {
         s.row(
             "SQLite floor: statements",
             format!(
-                "{} ({} turn upserts, {} tool-call inserts, {} tool-call deletes, {} event upserts, {} compaction upserts, {} stamp inserts, {} session upserts) → {} statements/s",
+                "{} rows ({} turn upserts, {} tool-call inserts, {} tool-call deletes, {} event upserts, {} compaction upserts, {} stamp inserts, {} session upserts) → {} rows/s",
                 count(f.u64("statements")?),
                 count(f.u64("turn_statements")?),
                 count(f.u64("tool_call_statements")?),
@@ -250,11 +253,26 @@ pub fn run_rebuild(a: RebuildArgs) -> Result<()> {
                 best.secs / total
             ),
         );
+        eprintln!("SQLite floor, rows sorted by primary key …");
+        let load = loadavg();
+        let p = floor_once(&home.path, None, crate::floor::FloorOrder::PrimaryKey)?;
+        s.row(
+            "SQLite floor with rows sorted by primary key (rowids then differ from the reference's)",
+            format!(
+                "{} (load average before: {load}): inserts {} · indexes {} · sessions {} · commit {} = {:.2}× the ledger-order floor",
+                secs(p.f64("total")?),
+                secs(p.f64("inserts")?),
+                secs(p.f64("indexes")?),
+                secs(p.f64("session_rows")?),
+                secs(p.f64("commit")?),
+                p.f64("total")? / total
+            ),
+        );
     }
     for &kib in &a.floor_cache_kib {
         eprintln!("SQLite floor with cache_size {kib} KiB …");
         let load = loadavg();
-        let f = floor_once(&home.path, Some(kib))?;
+        let f = floor_once(&home.path, Some(kib), Default::default())?;
         s.row(
             format!("SQLite floor with cache_size {} MiB", kib / 1024),
             format!(
@@ -273,7 +291,11 @@ pub fn run_rebuild(a: RebuildArgs) -> Result<()> {
 }
 
 /// Collect the archive's rows and load them into a scratch file in a child.
-pub fn floor_once(home: &Path, cache_kib: Option<i64>) -> Result<ChildOutcome> {
+pub fn floor_once(
+    home: &Path,
+    cache_kib: Option<i64>,
+    order: crate::floor::FloorOrder,
+) -> Result<ChildOutcome> {
     let db = home.join("bench-floor.sqlite");
     let mut args = vec![
         "floor".to_string(),
@@ -286,6 +308,9 @@ pub fn floor_once(home: &Path, cache_kib: Option<i64>) -> Result<ChildOutcome> {
         args.push("--cache-kib".into());
         args.push(kib.to_string());
     }
+    if order == crate::floor::FloorOrder::PrimaryKey {
+        args.extend(["--order".into(), "primary-key".into()]);
+    }
     let o = run_child(&args);
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let mut p = db.as_os_str().to_owned();
@@ -296,7 +321,7 @@ pub fn floor_once(home: &Path, cache_kib: Option<i64>) -> Result<ChildOutcome> {
 }
 
 /// A directory for generated homes: the one given, or a temporary one.
-fn work_dir(given: &Option<PathBuf>) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+pub(crate) fn work_dir(given: &Option<PathBuf>) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
     match given {
         Some(p) => {
             std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
@@ -329,7 +354,7 @@ pub fn run_stamps(a: StampsArgs) -> Result<()> {
     let mut results: Vec<(StampMix, RebuildRun)> = Vec::new();
     for &mix in &a.mixes {
         let home = dir.join(format!("stamps-{mix:?}").to_lowercase());
-        let (report, gen_secs) = generate(&home, a.size, a.seed, mix)?;
+        let (report, gen_secs) = generate(&home, a.size, a.seed, mix, Default::default())?;
         s.note(format!(
             "{mix:?}: {} bytes, {} stamp lines (generated in {gen_secs:.1} s)",
             report.total_bytes,
@@ -379,7 +404,7 @@ pub fn run_scaling(a: ScalingArgs) -> Result<()> {
     let mut points: Vec<RebuildRun> = Vec::new();
     for &size in &a.sizes {
         let home = dir.join(format!("scale-{size}"));
-        generate(&home, size, a.seed, a.stamps)?;
+        generate(&home, size, a.seed, a.stamps, Default::default())?;
         let mut all = Vec::new();
         for i in 0..a.reps.max(1) {
             eprintln!(

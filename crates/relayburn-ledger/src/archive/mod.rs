@@ -13,11 +13,14 @@
 //! [`BuildResult::skipped`] with its byte offset; the rest of the build
 //! goes on.
 
-mod build;
 mod fold;
+mod pipeline;
 pub mod query;
+mod refold;
 mod rows;
 pub mod schema;
+mod sessions;
+pub mod sql;
 mod status;
 
 use std::path::{Path, PathBuf};
@@ -31,18 +34,13 @@ use crate::json::{Object, Value};
 use crate::lock::Locks;
 use crate::records::Kind;
 
-/// Statements the benchmark's SQLite floor runs exactly as the build does.
-#[doc(hidden)]
-pub use build::{
-    insert_tool_calls_sql, upsert_tool_result_events_sql, upsert_turns_sql, DELETE_TOOL_CALLS,
-    INSERT_STAMP, UPSERT_COMPACTION, UPSERT_SESSION,
-};
 pub use query::{archive_available, query_all_from_archive, query_turns_from_archive};
 pub use schema::{open_archive, ARCHIVE_VERSION};
 pub use status::{archive_status, vacuum_archive, ArchiveStatus, RowCounts, VacuumResult};
 
-use build::{apply_range, Mode};
+use pipeline::{apply_range, Mode};
 use schema::sql_err;
+use sql::{BUILD_CACHE, BULK_PRAGMAS};
 
 /// Prefix of the file a rebuild writes before swapping it in.
 const REBUILD_PREFIX: &str = "archive.sqlite.rebuild-";
@@ -134,7 +132,7 @@ pub(crate) fn file_stat(path: &Path) -> Result<Option<(u64, i64)>> {
     }
 }
 
-fn finish(applied: build::Applied, rebuilt: bool) -> BuildResult {
+fn finish(applied: pipeline::Applied, rebuilt: bool) -> BuildResult {
     let skipped_count = applied.skipped.len() as u64;
     let mut skipped = applied.skipped;
     skipped.truncate(MAX_LISTED_SKIPS);
@@ -197,7 +195,7 @@ fn build_locked(home: &LedgerHome, progress: Progress<'_>) -> Result<BuildResult
     let path = home.archive();
     let ledger = home.ledger();
     remove_stale_rebuilds(home.root());
-    let mut trace = build::Trace::new();
+    let mut trace = pipeline::Trace::new();
     let mut conn = open_archive(&path)?;
     trace.mark("open");
     let e = sql_err(&path);
@@ -261,28 +259,6 @@ pub fn rebuild_archive_with_progress(
     locks.with_lock(lock_name::ARCHIVE, || rebuild_locked(home, progress))
 }
 
-/// Settings of a connection that builds: a page cache for the index pages
-/// a tail touches all over a big archive (the default is 2 MB), and WAL
-/// commits without a sync (the archive is derived: a commit lost to a power
-/// cut takes its cursor with it and is simply redone).
-const BUILD_CACHE: &str = "PRAGMA cache_size = -262144; PRAGMA synchronous = NORMAL";
-
-/// Bulk-load settings for the file being built, which nobody else opens:
-/// large pages (fewer, shallower b-tree nodes to split and cache; it must
-/// come before the first table), no journal, no syncs (the file is synced
-/// once before the swap), a big page cache, and a helper thread for the
-/// sorts that build the indexes.
-/// Settings of the file a full rebuild builds aside (public so the
-/// benchmark's SQLite floor uses exactly these).
-#[doc(hidden)]
-pub const BULK_PRAGMAS: &str = "PRAGMA page_size = 65536;
-PRAGMA journal_mode = OFF;
-PRAGMA synchronous = OFF;
-PRAGMA locking_mode = EXCLUSIVE;
-PRAGMA cache_size = -524288;
-PRAGMA threads = 2;
-PRAGMA foreign_keys = ON;";
-
 fn rebuild_locked(home: &LedgerHome, progress: Progress<'_>) -> Result<BuildResult> {
     let root = home.root();
     std::fs::create_dir_all(root).ctx("create directory", root)?;
@@ -322,7 +298,7 @@ fn build_aside(home: &LedgerHome, tmp: &Path, progress: Progress<'_>) -> Result<
                 [&now],
             )
             .map_err(&e)?;
-            Ok(build::Applied::default())
+            Ok(pipeline::Applied::default())
         }
         Some((_, mtime)) => {
             let applied = apply_range(conn, tmp, &ledger, 0, Mode::Fresh, progress)?;
@@ -335,7 +311,7 @@ fn build_aside(home: &LedgerHome, tmp: &Path, progress: Progress<'_>) -> Result<
             Ok(applied)
         }
     })?;
-    let mut trace = build::Trace::new();
+    let mut trace = pipeline::Trace::new();
     trace.mark("commit");
     // The swapped-in file must be a WAL database like the reference's.
     conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))

@@ -8,30 +8,10 @@
 //! make its whole build fail; here they reject just that record, with a
 //! reason, and the build goes on.
 
-use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
-
 use crate::js;
 use crate::json::{JsString, Object, Value};
 
-/// One SQLite parameter.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Sv {
-    Null,
-    Int(i64),
-    Real(f64),
-    Text(String),
-}
-
-impl ToSql for Sv {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::Borrowed(match self {
-            Sv::Null => ValueRef::Null,
-            Sv::Int(i) => ValueRef::Integer(*i),
-            Sv::Real(f) => ValueRef::Real(*f),
-            Sv::Text(s) => ValueRef::Text(s.as_bytes()),
-        }))
-    }
-}
+pub(crate) use super::sql::{Sv, TOOL_CALL_COLUMNS, TURN_COLUMNS};
 
 /// The `usage` fields, in the order of the `turns` columns
 /// `input_tokens` … `cache_create_1h_tokens`.
@@ -112,9 +92,6 @@ pub(crate) struct TurnKeys {
     /// `${source}|${sessionId}` as the reference builds it.
     pub session_key: String,
 }
-
-pub(crate) const TURN_COLUMNS: usize = 32;
-pub(crate) const TOOL_CALL_COLUMNS: usize = 7;
 
 /// A `turns` row in insert order, with its `tool_calls` rows.
 pub(crate) struct TurnRow {

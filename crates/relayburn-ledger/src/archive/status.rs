@@ -149,30 +149,38 @@ pub fn archive_status(home: &LedgerHome) -> Result<ArchiveStatus> {
         .map(|n| n as u64)
         .map_err(&e)
     };
+    // Grouping the column itself walks its index instead of sorting every
+    // turn; `attribution_fidelity` has TEXT affinity, so the groups are
+    // NULL and texts, and NULL joins any 'unknown' text as the reference's
+    // COALESCE does, in byte order.
+    let mut groups: std::collections::BTreeMap<Vec<u8>, u64> = Default::default();
+    let mut stmt = conn
+        .prepare("SELECT attribution_fidelity, COUNT(*) FROM turns GROUP BY attribution_fidelity")
+        .map_err(&e)?;
+    let mut rows = stmt.query([]).map_err(&e)?;
+    let mut turns = 0;
+    while let Some(r) = rows.next().map_err(&e)? {
+        let k = match r.get_ref(0).map_err(&e)? {
+            ValueRef::Null => b"unknown".to_vec(),
+            ValueRef::Text(t) | ValueRef::Blob(t) => t.to_vec(),
+            ValueRef::Integer(i) => i.to_string().into_bytes(),
+            ValueRef::Real(f) => f.to_string().into_bytes(),
+        };
+        let n = r.get::<_, i64>(1).map_err(&e)? as u64;
+        turns += n;
+        *groups.entry(k).or_default() += n;
+    }
+    let hist = groups
+        .into_iter()
+        .map(|(k, n)| (String::from_utf8_lossy(&k).into_owned(), n))
+        .collect();
     let row_counts = RowCounts {
         sessions: count("sessions")?,
-        turns: count("turns")?,
+        turns,
         tool_calls: count("tool_calls")?,
         tool_result_events: count("tool_result_events")?,
         compactions: count("compactions")?,
     };
-    let mut hist = Vec::new();
-    let mut stmt = conn
-        .prepare(
-            "SELECT COALESCE(attribution_fidelity, 'unknown') AS k, COUNT(*) AS n
-             FROM turns GROUP BY COALESCE(attribution_fidelity, 'unknown')",
-        )
-        .map_err(&e)?;
-    let mut rows = stmt.query([]).map_err(&e)?;
-    while let Some(r) = rows.next().map_err(&e)? {
-        let k = match r.get_ref(0).map_err(&e)? {
-            ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
-            ValueRef::Integer(i) => i.to_string(),
-            ValueRef::Real(f) => f.to_string(),
-            _ => String::new(),
-        };
-        hist.push((k, r.get::<_, i64>(1).map_err(&e)? as u64));
-    }
     Ok(ArchiveStatus {
         archive_path: path,
         exists: true,
@@ -252,4 +260,35 @@ pub fn vacuum_archive(home: &LedgerHome, locks: &Locks) -> Result<VacuumResult> 
             reclaimed_bytes: before as i64 - after as i64,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fidelity_histogram_joins_null_with_unknown_in_byte_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = LedgerHome::new(dir.path());
+        let conn = open_archive(&home.archive()).unwrap();
+        // NULL twice and the text 'unknown' once make one group of 3, as
+        // COALESCE(attribution_fidelity, 'unknown') groups them.
+        conn.execute_batch(
+            "INSERT INTO turns (source, session_id, message_id, turn_index, ts, model,
+               attribution_fidelity)
+             VALUES ('a','s','m1',0,'t','x',NULL), ('a','s','m2',0,'t','x','unknown'),
+                    ('a','s','m3',0,'t','x','full'), ('a','s','m4',0,'t','x',NULL),
+                    ('a','s','m5',0,'t','x','Partial'), ('a','s','m6',0,'t','x','full');",
+        )
+        .unwrap();
+        drop(conn);
+        let s = archive_status(&home).unwrap();
+        let hist: Vec<(&str, u64)> = s
+            .fidelity_histogram
+            .iter()
+            .map(|(k, n)| (k.as_str(), *n))
+            .collect();
+        assert_eq!(hist, [("Partial", 1), ("full", 2), ("unknown", 3)]);
+        assert_eq!(s.row_counts.turns, 6);
+    }
 }

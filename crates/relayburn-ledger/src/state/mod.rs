@@ -7,6 +7,7 @@
 //! does not know, and fields another version wrote, survive a rewrite.
 
 pub mod check;
+pub mod counts;
 pub mod reset;
 pub mod status;
 

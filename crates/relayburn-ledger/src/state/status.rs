@@ -9,9 +9,11 @@ use crate::archive::ArchiveStatus;
 use crate::error::{Error, IoContext, Result};
 use crate::home::is_valid_session_id;
 use crate::json::{Object, Value};
-use crate::jsonl::{for_each_logical, LineScanner, Parsed};
+use crate::jsonl::{for_each_logical, Parsed, RawLine};
 use crate::ledger::Ledger;
 use crate::records::{line_kind, Kind};
+
+use super::counts::{count_file, count_from, LineCounts, COUNTS_FILE};
 
 /// One index sidecar.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +53,92 @@ pub struct LedgerCounts {
 impl LedgerCounts {
     pub fn count(&self, kind: Kind) -> u64 {
         self.kinds[kind as usize]
+    }
+}
+
+impl LineCounts for LedgerCounts {
+    fn add_line(&mut self, line: &RawLine<'_>) {
+        if line.oversized {
+            self.other += 1;
+            return;
+        }
+        for_each_logical(line.bytes, |p| match p {
+            Parsed::Blank => self.blank += 1,
+            Parsed::Malformed(_) => self.other += 1,
+            Parsed::Value(v) => match line_kind(&v) {
+                Some(k) => {
+                    self.kinds[k as usize] += 1;
+                    if k == Kind::Turn
+                        && v.get("record")
+                            .and_then(|r| r.get("activity"))
+                            .is_some_and(|a| a.as_js_string().is_some())
+                    {
+                        self.classified += 1;
+                    }
+                }
+                None => self.other += 1,
+            },
+        });
+    }
+
+    fn to_value(&self) -> Value {
+        let n = |x: u64| Value::Number(x as f64);
+        let mut o = Object::new();
+        o.insert(
+            "kinds",
+            Value::Array(self.kinds.iter().map(|&k| n(k)).collect()),
+        );
+        o.insert("classified", n(self.classified));
+        o.insert("blank", n(self.blank));
+        o.insert("other", n(self.other));
+        Value::Object(o)
+    }
+
+    fn from_value(v: &Value) -> Option<LedgerCounts> {
+        let n = |v: Option<&Value>| match v {
+            Some(Value::Number(x)) if *x >= 0.0 && x.fract() == 0.0 => Some(*x as u64),
+            _ => None,
+        };
+        let mut c = LedgerCounts::default();
+        let kinds = v.get("kinds")?.as_array()?;
+        if kinds.len() != c.kinds.len() {
+            return None;
+        }
+        for (slot, k) in c.kinds.iter_mut().zip(kinds) {
+            *slot = n(Some(k))?;
+        }
+        c.classified = n(v.get("classified"))?;
+        c.blank = n(v.get("blank"))?;
+        c.other = n(v.get("other"))?;
+        Some(c)
+    }
+}
+
+/// Non-blank lines of an index sidecar.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Entries(u64);
+
+impl LineCounts for Entries {
+    fn add_line(&mut self, line: &RawLine<'_>) {
+        // An id line starts with a hex digit: no need to decode and trim.
+        let visible = match line.bytes.first() {
+            Some(b) if b.is_ascii_graphic() => true,
+            _ => !String::from_utf8_lossy(line.bytes).trim().is_empty(),
+        };
+        if visible || line.oversized {
+            self.0 += 1;
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        Value::Number(self.0 as f64)
+    }
+
+    fn from_value(v: &Value) -> Option<Entries> {
+        match v {
+            Value::Number(x) if *x >= 0.0 && x.fract() == 0.0 => Some(Entries(*x as u64)),
+            _ => None,
+        }
     }
 }
 
@@ -115,27 +203,21 @@ impl StateStatus {
     }
 }
 
-fn index_file_status(path: PathBuf) -> Result<IndexFileStatus> {
-    match std::fs::read(&path) {
-        Ok(raw) => {
-            let entries = raw
-                .split(|&b| b == b'\n')
-                .filter(|l| !String::from_utf8_lossy(l).trim().is_empty())
-                .count() as u64;
-            Ok(IndexFileStatus {
-                bytes: raw.len() as u64,
-                exists: true,
-                entries,
-                path,
-            })
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(IndexFileStatus {
+/// An index sidecar's entries, counted on from the kept counts.
+fn index_file_status(doc: &Path, key: &str, path: PathBuf) -> Result<IndexFileStatus> {
+    match count_file::<Entries>(doc, key, &path, &mut |_, _| {})? {
+        Some((Entries(entries), bytes)) => Ok(IndexFileStatus {
+            bytes,
+            exists: true,
+            entries,
+            path,
+        }),
+        None => Ok(IndexFileStatus {
             path,
             exists: false,
             bytes: 0,
             entries: 0,
         }),
-        Err(e) => Err(Error::io("read", &path, e)),
     }
 }
 
@@ -179,61 +261,49 @@ fn content_status(dir: PathBuf) -> Result<ContentStatus> {
 }
 
 impl Ledger {
-    /// Count the ledger's lines by kind in one streaming pass;
-    /// `progress(done, total)` sees the bytes read.
+    /// Count the ledger's lines by kind in one streaming pass over the
+    /// whole file; `progress(done, total)` sees the bytes read.
     pub fn ledger_counts(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<LedgerCounts> {
         let path = self.home().ledger();
-        let mut c = LedgerCounts::default();
-        let total = match std::fs::metadata(&path) {
+        let len = match std::fs::metadata(&path) {
             Ok(m) if m.is_file() => m.len(),
-            Ok(_) => return Ok(c),
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(c),
+            Ok(_) => return Ok(LedgerCounts::default()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(LedgerCounts::default()),
             Err(e) => return Err(Error::io("stat", &path, e)),
         };
+        let (_, mut c, _) = count_from(&path, 0, LedgerCounts::default(), len, progress)?;
         c.exists = true;
-        c.bytes = total;
-        let mut sc = LineScanner::open_at(&path, 0).ctx("open", &path)?;
-        let mut next_report = 0u64;
-        while let Some(line) = sc.next_line().ctx("read", &path)? {
-            if line.offset >= next_report {
-                progress(line.offset, total);
-                next_report = line.offset + (4 << 20);
-            }
-            if line.oversized {
-                c.other += 1;
-                continue;
-            }
-            for_each_logical(line.bytes, |p| match p {
-                Parsed::Blank => c.blank += 1,
-                Parsed::Malformed(_) => c.other += 1,
-                Parsed::Value(v) => match line_kind(&v) {
-                    Some(k) => {
-                        c.kinds[k as usize] += 1;
-                        if k == Kind::Turn
-                            && v.get("record")
-                                .and_then(|r| r.get("activity"))
-                                .is_some_and(|a| a.as_js_string().is_some())
-                        {
-                            c.classified += 1;
-                        }
-                    }
-                    None => c.other += 1,
-                },
-            });
-        }
-        progress(total, total);
+        c.bytes = len;
         Ok(c)
+    }
+
+    /// [`Ledger::ledger_counts`], reading only the bytes appended since the
+    /// counts were last kept (see [`super::counts`]).
+    pub fn ledger_counts_kept(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<LedgerCounts> {
+        let home = self.home();
+        let doc = home.root().join(COUNTS_FILE);
+        Ok(
+            match count_file::<LedgerCounts>(&doc, "ledger", &home.ledger(), progress)? {
+                Some((mut c, len)) => {
+                    c.exists = true;
+                    c.bytes = len;
+                    c
+                }
+                None => LedgerCounts::default(),
+            },
+        )
     }
 
     /// Index files, content sidecars, ledger counts and archive status.
     pub fn state_status(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<StateStatus> {
         let home = self.home();
+        let doc = home.root().join(COUNTS_FILE);
         Ok(StateStatus {
-            ids: index_file_status(home.ledger_index())?,
-            content_index: index_file_status(home.ledger_content_index())?,
+            ids: index_file_status(&doc, "ids", home.ledger_index())?,
+            content_index: index_file_status(&doc, "contentIndex", home.ledger_content_index())?,
             content: content_status(home.content_dir())?,
             ledger_path: home.ledger(),
-            ledger: self.ledger_counts(progress)?,
+            ledger: self.ledger_counts_kept(progress)?,
             archive: self.archive_status()?,
         })
     }
