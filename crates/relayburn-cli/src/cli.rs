@@ -95,6 +95,18 @@ pub enum StateCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Copy the records, stamps and content of the selected storage
+    /// backend into another one; the source is only read.
+    #[command(
+        after_help = "The source is the backend RELAYBURN_STORAGE selects (file by default).\nIdempotent: run it again to resume an interrupted copy; nothing is\nadded twice. Exit 1 when the count check finds something missing.\n\nExamples:\n  burn state copy --to sqlite\n  RELAYBURN_STORAGE=sqlite burn state copy --to file --json"
+    )]
+    Copy {
+        /// The destination backend.
+        #[arg(long, value_enum)]
+        to: CopyTarget,
+        #[arg(long)]
+        json: bool,
+    },
     /// Read-only consistency report; exit 1 when problems are found.
     #[command(
         after_help = "Examples:\n  burn state check\n  burn state check --json\n  burn state check --repair"
@@ -151,6 +163,12 @@ pub enum RebuildTarget {
     },
     /// Needs the session-log readers, which this tool does not include.
     Content,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum CopyTarget {
+    File,
+    Sqlite,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

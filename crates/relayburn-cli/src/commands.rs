@@ -9,11 +9,12 @@ use relayburn_ledger::archive::{ArchiveStatus, BuildResult};
 use relayburn_ledger::json::{to_json_pretty, Object, Value};
 use relayburn_ledger::state::check::CheckReport;
 use relayburn_ledger::state::status::StateStatus;
-use relayburn_ledger::{Env, Ledger, LedgerHome, Query};
+use relayburn_ledger::store::{self, Store};
+use relayburn_ledger::{Env, Kind, Ledger, LedgerHome, Query, Storage, StorageKind};
 
 use crate::cli::{
-    ArchiveAction, Cli, Command, DemoArgs, From, QueryArgs, QueryKind, RebuildTarget, StampArgs,
-    StateCommand,
+    ArchiveAction, Cli, Command, CopyTarget, DemoArgs, From, QueryArgs, QueryKind, RebuildTarget,
+    StampArgs, StateCommand,
 };
 use crate::format::{bytes, int, plural};
 use crate::progress::Progress;
@@ -23,7 +24,9 @@ use crate::since;
 const USAGE: u8 = 2;
 
 struct Ctx {
-    ledger: Ledger,
+    /// The storage backend `RELAYBURN_STORAGE` selects.
+    store: Box<dyn Store>,
+    home: LedgerHome,
     quiet: bool,
     env: Env,
 }
@@ -32,18 +35,30 @@ impl Ctx {
     fn progress(&self, json: bool, msg: &str) -> Progress {
         Progress::new(!self.quiet && !json, msg)
     }
+
+    /// The file ledger, for what only file storage has (the archive,
+    /// index files); the reference's error under another backend.
+    fn ledger(&self) -> Result<&Ledger> {
+        Ok(self.store.require_file()?)
+    }
+
+    /// `config.json` of the home, whatever the backend.
+    fn config(&self) -> Result<relayburn_ledger::state::LoadedConfig> {
+        Ok(Ledger::open(self.home.clone())?.load_config(&self.env)?)
+    }
 }
 
-fn open(home: Option<PathBuf>, env: &Env, quiet: bool) -> Result<Ledger> {
+fn open(home: Option<PathBuf>, env: &Env, quiet: bool) -> Result<Ctx> {
     let home = match home {
         Some(h) => LedgerHome::new(h),
         None => env.ledger_home()?,
     };
-    let ledger = Ledger::open(home)?;
-    Ok(if quiet {
-        ledger
-    } else {
-        ledger.on_lock_wait(crate::waiting::announcer())
+    let storage = env.storage_at(home.clone())?;
+    Ok(Ctx {
+        store: store::open_observed(&storage, (!quiet).then(crate::waiting::announcer))?,
+        home,
+        quiet,
+        env: env.clone(),
     })
 }
 
@@ -53,11 +68,7 @@ pub fn run(cli: Cli) -> Result<u8> {
     if let Command::Demo(args) = &cli.command {
         return demo(cli.home.clone(), cli.quiet, &env, args);
     }
-    let ctx = Ctx {
-        ledger: open(cli.home, &env, cli.quiet)?,
-        quiet: cli.quiet,
-        env,
-    };
+    let ctx = open(cli.home, &env, cli.quiet)?;
     match cli.command {
         Command::State(s) => match s.command {
             None => status(&ctx, s.json),
@@ -66,6 +77,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             Some(StateCommand::Prune { days, force, json }) => prune(&ctx, days, force, json),
             Some(StateCommand::Reset { force, json }) => reset(&ctx, force, json),
             Some(StateCommand::Check { json, repair }) => check(&ctx, json, repair),
+            Some(StateCommand::Copy { to, json }) => copy(&ctx, to, json),
         },
         Command::Query(q) => query(&ctx, q),
         Command::Stamp(s) => stamp(&ctx, s),
@@ -90,13 +102,51 @@ fn print_lines(lines: &[String]) -> Result<u8> {
 // --- status ---------------------------------------------------------------
 
 fn status(ctx: &Ctx, json: bool) -> Result<u8> {
+    if let Some(sq) = ctx.store.as_sqlite() {
+        let s = sq.status()?;
+        if json {
+            return print_json(&s.to_value());
+        }
+        return print_lines(&sqlite_status_lines(&s));
+    }
     let p = ctx.progress(json, "checking derived state");
-    let s = ctx.ledger.state_status(&mut p.callback())?;
+    let s = ctx.ledger()?.state_status(&mut p.callback())?;
     p.finish();
     if json {
         return print_json(&s.to_value());
     }
     print_lines(&status_lines(&s))
+}
+
+fn sqlite_status_lines(s: &relayburn_ledger::store::sqlite::SqliteStatus) -> Vec<String> {
+    let mut l = vec![
+        format!(
+            "sqlite store: {} ({}, schema version {})",
+            s.path.display(),
+            bytes(s.bytes, "bytes"),
+            s.schema_version
+        ),
+        format!(
+            "  rows: {}",
+            s.rows
+                .iter()
+                .map(|(t, n)| format!("{} {t}", int(*n)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        format!(
+            "  content: {} session{}",
+            int(s.content_sessions),
+            plural(s.content_sessions)
+        ),
+    ];
+    for (name, age, pid) in &s.locks {
+        l.push(format!(
+            "  lock {name}: {age} ms old, pid {}",
+            pid.map_or("unknown".to_string(), |p| p.to_string())
+        ));
+    }
+    l
 }
 
 fn index_line(s: &relayburn_ledger::state::status::IndexFileStatus, noun: &str) -> String {
@@ -286,7 +336,9 @@ fn rebuild(ctx: &Ctx, target: RebuildTarget) -> Result<u8> {
 /// Rebuild the index: the human lines and the JSON result.
 fn rebuild_index(ctx: &Ctx, json: bool) -> Result<(Vec<String>, Value)> {
     let p = ctx.progress(json, "rebuilding ledger indexes");
-    let r = ctx.ledger.rebuild_index_with_progress(&mut p.callback())?;
+    let r = ctx
+        .ledger()?
+        .rebuild_index_with_progress(&mut p.callback())?;
     p.finish();
     let mut lines = vec![format!(
         "rebuilt ledger index: {} id hashes, {} content fingerprints",
@@ -318,9 +370,9 @@ fn build_archive(ctx: &Ctx, full: bool, json: bool) -> Result<BuildResult> {
     );
     let report = |done: u64, total: u64| p.bytes(done, total);
     let r = if full {
-        ctx.ledger.rebuild_archive_with_progress(&report)?
+        ctx.ledger()?.rebuild_archive_with_progress(&report)?
     } else {
-        ctx.ledger.build_archive_with_progress(&report)?
+        ctx.ledger()?.build_archive_with_progress(&report)?
     };
     p.finish();
     Ok(r)
@@ -369,7 +421,7 @@ fn build_lines(r: &BuildResult, full: bool) -> Vec<String> {
 
 fn vacuum_archive(ctx: &Ctx, json: bool) -> Result<u8> {
     let p = ctx.progress(json, "vacuuming archive");
-    let r = ctx.ledger.vacuum_archive()?;
+    let r = ctx.ledger()?.vacuum_archive()?;
     p.finish();
     let v = r.to_value();
     if json {
@@ -423,7 +475,7 @@ fn prune(ctx: &Ctx, days: Option<String>, force: bool, json: bool) -> Result<u8>
             }
         },
         None => {
-            let cfg = ctx.ledger.load_config(&ctx.env)?;
+            let cfg = ctx.config()?;
             for w in &cfg.warnings {
                 eprintln!("burn: warning: {w}");
             }
@@ -442,7 +494,7 @@ fn prune(ctx: &Ctx, days: Option<String>, force: bool, json: bool) -> Result<u8>
         return Ok(0);
     };
     if !force {
-        let c = ctx.ledger.prune_candidates(older_than)?;
+        let c = ctx.store.prune_candidates(older_than)?;
         let total: u64 = c.iter().map(|(_, b)| b).sum();
         if json {
             return print_json(&prune_value(false, &c, total));
@@ -462,7 +514,7 @@ fn prune(ctx: &Ctx, days: Option<String>, force: bool, json: bool) -> Result<u8>
         println!("re-run with --force to delete.");
         return Ok(0);
     }
-    let r = ctx.ledger.prune_content(older_than, None)?;
+    let r = ctx.store.prune_content(older_than, None)?;
     if json {
         let mut v = r.to_json();
         if let Some(o) = v.as_object_mut() {
@@ -497,9 +549,9 @@ fn prune_value(forced: bool, c: &[(String, u64)], total: u64) -> Value {
 
 fn reset(ctx: &Ctx, force: bool, json: bool) -> Result<u8> {
     let summary = if force {
-        ctx.ledger.reset_derived()?
+        ctx.ledger()?.reset_derived()?
     } else {
-        ctx.ledger.reset_plan()?
+        ctx.ledger()?.reset_plan()?
     };
     if json {
         return print_json(&summary.to_value());
@@ -553,7 +605,36 @@ fn reset(ctx: &Ctx, force: bool, json: bool) -> Result<u8> {
 // --- check ----------------------------------------------------------------
 
 fn check(ctx: &Ctx, json: bool, repair: bool) -> Result<u8> {
-    let home = ctx.ledger.home().clone();
+    if let Some(sq) = ctx.store.as_sqlite() {
+        if repair {
+            eprintln!("burn state check --repair: a sqlite store has no derived files to repair");
+            return Ok(USAGE);
+        }
+        let problems = sq.check()?;
+        if json {
+            let mut o = Object::new();
+            o.insert("storage", Value::from("sqlite"));
+            o.insert(
+                "problems",
+                Value::Array(problems.iter().map(|p| Value::from(p.as_str())).collect()),
+            );
+            print_json(&Value::Object(o))?;
+        } else if problems.is_empty() {
+            println!("{}: ok: no problems found", sq.path().display());
+        } else {
+            println!(
+                "{}: {} problem{}:",
+                sq.path().display(),
+                problems.len(),
+                plural(problems.len() as u64)
+            );
+            for p in &problems {
+                println!("  - {p}");
+            }
+        }
+        return Ok(if problems.is_empty() { 0 } else { 1 });
+    }
+    let home = ctx.ledger()?.home().clone();
     let run = |msg: &str| -> Result<CheckReport> {
         let p = ctx.progress(json, msg);
         let r = relayburn_ledger::state::check::check(&home, &mut p.callback())?;
@@ -585,7 +666,7 @@ fn check(ctx: &Ctx, json: bool, repair: bool) -> Result<u8> {
             println!("  - {p}");
         }
     }
-    let repaired = ctx.ledger.repair()?;
+    let repaired = ctx.ledger()?.repair()?;
     let after = run("checking again")?;
     let remaining = after.problems();
     if json {
@@ -666,6 +747,79 @@ fn check_lines(r: &CheckReport) -> Vec<String> {
     l
 }
 
+// --- copy -----------------------------------------------------------------
+
+fn copy(ctx: &Ctx, to: CopyTarget, json: bool) -> Result<u8> {
+    let kind = match to {
+        CopyTarget::File => StorageKind::File,
+        CopyTarget::Sqlite => StorageKind::Sqlite,
+    };
+    if kind == ctx.store.kind() {
+        bail!(
+            "the source is already {} storage (RELAYBURN_STORAGE); choose the other backend",
+            kind.as_str()
+        );
+    }
+    let target = Storage {
+        kind,
+        ..ctx.env.storage_at(ctx.home.clone())?
+    };
+    let dest = store::open(&target)?;
+    let p = ctx.progress(json, &format!("copying into {} storage", kind.as_str()));
+    let r = store::copy::copy(ctx.store.as_ref(), dest.as_ref(), &mut |done, total| {
+        p.items(done, total, "entries")
+    })?;
+    p.finish();
+    if json {
+        print_json(&r.to_value())?;
+    } else {
+        let where_ = match kind {
+            StorageKind::Sqlite => target.sqlite_path.display().to_string(),
+            _ => target.home.ledger().display().to_string(),
+        };
+        let mut l = vec![format!("copied into {where_}:")];
+        for (k, read, added) in &r.records {
+            l.push(format!(
+                "  {}: {} read, {} added",
+                k.as_str(),
+                int(*read),
+                int(*added)
+            ));
+        }
+        l.push(format!(
+            "  stamps: {} read, {} added",
+            int(r.stamps_read),
+            int(r.stamps_added)
+        ));
+        l.push(format!(
+            "  content: {} read, {} added, {} skipped by the writer",
+            int(r.content_read),
+            int(r.content_added),
+            int(r.content_skipped)
+        ));
+        if r.refused > 0 {
+            l.push(format!("  refused by the destination: {}", int(r.refused)));
+            for why in &r.refused_reasons {
+                l.push(format!("    {why}"));
+            }
+        }
+        if r.is_complete() {
+            l.push("count check: ok, the destination holds everything the source holds".into());
+        }
+        print_lines(&l)?;
+    }
+    if !r.is_complete() {
+        for (what, n) in &r.missing {
+            eprintln!(
+                "burn state copy: count check: {} {what} missing from the destination",
+                int(*n)
+            );
+        }
+        return Ok(1);
+    }
+    Ok(0)
+}
+
 // --- query ----------------------------------------------------------------
 
 fn pair(s: &str, what: &str) -> Result<(String, String)> {
@@ -701,13 +855,15 @@ fn query(ctx: &Ctx, a: QueryArgs) -> Result<u8> {
         out.write_all(line.as_bytes())?;
         Ok(())
     };
-    let l = &ctx.ledger;
+    let st = ctx.store.as_ref();
     match a.kind {
         QueryKind::Turns => {
-            let use_archive = match a.from {
-                From::Ledger => false,
-                From::Archive => true,
-                From::Auto => {
+            let use_archive = match (a.from, st.as_file()) {
+                (From::Ledger, _) => false,
+                (From::Archive, _) => true,
+                // Other backends have no archive: read the store.
+                (From::Auto, None) => false,
+                (From::Auto, Some(l)) => {
                     let s = l.archive_status()?;
                     s.to_value().get("upToDate").and_then(Value::as_bool) == Some(true)
                         && s.to_value().get("exists").and_then(Value::as_bool) == Some(true)
@@ -716,19 +872,19 @@ fn query(ctx: &Ctx, a: QueryArgs) -> Result<u8> {
             if a.from == From::Auto && !ctx.quiet {
                 eprintln!(
                     "burn: reading turns from the {}",
-                    if use_archive {
-                        "archive (up to date)"
-                    } else {
-                        "ledger (archive missing or behind)"
+                    match (use_archive, st.as_file().is_some()) {
+                        (true, _) => "archive (up to date)",
+                        (false, true) => "ledger (archive missing or behind)",
+                        (false, false) => "sqlite store",
                     }
                 );
             }
             if use_archive {
-                for v in l.query_turns_from_archive(&q)? {
+                for v in ctx.ledger()?.query_turns_from_archive(&q)? {
                     emit(v)?;
                 }
             } else {
-                for v in l.query_turns(&q)? {
+                for v in st.query_turns(&q)? {
                     emit(v?)?;
                 }
             }
@@ -740,14 +896,14 @@ fn query(ctx: &Ctx, a: QueryArgs) -> Result<u8> {
             if !q.enrichment.is_empty() {
                 bail!("--enrich only applies to turns");
             }
-            let records = match other {
-                QueryKind::Compactions => l.query_compactions(&q)?,
-                QueryKind::Relationships => l.query_relationships(&q)?,
-                QueryKind::ToolResultEvents => l.query_tool_result_events(&q)?,
-                QueryKind::UserTurns => l.query_user_turns(&q)?,
-                QueryKind::Turns => unreachable!("handled above"),
+            let kind = match other {
+                QueryKind::Compactions => Kind::Compaction,
+                QueryKind::Relationships => Kind::Relationship,
+                QueryKind::ToolResultEvents => Kind::ToolResultEvent,
+                QueryKind::UserTurns => Kind::UserTurn,
+                QueryKind::Turns => Kind::Turn,
             };
-            for v in records {
+            for v in st.query_records(kind, &q)? {
                 emit(v?)?;
             }
         }
@@ -786,7 +942,7 @@ fn stamp(ctx: &Ctx, a: StampArgs) -> Result<u8> {
         enrichment.insert(k, Value::from(v));
     }
     let line = ctx
-        .ledger
+        .store
         .stamp(Value::Object(selector), Value::Object(enrichment))?;
     println!("{}", line.to_json());
     Ok(0)
@@ -835,7 +991,8 @@ fn demo(home: Option<PathBuf>, quiet: bool, env: &Env, a: &DemoArgs) -> Result<u
         }
     };
     let ctx = Ctx {
-        ledger: Ledger::open(home.clone())?,
+        store: Box::new(Ledger::open(home.clone())?),
+        home: home.clone(),
         quiet,
         env: Env::capture(),
     };

@@ -47,6 +47,24 @@ impl Progress {
         self.bar.set_position(done);
     }
 
+    /// Switch to a bar of items (`unit`) once the total is known.
+    pub fn items(&self, done: u64, total: u64, unit: &str) {
+        if self.bar.is_hidden() {
+            return;
+        }
+        if self.bar.length() != Some(total) {
+            self.bar.set_length(total);
+            self.bar.set_style(
+                ProgressStyle::with_template(&format!(
+                    "{{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit} ETA {{eta}}"
+                ))
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+        }
+        self.bar.set_position(done);
+    }
+
     /// A callback for library functions that report `(done, total)` bytes.
     pub fn callback(&self) -> impl FnMut(u64, u64) + '_ {
         move |done, total| self.bytes(done, total)

@@ -603,3 +603,196 @@ fn a_held_lock_is_named_in_the_error() {
     assert_eq!(err.matches("waiting for lock").count(), 1, "{err}");
     assert!(!d.path().join("ledger.jsonl").exists(), "nothing written");
 }
+
+// --- storage selection --------------------------------------------------
+
+fn burn_with(home: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_burn"));
+    c.arg("--home")
+        .arg(home)
+        .args(args)
+        .env_remove("RELAYBURN_HOME")
+        .env_remove("RELAYBURN_STORAGE")
+        .env_remove("RELAYBURN_SQLITE_PATH");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run burn")
+}
+
+const SQLITE: &[(&str, &str)] = &[("RELAYBURN_STORAGE", "sqlite")];
+
+fn sqlite_turn(session: &str, message: &str) -> Value {
+    parse(&format!(
+        r#"{{"v":1,"source":"codex","sessionId":"{session}","messageId":"{message}","turnIndex":0,
+        "ts":"2026-04-20T00:00:0{}.000Z","model":"gpt-5","usage":{{"input":1,"output":2,"reasoning":0,
+        "cacheRead":0,"cacheCreate5m":0,"cacheCreate1h":0}},"toolCalls":[]}}"#,
+        message.len() % 10
+    ))
+    .unwrap()
+}
+
+#[test]
+fn sqlite_storage_serves_query_stamp_status_check_and_prune() {
+    use relayburn_ledger::store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let store = relayburn_ledger::SqliteStore::open(&dir.path().join("burn.sqlite")).unwrap();
+    store
+        .append_turns(vec![sqlite_turn("s1", "m1"), sqlite_turn("s2", "m22")])
+        .unwrap();
+    let content = parse(
+        r#"{"v":1,"source":"codex","sessionId":"s1","messageId":"m1","ts":"t","role":"user","kind":"text","text":"hi"}"#,
+    )
+    .unwrap();
+    store.append_content(vec![content]).unwrap();
+    drop(store);
+
+    let o = burn_with(
+        dir.path(),
+        SQLITE,
+        &["stamp", "--session", "s1", "team=blue"],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = burn_with(
+        dir.path(),
+        SQLITE,
+        &["query", "turns", "--enrich", "team=blue"],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("reading turns from the sqlite store"),
+        "{}",
+        stderr(&o)
+    );
+    let lines: Vec<Value> = stdout(&o).lines().map(|l| parse(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].get("messageId").unwrap().as_str(), Some("m1"));
+    let o = burn_with(dir.path(), SQLITE, &["query", "turns", "--from", "ledger"]);
+    assert_eq!(stdout(&o).lines().count(), 2);
+
+    let o = burn_with(dir.path(), SQLITE, &["state", "status", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let rows = json_out(&o).get("rows").unwrap().clone();
+    assert_eq!(rows.get("turns").unwrap().as_f64(), Some(2.0));
+    assert_eq!(rows.get("stamps").unwrap().as_f64(), Some(1.0));
+    assert_eq!(rows.get("content").unwrap().as_f64(), Some(1.0));
+
+    let o = burn_with(dir.path(), SQLITE, &["state", "check"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+
+    let o = burn_with(
+        dir.path(),
+        SQLITE,
+        &["state", "prune", "--days", "0", "--force", "--json"],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        json_out(&o).get("filesDeleted").unwrap().as_f64(),
+        Some(1.0)
+    );
+
+    // File storage was never touched.
+    assert!(!dir.path().join("ledger.jsonl").exists());
+    let o = burn_with(dir.path(), &[], &["query", "turns", "--from", "ledger"]);
+    assert_eq!(stdout(&o), "");
+}
+
+#[test]
+fn archive_commands_refuse_other_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["state", "rebuild", "archive"][..],
+        &["state", "rebuild", "archive", "--full"],
+        &["query", "turns", "--from", "archive"],
+    ] {
+        let o = burn_with(dir.path(), SQLITE, args);
+        assert_eq!(code(&o), 1, "{args:?}");
+        assert_eq!(
+            stderr(&o),
+            "burn: archive operations require RELAYBURN_STORAGE=file (got sqlite)\n",
+            "{args:?}"
+        );
+    }
+    assert!(!dir.path().join("archive.sqlite").exists());
+}
+
+#[test]
+fn unknown_and_reserved_backends_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = burn_with(
+        dir.path(),
+        &[("RELAYBURN_STORAGE", "mysql")],
+        &["query", "turns"],
+    );
+    assert_eq!(code(&o), 1);
+    assert_eq!(
+        stderr(&o),
+        "burn: unsupported RELAYBURN_STORAGE=\"mysql\" (expected file, sqlite, postgres, or http)\n"
+    );
+    for kind in ["postgres", "http"] {
+        let o = burn_with(
+            dir.path(),
+            &[("RELAYBURN_STORAGE", kind)],
+            &["state", "status"],
+        );
+        assert_eq!(code(&o), 1);
+        assert_eq!(
+            stderr(&o),
+            format!("burn: RELAYBURN_STORAGE={kind} is not supported in this build\n")
+        );
+    }
+}
+
+#[test]
+fn sqlite_path_variable_moves_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("elsewhere/x.sqlite");
+    let env = [
+        ("RELAYBURN_STORAGE", "sqlite"),
+        ("RELAYBURN_SQLITE_PATH", db.to_str().unwrap()),
+    ];
+    let o = burn_with(dir.path(), &env, &["stamp", "--session", "s", "k=v"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(db.exists());
+    assert!(!dir.path().join("burn.sqlite").exists());
+}
+
+#[test]
+fn state_copy_moves_a_home_into_sqlite_and_is_idempotent() {
+    let dir = demo_home();
+    let home = dir.path().join("home");
+    let file_turns = stdout(&burn_with(
+        &home,
+        &[],
+        &["query", "turns", "--from", "ledger"],
+    ));
+    assert!(file_turns.lines().count() > 10);
+    let o = burn_with(&home, &[], &["state", "copy", "--to", "sqlite", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let r = json_out(&o);
+    assert_eq!(r.get("complete").unwrap().as_bool(), Some(true));
+    let added = |r: &Value| -> f64 {
+        r.get("records")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.get("added").unwrap().as_f64().unwrap())
+            .sum()
+    };
+    assert!(added(&r) > 10.0);
+    let sqlite_turns = stdout(&burn_with(&home, SQLITE, &["query", "turns"]));
+    assert_eq!(sqlite_turns, file_turns);
+    // Again: nothing added, still complete.
+    let o = burn_with(&home, &[], &["state", "copy", "--to", "sqlite", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(added(&json_out(&o)), 0.0);
+    // Copying a backend onto itself is refused.
+    let o = burn_with(&home, SQLITE, &["state", "copy", "--to", "sqlite"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("already sqlite storage"),
+        "{}",
+        stderr(&o)
+    );
+}

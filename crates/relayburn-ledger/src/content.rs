@@ -28,6 +28,23 @@ pub struct ContentAppendSummary {
 }
 
 impl ContentAppendSummary {
+    /// The session a record belongs to, or `None` after counting it as
+    /// missing one (skipped silently) or as unsafe (warned about).
+    pub(crate) fn session_of<'a>(&mut self, r: &'a Value) -> Option<&'a str> {
+        let sid = match r.get("sessionId") {
+            Some(v) if v.is_truthy() => v,
+            _ => {
+                self.missing_session += 1;
+                return None;
+            }
+        };
+        let valid = sid.as_str().filter(|s| is_valid_session_id(s));
+        if valid.is_none() {
+            self.invalid_session_ids.push(sid.to_json());
+        }
+        valid
+    }
+
     /// The warnings the reference prints for this batch.
     pub fn warnings(&self) -> impl Iterator<Item = String> + '_ {
         self.invalid_session_ids
@@ -56,6 +73,21 @@ impl PruneResult {
                 Value::Number(self.skipped_recoverable as f64),
             ),
         ])
+    }
+}
+
+impl PruneResult {
+    /// Count one session's outcome: `Some(Some(bytes))` deleted,
+    /// `Some(None)` kept as recoverable, `None` left (too recent, gone).
+    pub(crate) fn tally(&mut self, outcome: Option<Option<u64>>) {
+        match outcome {
+            Some(Some(bytes)) => {
+                self.files_deleted += 1;
+                self.bytes_freed += bytes;
+            }
+            Some(None) => self.skipped_recoverable += 1,
+            None => {}
+        }
     }
 }
 
@@ -90,15 +122,7 @@ impl Ledger {
         let mut summary = ContentAppendSummary::default();
         let mut groups: Vec<(String, Vec<String>)> = Vec::new();
         for r in &records {
-            let sid = match r.get("sessionId") {
-                Some(v) if v.is_truthy() => v,
-                _ => {
-                    summary.missing_session += 1;
-                    continue;
-                }
-            };
-            let Some(sid) = sid.as_str().filter(|s| is_valid_session_id(s)) else {
-                summary.invalid_session_ids.push(sid.to_json());
+            let Some(sid) = summary.session_of(r) else {
                 continue;
             };
             let line = r.to_json();
@@ -235,14 +259,7 @@ impl Ledger {
                 }
                 Ok(std::fs::remove_file(&path).ok().map(|()| Some(meta.len())))
             })?;
-            match outcome {
-                Some(Some(size)) => {
-                    result.files_deleted += 1;
-                    result.bytes_freed += size;
-                }
-                Some(None) => result.skipped_recoverable += 1,
-                None => {}
-            }
+            result.tally(outcome);
         }
         Ok(result)
     }

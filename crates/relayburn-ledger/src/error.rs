@@ -49,6 +49,31 @@ pub enum Error {
     /// worker thread that died.
     #[error("internal error: {0}")]
     Internal(String),
+    /// `RELAYBURN_STORAGE` holds a name no implementation knows.
+    #[error("unsupported RELAYBURN_STORAGE={0} (expected file, sqlite, postgres, or http)")]
+    UnknownStorage(String),
+    /// A storage kind the reference reserves but this build lacks.
+    #[error("RELAYBURN_STORAGE={0} is not supported in this build")]
+    StorageNotSupported(&'static str),
+    /// An archive operation while another storage backend is selected.
+    #[error("archive operations require RELAYBURN_STORAGE=file (got {0})")]
+    ArchiveNeedsFileStorage(&'static str),
+    /// A `burn.sqlite` migrated by a newer release.
+    #[error("sqlite store is at schema version {found} but this build only knows up to {known}; please upgrade @relayburn/ledger")]
+    StoreSchemaTooNew { found: i64, known: i64 },
+    /// A named lock of the SQLite store stayed taken for the whole budget.
+    #[error("could not acquire sqlite lock '{name}' after {attempts} attempts (~{budget_ms}ms)")]
+    StoreLockTimeout {
+        name: String,
+        attempts: u32,
+        budget_ms: u64,
+    },
+    #[error("sqlite store {path}: {source}")]
+    Store {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
     #[error("archive {path}: {source}")]
     Sqlite {
         path: PathBuf,

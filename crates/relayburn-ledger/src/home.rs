@@ -81,6 +81,10 @@ impl LedgerHome {
     pub fn archive(&self) -> PathBuf {
         self.root.join("archive.sqlite")
     }
+    /// The SQLite storage backend's default store.
+    pub fn sqlite_store(&self) -> PathBuf {
+        self.root.join("burn.sqlite")
+    }
     pub fn cursors(&self) -> PathBuf {
         self.root.join("cursors.json")
     }
@@ -114,6 +118,10 @@ pub struct Env {
     pub content_store: Option<String>,
     /// `RELAYBURN_CONTENT_TTL_DAYS`.
     pub content_ttl_days: Option<String>,
+    /// `RELAYBURN_STORAGE`: which storage backend (`file` when unset).
+    pub storage: Option<String>,
+    /// `RELAYBURN_SQLITE_PATH`: where the `sqlite` backend keeps its store.
+    pub sqlite_path: Option<std::ffi::OsString>,
 }
 
 impl Env {
@@ -125,9 +133,115 @@ impl Env {
             home: std::env::var_os("HOME"),
             content_store: text("RELAYBURN_CONTENT_STORE"),
             content_ttl_days: text("RELAYBURN_CONTENT_TTL_DAYS"),
+            storage: text("RELAYBURN_STORAGE"),
+            sqlite_path: std::env::var_os("RELAYBURN_SQLITE_PATH"),
         }
     }
 
+    /// The storage backend these variables select, with the reference's
+    /// messages for reserved and unknown names.
+    pub fn storage_kind(&self) -> Result<StorageKind> {
+        match self.storage.as_deref() {
+            None => Ok(StorageKind::File),
+            Some(raw) => StorageKind::parse(raw).ok_or_else(|| {
+                let mut quoted = String::new();
+                crate::json::write_str(&mut quoted, raw);
+                Error::UnknownStorage(quoted)
+            }),
+        }
+    }
+
+    /// The selected backend and where it keeps its data: the SQLite store
+    /// is `RELAYBURN_SQLITE_PATH` when set and non-empty, else
+    /// `<home>/burn.sqlite`.
+    pub fn storage(&self) -> Result<Storage> {
+        self.storage_at(self.ledger_home()?)
+    }
+
+    /// [`storage`](Env::storage) for an explicit home (`burn --home`).
+    pub fn storage_at(&self, home: LedgerHome) -> Result<Storage> {
+        let sqlite_path = match self.sqlite_path.as_ref().filter(|p| !p.is_empty()) {
+            Some(p) => PathBuf::from(p),
+            None => home.sqlite_store(),
+        };
+        Ok(Storage {
+            kind: self.storage_kind()?,
+            home,
+            sqlite_path,
+        })
+    }
+}
+
+/// The storage backends the reference names (`RELAYBURN_STORAGE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StorageKind {
+    File,
+    Sqlite,
+    Postgres,
+    Http,
+}
+
+impl StorageKind {
+    pub const ALL: [StorageKind; 4] = [
+        StorageKind::File,
+        StorageKind::Sqlite,
+        StorageKind::Postgres,
+        StorageKind::Http,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageKind::File => "file",
+            StorageKind::Sqlite => "sqlite",
+            StorageKind::Postgres => "postgres",
+            StorageKind::Http => "http",
+        }
+    }
+
+    /// Exact, case-sensitive names, as the reference compares them.
+    pub fn parse(s: &str) -> Option<StorageKind> {
+        StorageKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A resolved storage selection: the backend and its locations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Storage {
+    pub kind: StorageKind,
+    pub home: LedgerHome,
+    /// The SQLite store's file (used when `kind` is `Sqlite`).
+    pub sqlite_path: PathBuf,
+}
+
+impl Storage {
+    /// File storage at `home`.
+    pub fn file(home: LedgerHome) -> Storage {
+        Storage {
+            kind: StorageKind::File,
+            sqlite_path: home.sqlite_store(),
+            home,
+        }
+    }
+
+    /// SQLite storage at `home`, its store at `<home>/burn.sqlite`.
+    pub fn sqlite(home: LedgerHome) -> Storage {
+        Storage {
+            kind: StorageKind::Sqlite,
+            sqlite_path: home.sqlite_store(),
+            home,
+        }
+    }
+
+    /// Archive operations exist only over file storage.
+    pub fn require_file(&self) -> Result<()> {
+        match self.kind {
+            StorageKind::File => Ok(()),
+            k => Err(Error::ArchiveNeedsFileStorage(k.as_str())),
+        }
+    }
+}
+
+impl Env {
     /// The home these variables select (see [`LedgerHome::resolve`]).
     pub fn ledger_home(&self) -> Result<LedgerHome> {
         LedgerHome::resolve(self.relayburn_home.clone(), self.home.clone())
@@ -186,6 +300,37 @@ mod tests {
         assert_eq!(
             h.content_file("abc").unwrap(),
             PathBuf::from("/h/content/abc.jsonl")
+        );
+    }
+
+    #[test]
+    fn storage_selection_follows_the_reference() {
+        let env = |s: Option<&str>, p: Option<&str>| Env {
+            relayburn_home: Some("/h".into()),
+            storage: s.map(str::to_string),
+            sqlite_path: p.map(Into::into),
+            ..Env::default()
+        };
+        let st = env(None, None).storage().unwrap();
+        assert_eq!(st.kind, StorageKind::File);
+        assert_eq!(st.sqlite_path, PathBuf::from("/h/burn.sqlite"));
+        let st = env(Some("sqlite"), Some("/db/x.sqlite")).storage().unwrap();
+        assert_eq!(st.kind, StorageKind::Sqlite);
+        assert_eq!(st.sqlite_path, PathBuf::from("/db/x.sqlite"));
+        let st = env(Some("sqlite"), Some("")).storage().unwrap();
+        assert_eq!(st.sqlite_path, PathBuf::from("/h/burn.sqlite"));
+        assert_eq!(
+            env(Some("SQLite"), None).storage().unwrap_err().to_string(),
+            r#"unsupported RELAYBURN_STORAGE="SQLite" (expected file, sqlite, postgres, or http)"#
+        );
+        assert_eq!(
+            env(Some(""), None).storage().unwrap_err().to_string(),
+            r#"unsupported RELAYBURN_STORAGE="" (expected file, sqlite, postgres, or http)"#
+        );
+        let pg = env(Some("postgres"), None).storage().unwrap();
+        assert_eq!(
+            pg.require_file().unwrap_err().to_string(),
+            "archive operations require RELAYBURN_STORAGE=file (got postgres)"
         );
     }
 

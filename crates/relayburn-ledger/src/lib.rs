@@ -21,14 +21,16 @@ pub mod query;
 pub mod records;
 pub mod rewrite;
 pub mod state;
+pub mod store;
 pub mod sys;
 pub mod time;
 pub mod writer;
 
 pub use error::{Error, Result};
-pub use home::{Env, LedgerHome};
+pub use home::{Env, LedgerHome, Storage, StorageKind};
 pub use json::{JsString, Object, Value};
 pub use ledger::Ledger;
 pub use query::Query;
 pub use records::Kind;
 pub use state::check;
+pub use store::{SqliteStore, Store};

@@ -58,7 +58,7 @@ impl Query {
 
 /// A query with its strings prepared for JavaScript comparisons.
 #[derive(Debug, Clone)]
-struct Filters {
+pub(crate) struct Filters {
     since: Option<JsString>,
     until: Option<JsString>,
     project: Option<String>,
@@ -72,7 +72,7 @@ fn truthy(s: &Option<String>) -> Option<&String> {
 }
 
 impl Filters {
-    fn new(q: &Query) -> Filters {
+    pub(crate) fn new(q: &Query) -> Filters {
         Filters {
             since: truthy(&q.since).map(|s| JsString::from(s.as_str())),
             until: truthy(&q.until).map(|s| JsString::from(s.as_str())),
@@ -294,7 +294,7 @@ fn user_turn_passes(r: &Value, f: &Filters) -> bool {
 
 /// Every stamp of the ledger, in application order, indexed by what their
 /// selector can match so a turn only meets the stamps that may apply.
-struct Stamps {
+pub(crate) struct Stamps {
     list: Vec<(Value, Object)>,
     by_session: HashMap<String, Vec<usize>>,
     by_message: HashMap<String, Vec<usize>>,
@@ -327,13 +327,20 @@ impl Stamps {
             found.push((ts, selector, enrichment));
         }
         found.sort_by(|a, b| a.0.js_cmp(&b.0));
+        Ok(Stamps::from_ordered(
+            found.into_iter().map(|(_, sel, enr)| (sel, enr)),
+        ))
+    }
+
+    /// Stamps already in application order, as `(selector, enrichment)`.
+    pub(crate) fn from_ordered(found: impl IntoIterator<Item = (Value, Object)>) -> Stamps {
         let mut s = Stamps {
-            list: Vec::with_capacity(found.len()),
+            list: Vec::new(),
             by_session: HashMap::new(),
             by_message: HashMap::new(),
             general: Vec::new(),
         };
-        for (i, (_, selector, enrichment)) in found.into_iter().enumerate() {
+        for (i, (selector, enrichment)) in found.into_iter().enumerate() {
             let key = |k: &str| -> Option<Option<String>> {
                 let v = selector.get(k)?;
                 Some(v.as_js_string().map(|s| s.to_lossy().into_owned()))
@@ -345,7 +352,7 @@ impl Stamps {
             }
             s.list.push((selector, enrichment));
         }
-        Ok(s)
+        s
     }
 
     /// The enrichment of `turn`: matching stamps applied in order, later
@@ -393,22 +400,40 @@ impl Iterator for Turns {
                 Ok(v) => v,
                 Err(e) => return Some(Err(e)),
             };
-            let Some(mut rec) = take_record(line, Kind::Turn) else {
+            let Some(rec) = take_record(line, Kind::Turn) else {
                 continue;
             };
-            if !self.filters.turn_without_enrichment(&rec) {
-                continue;
+            if let Some(t) = enrich_turn(rec, &self.stamps, &self.filters) {
+                return Some(Ok(t));
             }
-            let enrichment = self.stamps.fold(&rec);
-            if !self.filters.enrichment_matches(&enrichment) {
-                continue;
-            }
-            if let Some(o) = rec.as_object_mut() {
-                // `{...record, enrichment}`: appended, or replaced in place.
-                o.insert("enrichment", Value::Object(enrichment));
-            }
-            return Some(Ok(rec));
         }
+    }
+}
+
+/// A turn record with its folded `enrichment`, when it passes `filters`.
+pub(crate) fn enrich_turn(mut rec: Value, stamps: &Stamps, filters: &Filters) -> Option<Value> {
+    if !filters.turn_without_enrichment(&rec) {
+        return None;
+    }
+    let enrichment = stamps.fold(&rec);
+    if !filters.enrichment_matches(&enrichment) {
+        return None;
+    }
+    if let Some(o) = rec.as_object_mut() {
+        // `{...record, enrichment}`: appended, or replaced in place.
+        o.insert("enrichment", Value::Object(enrichment));
+    }
+    Some(rec)
+}
+
+/// The reference's filter for a record of `kind` (not turns, not stamps).
+pub(crate) fn passes(kind: Kind, rec: &Value, filters: &Filters) -> bool {
+    match kind {
+        Kind::Compaction => compaction_passes(rec, filters),
+        Kind::Relationship => relationship_passes(rec, filters),
+        Kind::ToolResultEvent => tool_result_event_passes(rec, filters),
+        Kind::UserTurn => user_turn_passes(rec, filters),
+        Kind::Turn | Kind::Stamp => true,
     }
 }
 

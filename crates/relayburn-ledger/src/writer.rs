@@ -78,19 +78,11 @@ impl Ledger {
         if records.is_empty() {
             return Ok(0);
         }
-        let mut ids = Vec::with_capacity(records.len());
-        for (i, r) in records.iter().enumerate() {
-            match record_id(kind, r) {
-                Some(Ok(h)) => ids.push(h),
-                Some(Err(e)) => {
-                    return Err(Error::invalid(
-                        format!("records[{i}]"),
-                        format!("{} record {i}: {e}", kind.as_str()),
-                    ))
-                }
-                None => return Err(Error::Internal("stamps have no record id".into())),
-            }
-        }
+        let ids = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| id_of(kind, i, r))
+            .collect::<Result<Vec<_>>>()?;
         self.with_lock(LEDGER_LOCK, || {
             let mut st = self.index_state();
             st.sync(self.home())?;
@@ -179,22 +171,7 @@ impl Ledger {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stamp(&self, selector: Value, enrichment: Value) -> Result<Value> {
-        let has_field = selector.as_object().is_some_and(|o| {
-            o.contains_key("sessionId") || o.contains_key("messageId") || o.contains_key("range")
-        });
-        if !has_field {
-            return Err(Error::invalid(
-                "selector",
-                "stamp requires at least one selector field (sessionId, messageId, or range)",
-            ));
-        }
-        let mut line = Object::new();
-        line.insert("v", Value::Number(1.0));
-        line.insert("kind", Value::str("stamp"));
-        line.insert("ts", Value::String(JsString::from(now_iso())));
-        line.insert("selector", selector);
-        line.insert("enrichment", enrichment);
-        let line = Value::Object(line);
+        let line = stamp_line(selector, enrichment)?;
         self.append_stamp(&line)?;
         Ok(line)
     }
@@ -216,10 +193,7 @@ impl Ledger {
                 Ok(())
             });
         };
-        let rel_id = match record_id(Kind::Relationship, &rel) {
-            Some(Ok(h)) => h,
-            _ => return Err(Error::invalid("line", "unhashable relationship")),
-        };
+        let rel_id = id_of(Kind::Relationship, 0, &rel)?;
         self.with_lock(LEDGER_LOCK, || {
             let mut st = self.index_state();
             st.sync(self.home())?;
@@ -324,10 +298,44 @@ impl Ledger {
     }
 }
 
+/// The id hash of record `i` of a batch of `kind`; an error naming it
+/// when it cannot be hashed.
+pub(crate) fn id_of(kind: Kind, i: usize, r: &Value) -> Result<Hash16> {
+    match record_id(kind, r) {
+        Some(Ok(h)) => Ok(h),
+        Some(Err(e)) => Err(Error::invalid(
+            format!("records[{i}]"),
+            format!("{} record {i}: {e}", kind.as_str()),
+        )),
+        None => Err(Error::Internal("stamps have no record id".into())),
+    }
+}
+
+/// The stamp line for `selector` and `enrichment`, stamped now; the
+/// selector needs at least one of `sessionId`, `messageId`, `range`.
+pub(crate) fn stamp_line(selector: Value, enrichment: Value) -> Result<Value> {
+    let has_field = selector.as_object().is_some_and(|o| {
+        o.contains_key("sessionId") || o.contains_key("messageId") || o.contains_key("range")
+    });
+    if !has_field {
+        return Err(Error::invalid(
+            "selector",
+            "stamp requires at least one selector field (sessionId, messageId, or range)",
+        ));
+    }
+    let mut line = Object::new();
+    line.insert("v", Value::Number(1.0));
+    line.insert("kind", Value::str("stamp"));
+    line.insert("ts", Value::String(JsString::from(now_iso())));
+    line.insert("selector", selector);
+    line.insert("enrichment", enrichment);
+    Ok(Value::Object(line))
+}
+
 /// The relationship a `sessionId` stamp with a `parentAgentId` implies:
 /// `{v, source, sessionId, relatedSessionId, relationshipType, ts, agentId?}`
 /// in that key order.
-fn spawn_env_relationship(line: &Value) -> Option<Value> {
+pub(crate) fn spawn_env_relationship(line: &Value) -> Option<Value> {
     let session = line.get("selector")?.get("sessionId")?.as_js_string()?;
     if session.utf16_len() == 0 {
         return None;

@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::ops::{compare_result, records, short};
+
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
@@ -34,13 +36,6 @@ fn is_archive_step(step: &Value) -> bool {
         Some("query") => step.get("from").and_then(Value::as_str) == Some("archive"),
         _ => false,
     }
-}
-
-fn records(step: &Value) -> Vec<Value> {
-    step.get("records")
-        .and_then(Value::as_array)
-        .map(<[Value]>::to_vec)
-        .unwrap_or_default()
 }
 
 fn collect(it: impl Iterator<Item = relayburn_ledger::Result<Value>>) -> Result<Value, String> {
@@ -121,18 +116,6 @@ fn run_step(ledger: &Ledger, step: &Value) -> Option<Result<Value, String>> {
     })
 }
 
-fn short(s: &str) -> String {
-    if s.len() > 400 {
-        let mut end = 400;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}…", &s[..end])
-    } else {
-        s.to_string()
-    }
-}
-
 /// Compare two files byte for byte; describe the first differing line.
 fn compare_file(name: &str, want: Option<Vec<u8>>, got: Option<Vec<u8>>) -> Option<String> {
     match (want, got) {
@@ -163,36 +146,6 @@ fn compare_file(name: &str, want: Option<Vec<u8>>, got: Option<Vec<u8>>) -> Opti
             ))
         }
     }
-}
-
-/// Compare results as JSON values and, stricter, in key order too.
-fn compare_result(i: usize, op: &str, want: &Value, got: &Value) -> Option<String> {
-    if want == got && want.to_json() == got.to_json() {
-        return None;
-    }
-    if let (Value::Array(w), Value::Array(g)) = (want, got) {
-        if w.len() != g.len() {
-            return Some(format!(
-                "step {i} ({op}): {} items, reference has {}",
-                g.len(),
-                w.len()
-            ));
-        }
-        for (j, (a, b)) in w.iter().zip(g).enumerate() {
-            if a != b || a.to_json() != b.to_json() {
-                return Some(format!(
-                    "step {i} ({op}) item {j} differs\n  want: {}\n  got:  {}",
-                    short(&a.to_json()),
-                    short(&b.to_json())
-                ));
-            }
-        }
-    }
-    Some(format!(
-        "step {i} ({op}) differs\n  want: {}\n  got:  {}",
-        short(&want.to_json()),
-        short(&got.to_json())
-    ))
 }
 
 fn read_opt(p: &Path) -> Option<Vec<u8>> {

@@ -12,6 +12,7 @@ pub mod lock;
 pub mod matrix;
 pub mod query;
 pub mod rebuild;
+pub mod sqlite_store;
 
 use std::fmt::Write as _;
 use std::io::Write as _;

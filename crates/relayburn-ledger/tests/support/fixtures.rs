@@ -1,5 +1,4 @@
 //! Where the reference's fixtures are, and skipping without them.
-
 use std::path::PathBuf;
 
 /// The `shared/` directory holding `fixtures/` (the reference's outputs):

@@ -1,13 +1,15 @@
 //! The one support module of the integration tests: record builders
 //! (here), the reference's fixtures (`fixtures`), archive dumps and temporary
 //! homes (`archive`), the reliability workload and audits (`reliability`),
-//! and child processes in a role (`role`). Each test binary compiles all of
+//! child processes in a role (`role`), and the replays of the
+//! reference's `ops/` scripts (`ops`). Each test binary compiles all of
 //! it and uses what it needs.
 #![allow(dead_code)]
 
 pub mod archive;
 #[macro_use]
 pub mod fixtures;
+pub mod ops;
 pub mod reliability;
 pub mod role;
 

@@ -1,0 +1,236 @@
+//! The storage seam (SPEC §8): every operation the reference's
+//! `StorageAdapter` offers, behind one trait, so callers work the same on
+//! file storage (`ledger.jsonl` and its sidecars, [`Ledger`]) and on the
+//! SQLite store (`burn.sqlite`, [`SqliteStore`]).
+//!
+//! [`open`] picks the backend a [`Storage`] selection names (see
+//! [`crate::Env::storage`]); a backend is added by implementing [`Store`]
+//! and naming it there.
+
+pub mod copy;
+pub mod sqlite;
+
+use std::time::Duration;
+
+use crate::content::{ContentAppendSummary, IsRecoverable, PruneResult};
+use crate::error::{Error, Result};
+use crate::home::{Storage, StorageKind};
+use crate::json::Value;
+use crate::ledger::Ledger;
+use crate::query::Query;
+use crate::records::{line_kind, Kind};
+
+pub use sqlite::SqliteStore;
+
+/// Records streamed out of a store, in the store's order.
+pub type Records<'a> = Box<dyn Iterator<Item = Result<Value>> + 'a>;
+
+/// One storage backend: the reference's `StorageAdapter`, synchronous.
+///
+/// Appends dedup on the SPEC §4 id hashes; queries apply the §5 filters
+/// and fold stamps onto turns; content is kept per session. A store is
+/// shared between threads, and other processes (TypeScript ones included)
+/// may work on the same data at the same time.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Which backend this is.
+    fn kind(&self) -> StorageKind;
+
+    /// Append records of one kind (not stamps); returns how many were new.
+    fn append_records(&self, kind: Kind, records: Vec<Value>) -> Result<usize>;
+
+    /// Append a stamp line exactly as given, with the spawn-env
+    /// relationship it implies (SPEC §4).
+    fn append_stamp(&self, line: &Value) -> Result<()>;
+
+    /// Append content records, each to its session.
+    fn append_content(&self, records: Vec<Value>) -> Result<ContentAppendSummary>;
+
+    /// Turns passing `q`, each with its folded `enrichment`.
+    fn query_turns(&self, q: &Query) -> Result<Records<'_>>;
+
+    /// Records of `kind` passing `q`; turns come with their enrichment.
+    fn query_records(&self, kind: Kind, q: &Query) -> Result<Records<'_>>;
+
+    /// Every record and stamp as a ledger line (`{"v":1,"kind":K,"record":…}`,
+    /// stamps as written), in the store's order: the ledger's for file
+    /// storage; for SQLite each table in rowid order, then the stamps in
+    /// the order they were written.
+    fn entries(&self) -> Result<Records<'_>>;
+
+    /// A session's content records, optionally one message's.
+    fn read_content(&self, session_id: &str, message_id: Option<&str>) -> Result<Vec<Value>>;
+
+    /// Sessions that hold content, sorted.
+    fn list_content_session_ids(&self) -> Result<Vec<String>>;
+
+    /// What [`prune_content`](Store::prune_content) would delete now, as
+    /// `(sessionId, size)`, sorted; reads only.
+    fn prune_candidates(&self, older_than: Duration) -> Result<Vec<(String, u64)>>;
+
+    /// Delete the content of sessions last written at or before
+    /// `now - older_than`, keeping those `is_recoverable` vouches for.
+    fn prune_content(
+        &self,
+        older_than: Duration,
+        is_recoverable: Option<IsRecoverable<'_>>,
+    ) -> Result<PruneResult>;
+
+    /// Run `f` holding the named cross-process lock (re-entrant per
+    /// thread). Use [`with_lock`](trait.Store.html#method.with_lock) for a
+    /// typed result.
+    fn with_lock_dyn(&self, name: &str, f: &mut dyn FnMut() -> Result<()>) -> Result<()>;
+
+    /// The file ledger behind this store, for what only file storage has
+    /// (index files, the archive, rewrites).
+    fn as_file(&self) -> Option<&Ledger> {
+        None
+    }
+
+    /// The SQLite store behind this store, for its status and checks.
+    fn as_sqlite(&self) -> Option<&SqliteStore> {
+        None
+    }
+
+    /// Record enrichment for the turns `selector` picks, stamped now.
+    fn stamp(&self, selector: Value, enrichment: Value) -> Result<Value> {
+        let line = crate::writer::stamp_line(selector, enrichment)?;
+        self.append_stamp(&line)?;
+        Ok(line)
+    }
+
+    fn append_turns(&self, records: Vec<Value>) -> Result<usize> {
+        self.append_records(Kind::Turn, records)
+    }
+    fn append_compactions(&self, records: Vec<Value>) -> Result<usize> {
+        self.append_records(Kind::Compaction, records)
+    }
+    fn append_relationships(&self, records: Vec<Value>) -> Result<usize> {
+        self.append_records(Kind::Relationship, records)
+    }
+    fn append_tool_result_events(&self, records: Vec<Value>) -> Result<usize> {
+        self.append_records(Kind::ToolResultEvent, records)
+    }
+    fn append_user_turns(&self, records: Vec<Value>) -> Result<usize> {
+        self.append_records(Kind::UserTurn, records)
+    }
+}
+
+impl dyn Store + '_ {
+    /// Run `f` holding lock `name`, returning its result.
+    pub fn with_lock<T>(&self, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let mut f = Some(f);
+        let mut out = None;
+        self.with_lock_dyn(name, &mut || {
+            if let Some(f) = f.take() {
+                out = Some(f()?);
+            }
+            Ok(())
+        })?;
+        out.ok_or_else(|| Error::InvalidInput(format!("lock {name}: the body did not run")))
+    }
+
+    /// Archive operations need file storage; the reference's error otherwise.
+    pub fn require_file(&self) -> Result<&Ledger> {
+        self.as_file()
+            .ok_or(Error::ArchiveNeedsFileStorage(self.kind().as_str()))
+    }
+}
+
+/// Open the backend `storage` selects. `postgres` and `http` are refused
+/// as the reference refuses them.
+pub fn open(storage: &Storage) -> Result<Box<dyn Store>> {
+    open_observed(storage, None)
+}
+
+/// [`open`], reporting the waits for a lockfile to `on_lock_wait` (file
+/// storage; the SQLite store's locks are rows).
+pub fn open_observed(
+    storage: &Storage,
+    on_lock_wait: Option<crate::lock::WaitObserver>,
+) -> Result<Box<dyn Store>> {
+    match storage.kind {
+        StorageKind::File => {
+            let ledger = Ledger::open(storage.home.clone())?;
+            Ok(Box::new(match on_lock_wait {
+                Some(f) => ledger.on_lock_wait(f),
+                None => ledger,
+            }))
+        }
+        StorageKind::Sqlite => Ok(Box::new(SqliteStore::open(&storage.sqlite_path)?)),
+        k @ (StorageKind::Postgres | StorageKind::Http) => {
+            Err(Error::StorageNotSupported(k.as_str()))
+        }
+    }
+}
+
+impl Store for Ledger {
+    fn kind(&self) -> StorageKind {
+        StorageKind::File
+    }
+
+    fn append_records(&self, kind: Kind, records: Vec<Value>) -> Result<usize> {
+        Ledger::append_records(self, kind, records)
+    }
+
+    fn append_stamp(&self, line: &Value) -> Result<()> {
+        Ledger::append_stamp(self, line)
+    }
+
+    fn append_content(&self, records: Vec<Value>) -> Result<ContentAppendSummary> {
+        Ledger::append_content(self, records)
+    }
+
+    fn query_turns(&self, q: &Query) -> Result<Records<'_>> {
+        Ok(Box::new(Ledger::query_turns(self, q)?))
+    }
+
+    fn query_records(&self, kind: Kind, q: &Query) -> Result<Records<'_>> {
+        Ok(match kind {
+            Kind::Turn => Box::new(Ledger::query_turns(self, q)?),
+            Kind::Compaction => Box::new(self.query_compactions(q)?),
+            Kind::Relationship => Box::new(self.query_relationships(q)?),
+            Kind::ToolResultEvent => Box::new(self.query_tool_result_events(q)?),
+            Kind::UserTurn => Box::new(self.query_user_turns(q)?),
+            Kind::Stamp => return Err(Error::InvalidInput("stamps are not queried".into())),
+        })
+    }
+
+    fn entries(&self) -> Result<Records<'_>> {
+        Ok(Box::new(self.lines()?.filter(|l| match l {
+            Ok(line) => match line_kind(line) {
+                Some(Kind::Stamp) => true,
+                Some(_) => line.get("record").is_some_and(|r| r.as_object().is_some()),
+                None => false,
+            },
+            Err(_) => true,
+        })))
+    }
+
+    fn read_content(&self, session_id: &str, message_id: Option<&str>) -> Result<Vec<Value>> {
+        Ledger::read_content(self, session_id, message_id)
+    }
+
+    fn list_content_session_ids(&self) -> Result<Vec<String>> {
+        Ledger::list_content_session_ids(self)
+    }
+
+    fn prune_candidates(&self, older_than: Duration) -> Result<Vec<(String, u64)>> {
+        Ledger::prune_candidates(self, older_than)
+    }
+
+    fn prune_content(
+        &self,
+        older_than: Duration,
+        is_recoverable: Option<IsRecoverable<'_>>,
+    ) -> Result<PruneResult> {
+        Ledger::prune_content(self, older_than, is_recoverable)
+    }
+
+    fn with_lock_dyn(&self, name: &str, f: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        Ledger::with_lock(self, name, f)
+    }
+
+    fn as_file(&self) -> Option<&Ledger> {
+        Some(self)
+    }
+}
