@@ -7,11 +7,12 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use relayburn_bench::gen::{self, GenOptions, StampMix};
+
 /// The allocator `burn` uses, so that rebuild figures are the command's.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use relayburn_bench::run::{
-    append, child, incremental, lock, matrix, query, rebuild, sqlite_store, ShapeArgs,
+    append, child, incremental, lock, matrix, query, rebuild, sqlite_store, team, ShapeArgs,
 };
 
 #[derive(Parser)]
@@ -53,6 +54,8 @@ enum RunCommand {
     Query(query::QueryArgs),
     /// Lock acquire+release, alone and with contending processes.
     Lock(lock::LockArgs),
+    /// Team ledger: push vs plain COPY, tail push, team query by session.
+    Team(team::TeamArgs),
     /// The SQLite storage backend: 100-turn appends and session queries
     /// on a store holding a million turns.
     SqliteStore(sqlite_store::SqliteStoreArgs),
@@ -96,6 +99,7 @@ fn main() -> anyhow::Result<()> {
             RunCommand::Append(a) => append::run_append(a),
             RunCommand::Query(a) => query::run_query(a),
             RunCommand::Lock(a) => lock::run_lock(a),
+            RunCommand::Team(a) => team::run_team(a),
             RunCommand::SqliteStore(a) => sqlite_store::run_sqlite_store(a),
         },
         Command::Child(c) => child::run(c),

@@ -35,7 +35,7 @@ pub enum Command {
 
     /// Print ledger records as JSON Lines.
     #[command(
-        after_help = "Examples:\n  burn query turns --since 7d\n  burn query turns --session 0b1c2d3e --from archive\n  burn query turns --enrich workflowId=wf-1\n  burn query tool-result-events --source codex --since 2026-05-01"
+        after_help = "Examples:\n  burn query turns --since 7d\n  burn query turns --session 0b1c2d3e --from archive\n  burn query turns --since 7d --from postgres --machine laptop-1\n  burn query turns --enrich workflowId=wf-1\n  burn query tool-result-events --source codex --since 2026-05-01"
     )]
     Query(QueryArgs),
 
@@ -44,6 +44,12 @@ pub enum Command {
         after_help = "Examples:\n  burn stamp --session 0b1c2d3e workflowId=wf-1 persona=reviewer\n  burn stamp --message msg_01abc tier=pinned\n  burn stamp --from-ts 2026-01-01T00:00:00Z --to-ts 2026-01-31T23:59:59Z sprint=s9"
     )]
     Stamp(StampArgs),
+
+    /// Copy what is new in this home into a shared PostgreSQL team ledger.
+    #[command(
+        after_help = "The server comes from --to or $RELAYBURN_POSTGRES_URL (prefer the variable:\na password on the command line is visible to other users). Safe to\ninterrupt and run again: records are stored once, and the push resumes\nafter the last committed batch.\n\nExamples:\n  RELAYBURN_POSTGRES_URL=postgres://me@db.internal/burn?sslmode=verify-full burn push\n  burn push --to postgres://me@localhost/burn --json"
+    )]
+    Push(PushArgs),
 
     /// Rebuild the archive and show the state, on your home or a demo one.
     #[command(
@@ -68,6 +74,10 @@ pub enum StateCommand {
     Status {
         #[arg(long)]
         json: bool,
+        /// Also show every machine's last push to this team ledger
+        /// (default $RELAYBURN_POSTGRES_URL).
+        #[arg(long, value_name = "URL")]
+        postgres: Option<String>,
     },
     /// Rebuild derived artifacts: index, archive, or all.
     Rebuild(RebuildArgs),
@@ -192,6 +202,8 @@ pub enum From {
     Auto,
     Archive,
     Ledger,
+    /// The team ledger (--postgres or $RELAYBURN_POSTGRES_URL).
+    Postgres,
 }
 
 #[derive(Debug, Args)]
@@ -217,6 +229,29 @@ pub struct QueryArgs {
     /// Where turns come from.
     #[arg(long, value_enum, default_value_t = From::Auto)]
     pub from: From,
+    /// With --from postgres: only records pushed by this machine.
+    #[arg(long, value_name = "ID")]
+    pub machine: Option<String>,
+    /// With --from postgres: the server (default $RELAYBURN_POSTGRES_URL).
+    #[arg(long, value_name = "URL")]
+    pub postgres: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// postgres://user:password@host:port/db?sslmode=… (default
+    /// $RELAYBURN_POSTGRES_URL).
+    #[arg(long, value_name = "URL")]
+    pub to: Option<String>,
+    /// Push as this machine (default $RELAYBURN_MACHINE_ID, else the id
+    /// generated once for this home).
+    #[arg(long, value_name = "ID")]
+    pub machine_id: Option<String>,
+    /// Records per transaction.
+    #[arg(long, value_name = "N", hide = true)]
+    pub batch_rows: Option<usize>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

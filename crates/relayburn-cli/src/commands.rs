@@ -12,9 +12,13 @@ use relayburn_ledger::state::status::StateStatus;
 use relayburn_ledger::store::{self, Store};
 use relayburn_ledger::{Env, Kind, Ledger, LedgerHome, Query, Storage, StorageKind};
 
+use relayburn_ledger::team::push::{Phase, PushObserver, PushProgress};
+use relayburn_ledger::team::query::TeamLedger;
+use relayburn_ledger::team::{PushOptions, Target};
+
 use crate::cli::{
-    ArchiveAction, Cli, Command, CopyTarget, DemoArgs, From, QueryArgs, QueryKind, RebuildTarget,
-    StampArgs, StateCommand,
+    ArchiveAction, Cli, Command, CopyTarget, DemoArgs, From, PushArgs, QueryArgs, QueryKind,
+    RebuildTarget, StampArgs, StateCommand,
 };
 use crate::format::{bytes, int, plural};
 use crate::progress::Progress;
@@ -40,6 +44,11 @@ impl Ctx {
     /// index files); the reference's error under another backend.
     fn ledger(&self) -> Result<&Ledger> {
         Ok(self.store.require_file()?)
+    }
+
+    /// The home's own files (`push.json`), whatever the backend.
+    fn home_ledger(&self) -> Result<Ledger> {
+        Ok(Ledger::open(self.home.clone())?)
     }
 
     /// `config.json` of the home, whatever the backend.
@@ -71,8 +80,8 @@ pub fn run(cli: Cli) -> Result<u8> {
     let ctx = open(cli.home, &env, cli.quiet)?;
     match cli.command {
         Command::State(s) => match s.command {
-            None => status(&ctx, s.json),
-            Some(StateCommand::Status { json }) => status(&ctx, json || s.json),
+            None => status(&ctx, s.json, None),
+            Some(StateCommand::Status { json, postgres }) => status(&ctx, json || s.json, postgres),
             Some(StateCommand::Rebuild(r)) => rebuild(&ctx, r.target),
             Some(StateCommand::Prune { days, force, json }) => prune(&ctx, days, force, json),
             Some(StateCommand::Reset { force, json }) => reset(&ctx, force, json),
@@ -81,6 +90,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         },
         Command::Query(q) => query(&ctx, q),
         Command::Stamp(s) => stamp(&ctx, s),
+        Command::Push(p) => push(&ctx, p),
         Command::Demo(_) => unreachable!("handled above"),
     }
 }
@@ -101,21 +111,82 @@ fn print_lines(lines: &[String]) -> Result<u8> {
 
 // --- status ---------------------------------------------------------------
 
-fn status(ctx: &Ctx, json: bool) -> Result<u8> {
-    if let Some(sq) = ctx.store.as_sqlite() {
-        let s = sq.status()?;
-        if json {
-            return print_json(&s.to_value());
+fn status(ctx: &Ctx, json: bool, postgres: Option<String>) -> Result<u8> {
+    let target = team_target(ctx, postgres, false)?;
+    let team = relayburn_ledger::team::push_status(&ctx.home_ledger()?, target.as_ref())?;
+    let with_team = |mut v: Value| {
+        if let (Some(o), Some(team)) = (v.as_object_mut(), &team) {
+            o.insert("team", team.clone());
         }
-        return print_lines(&sqlite_status_lines(&s));
-    }
-    let p = ctx.progress(json, "checking derived state");
-    let s = ctx.ledger()?.state_status(&mut p.callback())?;
-    p.finish();
+        v
+    };
+    let (value, mut lines) = if let Some(sq) = ctx.store.as_sqlite() {
+        let s = sq.status()?;
+        (s.to_value(), sqlite_status_lines(&s))
+    } else {
+        let p = ctx.progress(json, "checking derived state");
+        let s = ctx.ledger()?.state_status(&mut p.callback())?;
+        p.finish();
+        (s.to_value(), status_lines(&s))
+    };
     if json {
-        return print_json(&s.to_value());
+        return print_json(&with_team(value));
     }
-    print_lines(&status_lines(&s))
+    if let Some(team) = &team {
+        lines.extend(team_lines(team));
+    }
+    print_lines(&lines)
+}
+
+/// The server from a flag or `$RELAYBURN_POSTGRES_URL`; required or not.
+fn team_target(ctx: &Ctx, flag: Option<String>, required: bool) -> Result<Option<Target>> {
+    let url = flag.or_else(|| ctx.env.postgres_url.as_ref().map(|s| s.0.clone()));
+    match url {
+        Some(u) => Ok(Some(Target::parse(&u)?)),
+        None if required => bail!(
+            "no team ledger given: pass --to/--postgres postgres://… or set RELAYBURN_POSTGRES_URL"
+        ),
+        None => Ok(None),
+    }
+}
+
+fn team_lines(team: &Value) -> Vec<String> {
+    let text = |v: Option<&Value>| v.map(|v| v.js_to_string().into_owned()).unwrap_or_default();
+    let mut l = vec![format!(
+        "team: machine id {}",
+        team.get("machineId")
+            .and_then(Value::as_str)
+            .unwrap_or("(not pushed yet)")
+    )];
+    if let Some(pushes) = team.get("pushes").and_then(Value::as_object) {
+        for (server, p) in pushes.iter() {
+            l.push(format!(
+                "  last push to {}: {} (ledger byte {})",
+                server.to_lossy(),
+                text(p.get("pushedAt")),
+                text(p.get("offset"))
+            ));
+        }
+    }
+    if let Some(server) = team.get("server") {
+        let name = text(server.get("target"));
+        if let Some(e) = server.get("error") {
+            l.push(format!("  {name}: unavailable: {}", text(Some(e))));
+        }
+        for m in server
+            .get("machines")
+            .and_then(Value::as_array)
+            .unwrap_or(&[])
+        {
+            l.push(format!(
+                "  {name}: {} last pushed {} ({} rows stored)",
+                text(m.get("machineId")),
+                text(m.get("lastPushAt")),
+                text(m.get("rowsInserted"))
+            ));
+        }
+    }
+    l
 }
 
 fn sqlite_status_lines(s: &relayburn_ledger::store::sqlite::SqliteStatus) -> Vec<String> {
@@ -855,11 +926,35 @@ fn query(ctx: &Ctx, a: QueryArgs) -> Result<u8> {
         out.write_all(line.as_bytes())?;
         Ok(())
     };
+    if a.from == From::Postgres {
+        let Some(target) = team_target(ctx, a.postgres.clone(), true)? else {
+            unreachable!("required")
+        };
+        let kind = match a.kind {
+            QueryKind::Turns => Kind::Turn,
+            QueryKind::Compactions => Kind::Compaction,
+            QueryKind::Relationships => Kind::Relationship,
+            QueryKind::ToolResultEvents => Kind::ToolResultEvent,
+            QueryKind::UserTurns => Kind::UserTurn,
+        };
+        if kind != Kind::Turn && !q.enrichment.is_empty() {
+            bail!("--enrich only applies to turns");
+        }
+        let mut team = TeamLedger::open(&target)?;
+        team.query(kind, &q, a.machine.as_deref(), |v| {
+            emit(v).map_err(|e| relayburn_ledger::Error::InvalidInput(format!("write: {e}")))
+        })?;
+        out.flush()?;
+        return Ok(0);
+    }
+    if a.machine.is_some() || a.postgres.is_some() {
+        bail!("--machine and --postgres only apply with --from postgres");
+    }
     let st = ctx.store.as_ref();
     match a.kind {
         QueryKind::Turns => {
             let use_archive = match (a.from, st.as_file()) {
-                (From::Ledger, _) => false,
+                (From::Ledger | From::Postgres, _) => false,
                 (From::Archive, _) => true,
                 // Other backends have no archive: read the store.
                 (From::Auto, None) => false,
@@ -910,6 +1005,83 @@ fn query(ctx: &Ctx, a: QueryArgs) -> Result<u8> {
     }
     out.flush()?;
     Ok(0)
+}
+
+// --- push -----------------------------------------------------------------
+
+/// Shows rows/s and an ETA on a terminal.
+struct PushDisplay {
+    progress: Progress,
+    started: std::time::Instant,
+}
+
+impl PushObserver for PushDisplay {
+    fn progress(&mut self, p: &PushProgress) {
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        self.progress.set_message(&format!(
+            "pushing: {} rows ({}/s)",
+            int(p.rows_read),
+            int((p.rows_read as f64 / secs) as u64)
+        ));
+        self.progress.bytes(p.done_bytes, p.total_bytes);
+    }
+    fn phase(&mut self, _batch: u64, _phase: Phase) {}
+}
+
+fn push(ctx: &Ctx, a: PushArgs) -> Result<u8> {
+    let Some(target) = team_target(ctx, a.to, true)? else {
+        unreachable!("required")
+    };
+    let mut opts = PushOptions {
+        machine_id: a.machine_id.or_else(|| ctx.env.machine_id.clone()),
+        ..PushOptions::default()
+    };
+    if let Some(n) = a.batch_rows {
+        opts.batch_rows = n.max(1);
+    }
+    let mut display = PushDisplay {
+        progress: ctx.progress(a.json, &format!("pushing to {target}")),
+        started: std::time::Instant::now(),
+    };
+    let s = ctx
+        .store
+        .as_file()
+        .context("burn push reads file storage only (RELAYBURN_STORAGE=file)")?
+        .push_to(&target, &opts, &mut display)?;
+    display.progress.finish();
+    if a.json {
+        return print_json(&s.to_value());
+    }
+    let mut lines = vec![format!(
+        "pushed to {} as {}: {} new of {} record{} read, ledger bytes {}..{}, {} batch{} in {:.1}s",
+        s.target,
+        s.machine_id,
+        int(s.rows_inserted()),
+        int(s.rows_read()),
+        plural(s.rows_read()),
+        int(s.from_offset),
+        int(s.to_offset),
+        int(s.batches),
+        if s.batches == 1 { "" } else { "es" },
+        s.elapsed.as_secs_f64()
+    )];
+    if let Some(r) = &s.restarted {
+        lines.push(format!("note: {r}"));
+    }
+    if s.skipped > 0 {
+        lines.push(format!(
+            "skipped {} unreadable line{} (first: {})",
+            int(s.skipped),
+            plural(s.skipped),
+            s.skipped_first
+                .iter()
+                .take(3)
+                .map(|k| format!("byte {}: {}", k.offset, k.reason))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    print_lines(&lines)
 }
 
 // --- stamp ----------------------------------------------------------------
@@ -1003,7 +1175,7 @@ fn demo(home: Option<PathBuf>, quiet: bool, env: &Env, a: &DemoArgs) -> Result<u
     let r = build_archive(&ctx, true, false)?;
     print_lines(&build_lines(&r, true))?;
     println!("\n$ burn --home {} state status", home.root().display());
-    status(&ctx, false)?;
+    status(&ctx, false, None)?;
     println!(
         "\nnext: burn --home {} query turns --from archive | head",
         home.root().display()

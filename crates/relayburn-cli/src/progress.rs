@@ -47,6 +47,10 @@ impl Progress {
         self.bar.set_position(done);
     }
 
+    pub fn set_message(&self, msg: &str) {
+        self.bar.set_message(msg.to_string());
+    }
+
     /// Switch to a bar of items (`unit`) once the total is known.
     pub fn items(&self, done: u64, total: u64, unit: &str) {
         if self.bar.is_hidden() {

@@ -49,6 +49,9 @@ pub enum Error {
     /// worker thread that died.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A team ledger error; `target` and `message` never hold a password.
+    #[error("postgres {target}: {message}")]
+    Postgres { target: String, message: String },
     /// `RELAYBURN_STORAGE` holds a name no implementation knows.
     #[error("unsupported RELAYBURN_STORAGE={0} (expected file, sqlite, postgres, or http)")]
     UnknownStorage(String),

@@ -21,6 +21,8 @@ pub mod lock_name {
     pub const ARCHIVE: &str = "archive";
     /// `cursors.json`.
     pub const CURSORS: &str = "cursors";
+    /// `push.json` (this project's team ledger; the reference has none).
+    pub const PUSH: &str = "push";
     /// Taken by the reference's test suites only; listed so that no other
     /// use collides with it.
     pub const TEST_SERIALIZE: &str = "test-serialize";
@@ -94,6 +96,10 @@ impl LedgerHome {
     pub fn config(&self) -> PathBuf {
         self.root.join("config.json")
     }
+    /// The machine id and the push cursors of `burn push`.
+    pub fn push_state(&self) -> PathBuf {
+        self.root.join("push.json")
+    }
     /// `<home>/<name>.lock`.
     pub fn lock(&self, name: &str) -> PathBuf {
         self.root.join(format!("{name}.lock"))
@@ -108,6 +114,17 @@ impl LedgerHome {
     }
 }
 
+/// A value that must not be printed (a connection string with a
+/// password): `Debug` shows only that it is set.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
 /// A snapshot of the environment variables the ledger honours, taken in
 /// one place so the rest of the library receives them as data.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -118,6 +135,10 @@ pub struct Env {
     pub content_store: Option<String>,
     /// `RELAYBURN_CONTENT_TTL_DAYS`.
     pub content_ttl_days: Option<String>,
+    /// `RELAYBURN_POSTGRES_URL`: the team database.
+    pub postgres_url: Option<Secret>,
+    /// `RELAYBURN_MACHINE_ID`: overrides the home's machine id.
+    pub machine_id: Option<String>,
     /// `RELAYBURN_STORAGE`: which storage backend (`file` when unset).
     pub storage: Option<String>,
     /// `RELAYBURN_SQLITE_PATH`: where the `sqlite` backend keeps its store.
@@ -133,6 +154,10 @@ impl Env {
             home: std::env::var_os("HOME"),
             content_store: text("RELAYBURN_CONTENT_STORE"),
             content_ttl_days: text("RELAYBURN_CONTENT_TTL_DAYS"),
+            postgres_url: text("RELAYBURN_POSTGRES_URL")
+                .filter(|s| !s.is_empty())
+                .map(Secret),
+            machine_id: text("RELAYBURN_MACHINE_ID").filter(|s| !s.is_empty()),
             storage: text("RELAYBURN_STORAGE"),
             sqlite_path: std::env::var_os("RELAYBURN_SQLITE_PATH"),
         }

@@ -23,6 +23,7 @@ pub mod rewrite;
 pub mod state;
 pub mod store;
 pub mod sys;
+pub mod team;
 pub mod time;
 pub mod writer;
 

@@ -897,7 +897,7 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn this_host() -> Option<&'static str> {
+pub(crate) fn this_host() -> Option<&'static str> {
     static HOST: OnceLock<Option<String>> = OnceLock::new();
     HOST.get_or_init(crate::sys::host_name).as_deref()
 }

@@ -303,8 +303,14 @@ pub(crate) struct Stamps {
 
 impl Stamps {
     fn collect(path: PathBuf) -> Result<Stamps> {
+        Stamps::from_lines(LedgerLines::open(path)?)
+    }
+
+    /// Stamps from parsed ledger lines in ledger order; other kinds are
+    /// passed over.
+    fn from_lines(lines: impl IntoIterator<Item = Result<Value>>) -> Result<Stamps> {
         let mut found: Vec<(JsString, Value, Object)> = Vec::new();
-        for line in LedgerLines::open(path)? {
+        for line in lines {
             let line = line?;
             if line_kind(&line) != Some(Kind::Stamp) {
                 continue;
@@ -435,6 +441,56 @@ pub(crate) fn passes(kind: Kind, rec: &Value, filters: &Filters) -> bool {
         Kind::UserTurn => user_turn_passes(rec, filters),
         Kind::Turn | Kind::Stamp => true,
     }
+}
+
+/// A query's filter for records that come from elsewhere than the ledger
+/// file (a team database), with the ledger query's exact semantics: the
+/// same filters, and for turns the same stamp folding.
+pub struct RecordFilter {
+    kind: Kind,
+    filters: Filters,
+    stamps: Stamps,
+}
+
+impl RecordFilter {
+    /// A filter for records of `kind`. `stamp_lines` are stamp lines in
+    /// ledger order (only turns use them); other lines are ignored.
+    pub fn new(
+        kind: Kind,
+        q: &Query,
+        stamp_lines: impl IntoIterator<Item = Result<Value>>,
+    ) -> Result<RecordFilter> {
+        let stamps = if kind == Kind::Turn {
+            Stamps::from_lines(stamp_lines)?
+        } else {
+            Stamps::from_lines(std::iter::empty())?
+        };
+        Ok(RecordFilter {
+            kind,
+            filters: Filters::new(q),
+            stamps,
+        })
+    }
+
+    /// The record as the ledger query would return it, or `None`.
+    pub fn apply(&self, rec: Value) -> Option<Value> {
+        rec.as_object()?;
+        match self.kind {
+            Kind::Turn => enrich_turn(rec, &self.stamps, &self.filters),
+            Kind::Stamp => None,
+            kind => passes(kind, &rec, &self.filters).then_some(rec),
+        }
+    }
+}
+
+/// The session id and source a query narrows to, as the filters read
+/// them (empty strings do not filter), for backends that can look them up
+/// by index before applying [`RecordFilter`].
+pub fn narrowing(q: &Query) -> (Option<&str>, Option<&str>) {
+    (
+        truthy(&q.session_id).map(String::as_str),
+        truthy(&q.source).map(String::as_str),
+    )
 }
 
 impl Ledger {

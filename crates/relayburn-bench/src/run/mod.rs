@@ -13,6 +13,7 @@ pub mod matrix;
 pub mod query;
 pub mod rebuild;
 pub mod sqlite_store;
+pub mod team;
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -344,6 +345,13 @@ impl Section {
             command: command_line(),
             notes: vec![format!("machine: {}", machine())],
             rows: Vec::new(),
+        }
+    }
+
+    /// Replace a secret (a password in a URL) in the printed command line.
+    pub fn redact(&mut self, secret: &str) {
+        if !secret.is_empty() {
+            self.command = self.command.replace(secret, "***");
         }
     }
 

@@ -22,7 +22,7 @@ use crate::json::{self, write_string, Object, Value};
 use crate::ledger::Ledger;
 
 /// Read a file as text; `None` when it does not exist.
-fn read_optional(path: &Path) -> Result<Option<String>> {
+pub(crate) fn read_optional(path: &Path) -> Result<Option<String>> {
     match std::fs::read(path) {
         Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
