@@ -85,7 +85,7 @@ fn open(home: Option<PathBuf>, env: &Env, quiet: bool, must_exist: bool) -> Resu
     }
     let storage = env.storage_at(home.clone())?;
     Ok(Ctx {
-        store: store::open(&storage)?,
+        store: store::open_observed(&storage, (!quiet).then(crate::waiting::announcer))?,
         home,
         quiet,
         env: env.clone(),

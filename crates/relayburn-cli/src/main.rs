@@ -7,6 +7,7 @@ mod commands;
 mod format;
 mod progress;
 mod since;
+mod waiting;
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -666,13 +666,10 @@ fn missing_and_unwritable_homes_fail_clearly() {
 fn a_held_lock_is_named_in_the_error() {
     let d = tempfile::tempdir().unwrap();
     // A live holder on this host: this test process.
-    let host = {
-        let mut buf = [0u8; 256];
-        let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-        assert_eq!(r, 0);
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    };
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
     let lock = d.path().join("ledger.lock");
     std::fs::write(
         &lock,
@@ -706,6 +703,13 @@ fn a_held_lock_is_named_in_the_error() {
         err.contains(&format!("pid {}", std::process::id())),
         "{err}"
     );
+    // After a second of waiting, once, before the error.
+    let waiting = format!(
+        "waiting for lock `ledger` held by pid {} on host {host}…\n",
+        std::process::id()
+    );
+    assert!(err.starts_with(&waiting), "{err}");
+    assert_eq!(err.matches("waiting for lock").count(), 1, "{err}");
     assert!(!d.path().join("ledger.jsonl").exists(), "nothing written");
 }
 

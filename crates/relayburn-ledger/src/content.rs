@@ -6,8 +6,8 @@ use std::io::ErrorKind;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, IoContext, Result};
-use crate::home::is_valid_session_id;
-use crate::index::sidecar::append_bytes;
+use crate::fsio::append_bytes;
+use crate::home::{is_valid_session_id, lock_name};
 use crate::json::Value;
 use crate::jsonl::{parse_line, LineScanner, Parsed};
 use crate::ledger::Ledger;
@@ -94,10 +94,6 @@ impl PruneResult {
 /// A predicate telling whether a session's source can rebuild its sidecar.
 pub type IsRecoverable<'a> = &'a dyn Fn(&str) -> Result<bool>;
 
-fn lock_name(session_id: &str) -> String {
-    format!("content.{session_id}")
-}
-
 impl Ledger {
     /// Append content records to their sessions' sidecars.
     ///
@@ -145,7 +141,7 @@ impl Ledger {
 
     fn append_session_content(&self, sid: &str, lines: Vec<String>) -> Result<(usize, usize)> {
         let path = self.home().content_file(sid)?;
-        self.with_lock(&lock_name(sid), || {
+        self.with_lock(&lock_name::content(sid), || {
             // Only the batch's lines are held in memory; the sidecar is
             // streamed past them.
             let mut wanted: HashSet<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
@@ -249,7 +245,7 @@ impl Ledger {
         let mut result = PruneResult::default();
         let cutoff = prune_cutoff(older_than);
         for (sid, path) in self.sidecar_files()? {
-            let outcome = self.with_lock(&lock_name(&sid), || {
+            let outcome = self.with_lock(&lock_name::content(&sid), || {
                 let Ok(meta) = std::fs::metadata(&path) else {
                     return Ok(None);
                 };

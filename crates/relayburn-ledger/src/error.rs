@@ -28,6 +28,13 @@ pub enum Error {
         /// "held by live process …" or "lock appears stale but unlink kept failing".
         detail: String,
     },
+    /// An argument or record the caller passed is not acceptable; `field`
+    /// names it (`records[3]`, `selector`, `home`, …). The message is the
+    /// reason alone, which already says where.
+    #[error("{reason}")]
+    Invalid { field: String, reason: String },
+    /// Free-form invalid input; kept for the callers not yet converted to
+    /// [`Error::Invalid`] or [`Error::Internal`].
     #[error("{0}")]
     InvalidInput(String),
     /// Another process removed or replaced our lockfile while we held it;
@@ -41,12 +48,18 @@ pub enum Error {
     /// SIGINT or SIGTERM arrived during work that stops cleanly.
     #[error("interrupted by signal {signal}; nothing was changed")]
     Interrupted { signal: i32 },
-    #[error("malformed {what} in {path}: {reason}")]
-    Malformed {
-        what: &'static str,
+    /// A file holds what cannot be right: `offset` is the byte where, when
+    /// known.
+    #[error("corrupt {path}{}: {reason}", offset.map(|o| format!(" at byte {o}")).unwrap_or_default())]
+    Corrupt {
         path: PathBuf,
+        offset: Option<u64>,
         reason: String,
     },
+    /// A failure that is neither bad input nor the environment: a bug, or a
+    /// worker thread that died.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A team ledger error; `target` and `message` never hold a password.
     #[error("postgres {target}: {message}")]
     Postgres { target: String, message: String },
@@ -90,6 +103,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// [`Error::Invalid`] for `field`.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
+        Error::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         Error::Io {
             op,

@@ -10,6 +10,29 @@ use crate::error::{Error, Result};
 /// Longest session id accepted in a file name.
 pub const MAX_SESSION_ID_LEN: usize = 128;
 
+/// The names of the locks under a home (SPEC §1, §3); lock `NAME` is the
+/// file `<home>/NAME.lock`. Both implementations must use exactly these.
+pub mod lock_name {
+    /// Appends to `ledger.jsonl` (and the rewrite that replaces it).
+    pub const LEDGER: &str = "ledger";
+    /// `ledger.idx` and `ledger.content.idx`.
+    pub const LEDGER_INDEX: &str = "ledger-index";
+    /// `archive.sqlite` and its build.
+    pub const ARCHIVE: &str = "archive";
+    /// `cursors.json`.
+    pub const CURSORS: &str = "cursors";
+    /// `push.json` (this project's team ledger; the reference has none).
+    pub const PUSH: &str = "push";
+    /// Taken by the reference's test suites only; listed so that no other
+    /// use collides with it.
+    pub const TEST_SERIALIZE: &str = "test-serialize";
+
+    /// `content/<sessionId>.jsonl`.
+    pub fn content(session_id: &str) -> String {
+        format!("content.{session_id}")
+    }
+}
+
 /// A resolved home directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerHome {

@@ -193,13 +193,13 @@ fn js_add(a: Option<&Value>, b: Option<&Value>) -> JsSum {
             Some(Value::Bool(b)) => Ok(if *b { 1.0 } else { 0.0 }),
             Some(Value::Number(n)) => Ok(*n),
             // Strings, arrays and objects turn the sum into concatenation.
-            Some(other) => Err(other.js_to_string().into_owned()),
+            Some(other) => Err(crate::js::to_string(other).into_owned()),
         }
     }
     fn text(v: Option<&Value>) -> String {
         match v {
             None => "undefined".into(),
-            Some(v) => v.js_to_string().into_owned(),
+            Some(v) => crate::js::to_string(v).into_owned(),
         }
     }
     match (prim(a), prim(b)) {
@@ -215,17 +215,6 @@ fn sum_text(s: JsSum) -> String {
     }
 }
 
-/// `x.length > 0` for a JSON value: arrays and strings have a length; a
-/// plain object may carry a `length` property, compared as JavaScript does.
-fn length_is_positive(v: &Value) -> bool {
-    match v {
-        Value::Array(a) => !a.is_empty(),
-        Value::String(s) => s.utf16_len() > 0,
-        Value::Object(o) => o.get("length").is_some_and(|l| js_to_number(l) > 0.0),
-        _ => false,
-    }
-}
-
 /// `x[0]`: an array's first element, an object's `"0"` property; a
 /// string's first character is a string, whose `.argsHash` is undefined.
 fn first_element(v: &Value) -> Option<&Value> {
@@ -233,19 +222,6 @@ fn first_element(v: &Value) -> Option<&Value> {
         Value::Array(a) => a.first(),
         Value::Object(o) => o.get("0"),
         _ => None,
-    }
-}
-
-/// JavaScript's `ToNumber` as a relational comparison applies it.
-fn js_to_number(v: &Value) -> f64 {
-    match v {
-        Value::Null => 0.0,
-        Value::Bool(b) => f64::from(u8::from(*b)),
-        Value::Number(n) => *n,
-        Value::String(s) => crate::json::js_string_to_number(&s.to_lossy()),
-        // Arrays become their joined text; objects "[object Object]" (NaN).
-        Value::Array(_) => crate::json::js_string_to_number(&v.js_to_string()),
-        Value::Object(_) => f64::NAN,
     }
 }
 
@@ -258,7 +234,7 @@ pub fn turn_fingerprint(r: &Value) -> Result<Hash16, HashError> {
         Some(v) => v,
     };
     // `toolCalls.length > 0 && typeof toolCalls[0]?.argsHash === 'string'`
-    let prefix = if length_is_positive(calls) {
+    let prefix = if crate::js::length_positive(calls) {
         match first_element(calls).and_then(|c| c.get("argsHash")) {
             Some(Value::String(s)) => {
                 // `.slice(0, 4)` counts UTF-16 code units and may split a
@@ -364,12 +340,12 @@ mod tests {
             ("0.0000001", 1e-7),
             ("00012", 12.0),
         ] {
-            assert_eq!(crate::json::js_string_to_number(text), want, "{text:?}");
+            assert_eq!(crate::js::string_to_number(text), want, "{text:?}");
         }
         for text in [
             "-0x10", "infinity", "inf", "NaN", "1_0", "1n", "1 2", "- 1", "1e", "-", ".", "0x",
         ] {
-            assert!(crate::json::js_string_to_number(text).is_nan(), "{text:?}");
+            assert!(crate::js::string_to_number(text).is_nan(), "{text:?}");
         }
     }
 

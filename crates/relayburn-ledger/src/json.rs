@@ -407,16 +407,9 @@ impl Value {
         }
     }
 
-    /// JavaScript truthiness.
+    /// [`js::truthy`](crate::js::truthy), as a method.
     pub fn is_truthy(&self) -> bool {
-        match self {
-            Value::Null => false,
-            Value::Bool(b) => *b,
-            Value::Number(n) => *n != 0.0 && !n.is_nan(),
-            Value::String(JsString::Utf8(s)) => !s.is_empty(),
-            Value::String(JsString::Utf16(u)) => !u.is_empty(),
-            _ => true,
-        }
+        crate::js::truthy(self)
     }
 
     /// Member access that mirrors `obj.key` (undefined on non-objects).
@@ -436,41 +429,10 @@ impl Value {
         write_value(out, self);
     }
 
-    /// The string JavaScript's `String(value)` gives for a primitive, as used
-    /// by template strings and `Array#join` when hashing keys.
+    /// [`js::to_string`](crate::js::to_string), as a method.
     pub fn js_to_string(&self) -> Cow<'_, str> {
-        match self {
-            Value::Null => Cow::Borrowed("null"),
-            Value::Bool(true) => Cow::Borrowed("true"),
-            Value::Bool(false) => Cow::Borrowed("false"),
-            Value::Number(n) => Cow::Owned(format_number(*n)),
-            Value::String(s) => s.to_lossy(),
-            Value::Array(a) => Cow::Owned(join_array(a)),
-            Value::Object(_) => Cow::Borrowed("[object Object]"),
-        }
+        crate::js::to_string(self)
     }
-}
-
-/// `Array#toString`: elements joined with commas, null elements empty,
-/// nested arrays joined in place (walked without recursion).
-fn join_array(root: &[Value]) -> String {
-    let mut out = String::new();
-    let mut stack: Vec<(std::slice::Iter<'_, Value>, bool)> = vec![(root.iter(), true)];
-    while let Some((it, first)) = stack.last_mut() {
-        let Some(v) = it.next() else {
-            stack.pop();
-            continue;
-        };
-        if !std::mem::replace(first, false) {
-            out.push(',');
-        }
-        match v {
-            Value::Null => {}
-            Value::Array(inner) => stack.push((inner.iter(), true)),
-            other => out.push_str(&other.js_to_string()),
-        }
-    }
-    out
 }
 
 impl From<&str> for Value {
@@ -850,89 +812,6 @@ pub fn parse(text: &str) -> Result<Value, ParseError> {
         return Err(p.err("unexpected data after the value"));
     }
     Ok(v)
-}
-
-/// The characters `String.prototype.trim` removes.
-pub fn is_js_whitespace(c: char) -> bool {
-    matches!(
-        c,
-        '\u{9}' | '\u{A}' | '\u{B}' | '\u{C}' | '\u{D}' | ' ' | '\u{A0}' | '\u{1680}' | '\u{2000}'
-            ..='\u{200A}'
-                | '\u{2028}'
-                | '\u{2029}'
-                | '\u{202F}'
-                | '\u{205F}'
-                | '\u{3000}'
-                | '\u{FEFF}'
-    )
-}
-
-/// `Number(text)`: trimmed; empty is 0; decimal literals, `Infinity` and
-/// unsigned `0x`/`0o`/`0b` integers; anything else is NaN.
-pub fn js_string_to_number(text: &str) -> f64 {
-    let t = js_trim(text);
-    if t.is_empty() {
-        return 0.0;
-    }
-    let radix = match t.get(..2) {
-        Some("0x" | "0X") => 16,
-        Some("0o" | "0O") => 8,
-        Some("0b" | "0B") => 2,
-        _ => 10,
-    };
-    if radix != 10 {
-        let digits = &t[2..];
-        if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
-            return f64::NAN;
-        }
-        return digits.chars().fold(0.0, |acc, c| {
-            acc * f64::from(radix) + f64::from(c.to_digit(radix).unwrap_or(0))
-        });
-    }
-    let unsigned = t.strip_prefix(['+', '-']).unwrap_or(t);
-    if unsigned == "Infinity" {
-        return if t.starts_with('-') {
-            f64::NEG_INFINITY
-        } else {
-            f64::INFINITY
-        };
-    }
-    // A StrDecimalLiteral: digits, optional fraction, optional exponent,
-    // with at least one digit in the mantissa. Rust's parser also accepts
-    // "inf"/"nan", which the check below excludes.
-    let b = unsigned.as_bytes();
-    let mut i = 0;
-    let int_digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
-    i += int_digits;
-    let mut frac_digits = 0;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        frac_digits = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
-        i += frac_digits;
-    }
-    if int_digits + frac_digits == 0 {
-        return f64::NAN;
-    }
-    if matches!(b.get(i), Some(b'e' | b'E')) {
-        i += 1;
-        if matches!(b.get(i), Some(b'+' | b'-')) {
-            i += 1;
-        }
-        let exp_digits = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
-        if exp_digits == 0 {
-            return f64::NAN;
-        }
-        i += exp_digits;
-    }
-    if i != b.len() {
-        return f64::NAN;
-    }
-    t.parse::<f64>().unwrap_or(f64::NAN)
-}
-
-/// `String.prototype.trim`.
-pub fn js_trim(s: &str) -> &str {
-    s.trim_matches(is_js_whitespace)
 }
 
 const LANES_01: u64 = u64::from_ne_bytes([0x01; 8]);

@@ -10,7 +10,8 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
-use crate::json::{self, js_trim, Value};
+use crate::js;
+use crate::json::{self, Value};
 
 /// Lines longer than this cannot be held by the reference (V8 caps strings
 /// near 2^29 characters), so they are skipped and reported, never buffered.
@@ -240,7 +241,7 @@ pub fn parse_line(bytes: &[u8]) -> Parsed {
 }
 
 fn parse_text(text: &str) -> Parsed {
-    let t = js_trim(text);
+    let t = js::trim(text);
     if t.is_empty() {
         return Parsed::Blank;
     }

@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use crate::error::Result;
 use crate::home::LedgerHome;
 use crate::index::sidecar::IndexState;
-use crate::lock::{LockOptions, Locks};
+use crate::lock::{LockOptions, Locks, WaitObserver};
 
 /// An open ledger home.
 ///
@@ -45,10 +45,10 @@ impl Ledger {
     pub fn open_with_lock_options(home: LedgerHome, options: LockOptions) -> Result<Ledger> {
         if let Ok(m) = std::fs::metadata(home.root()) {
             if !m.is_dir() {
-                return Err(crate::Error::InvalidInput(format!(
-                    "ledger home {} is not a directory",
-                    home.root().display()
-                )));
+                return Err(crate::Error::invalid(
+                    "home",
+                    format!("ledger home {} is not a directory", home.root().display()),
+                ));
             }
         }
         Ok(Ledger {
@@ -67,6 +67,13 @@ impl Ledger {
     /// ledger (the archive, ingest cursors).
     pub fn locks(&self) -> &Locks {
         &self.locks
+    }
+
+    /// Report every wait for a lock of this home to `observer`, so a
+    /// command line can tell its user whom it is waiting for.
+    pub fn on_lock_wait(mut self, observer: WaitObserver) -> Ledger {
+        self.locks = self.locks.on_wait(observer);
+        self
     }
 
     /// Run `f` while holding lock `name` of this home.
@@ -112,6 +119,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("f");
         std::fs::write(&f, "x").unwrap();
-        assert!(Ledger::open(LedgerHome::new(&f)).is_err());
+        assert!(matches!(
+            Ledger::open(LedgerHome::new(&f)),
+            Err(crate::Error::Invalid { field, .. }) if field == "home"
+        ));
     }
 }

@@ -173,12 +173,42 @@ impl Identity {
     }
 }
 
+/// One wait between two attempts, as an [`on_wait`](Locks::on_wait)
+/// observer sees it: before the sleep, so a caller can tell its user who
+/// it is waiting for (cargo's "Blocking waiting for file lock").
+#[derive(Debug)]
+pub struct Waiting<'a> {
+    pub path: &'a Path,
+    /// Sleeps so far, this one included.
+    pub attempt: u32,
+    pub delay: Duration,
+    /// Time since the first attempt.
+    pub waited: Duration,
+    /// The holder, when the lockfile names one of ours.
+    pub holder: Option<&'a LockHolder>,
+}
+
+/// Called before every sleep of an acquire.
+pub type WaitObserver = Arc<dyn Fn(&Waiting<'_>) + Send + Sync>;
+
 /// Lock manager for one home.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Locks {
     home: LedgerHome,
     options: LockOptions,
     heartbeat: Option<Duration>,
+    on_wait: Option<WaitObserver>,
+}
+
+impl fmt::Debug for Locks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Locks")
+            .field("home", &self.home)
+            .field("options", &self.options)
+            .field("heartbeat", &self.heartbeat)
+            .field("on_wait", &self.on_wait.is_some())
+            .finish()
+    }
 }
 
 impl Locks {
@@ -193,7 +223,14 @@ impl Locks {
             home,
             options,
             heartbeat,
+            on_wait: None,
         }
+    }
+
+    /// Report every wait of an acquire to `observer`.
+    pub fn on_wait(mut self, observer: WaitObserver) -> Locks {
+        self.on_wait = Some(observer);
+        self
     }
 
     /// Override the heartbeat period; `None` turns it off (as the reference
@@ -219,6 +256,40 @@ impl Locks {
         f()
     }
 
+    /// Create the lockfile at `path` as the protocol says, reporting
+    /// every wait, and start its heartbeat, which watches that the file
+    /// stays the one we created.
+    fn take(&self, path: &Path) -> Result<(Owned, Identity)> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).ctx("create directory", dir)?;
+        }
+        let observe = |w: &Waiting<'_>| {
+            if let Some(f) = &self.on_wait {
+                f(w)
+            }
+        };
+        let mut owned = acquire_loop(
+            path,
+            &self.options,
+            &mut |p| inspect(p, self.options.stale),
+            &observe,
+        )?;
+        let identity = Identity {
+            dev: owned.dev,
+            ino: owned.ino,
+            lost: Arc::new(AtomicBool::new(false)),
+        };
+        if let Some(every) = self.heartbeat {
+            owned.beat = Heartbeat::start(
+                Arc::clone(&owned.file),
+                every,
+                path.to_path_buf(),
+                identity.clone(),
+            );
+        }
+        Ok((owned, identity))
+    }
+
     /// Take lock `name` until the guard is dropped. Guards of one lock
     /// must be dropped in the reverse order of their creation (as scopes
     /// do); an inner (re-entrant) guard does nothing on drop.
@@ -231,23 +302,7 @@ impl Locks {
                 _same_thread: PhantomData,
             });
         }
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).ctx("create directory", dir)?;
-        }
-        let mut owned = acquire_file(&path, &self.options)?;
-        let identity = Identity {
-            dev: owned.dev,
-            ino: owned.ino,
-            lost: Arc::new(AtomicBool::new(false)),
-        };
-        if let Some(every) = self.heartbeat {
-            owned.beat = Heartbeat::start(
-                Arc::clone(&owned.file),
-                every,
-                path.clone(),
-                identity.clone(),
-            );
-        }
+        let (owned, identity) = self.take(&path)?;
         HELD.with(|h| h.borrow_mut().insert(path.clone(), Some(identity)));
         Ok(LockGuard {
             path,
@@ -287,18 +342,7 @@ impl Locks {
     /// [`Locks::assume_held`].
     pub fn acquire_detached(&self, name: &str) -> Result<DetachedLock> {
         let path = self.home.lock(name);
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).ctx("create directory", dir)?;
-        }
-        let mut owned = acquire_file(&path, &self.options)?;
-        if let Some(every) = self.heartbeat {
-            let identity = Identity {
-                dev: owned.dev,
-                ino: owned.ino,
-                lost: Arc::new(AtomicBool::new(false)),
-            };
-            owned.beat = Heartbeat::start(Arc::clone(&owned.file), every, path.clone(), identity);
-        }
+        let (owned, _) = self.take(&path)?;
         Ok(DetachedLock {
             path,
             owned: Some(owned),
@@ -417,7 +461,7 @@ impl Drop for LockGuard {
 /// left in place without a heartbeat: the caller removes it. Meant for
 /// tests and tools that drive the protocol directly.
 pub fn acquire(path: &Path, o: &LockOptions) -> Result<()> {
-    acquire_file(path, o).map(|_| ())
+    acquire_loop(path, o, &mut |p| inspect(p, o.stale), &|_| {}).map(|_| ())
 }
 
 /// Whether the lockfile at `path` is stale under the default window: old,
@@ -514,17 +558,15 @@ impl Reason {
     }
 }
 
-fn acquire_file(path: &Path, o: &LockOptions) -> Result<Owned> {
-    acquire_loop(path, o, &mut |p| inspect(p, o.stale))
-}
-
 /// The retry loop, with the way an existing lockfile is judged passed in
 /// so tests can feed it conditions that are hard to produce on disk.
 fn acquire_loop(
     path: &Path,
     o: &LockOptions,
     look: &mut dyn FnMut(&Path) -> Seen,
+    observe: &dyn Fn(&Waiting<'_>),
 ) -> Result<Owned> {
+    let started = std::time::Instant::now();
     let total = o.fast_retries.saturating_add(o.slow_retries);
     let mut sleeps = 0u32;
     let mut immediate = 0u32;
@@ -575,12 +617,23 @@ fn acquire_loop(
         if sleeps >= total {
             break;
         }
-        std::thread::sleep(if sleeps < o.fast_retries {
+        let delay = if sleeps < o.fast_retries {
             o.fast_retry_delay
         } else {
             o.slow_retry_delay
-        });
+        };
         sleeps += 1;
+        observe(&Waiting {
+            path,
+            attempt: sleeps,
+            delay,
+            waited: started.elapsed(),
+            holder: match &last {
+                Reason::Live(h) => h.as_ref(),
+                _ => None,
+            },
+        });
+        std::thread::sleep(delay);
     }
     Err(Error::LockTimeout {
         path: path.to_path_buf(),
@@ -633,7 +686,6 @@ fn create(path: &Path) -> io::Result<Owned> {
 /// exclusive create will report in its own words).
 #[cfg(target_os = "linux")]
 fn create_published(path: &Path, body: &[u8]) -> Option<io::Result<File>> {
-    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::io::AsRawFd;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -646,23 +698,11 @@ fn create_published(path: &Path, body: &[u8]) -> Option<io::Result<File>> {
         .open(dir)
         .ok()?;
     file.write_all(body).ok()?;
-    let from = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()?;
-    let to = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: both are valid NUL-terminated paths; linkat does not keep them.
-    let rc = unsafe {
-        libc::linkat(
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::AT_SYMLINK_FOLLOW,
-        )
-    };
-    if rc == 0 {
-        return Some(Ok(file));
+    let from = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    match crate::sys::link_following(&from, path) {
+        Ok(()) => Some(Ok(file)),
+        Err(err) => (err.kind() == ErrorKind::AlreadyExists).then_some(Err(err)),
     }
-    let err = io::Error::last_os_error();
-    (err.kind() == ErrorKind::AlreadyExists).then_some(Err(err))
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -807,7 +847,7 @@ impl fmt::Display for LockHolder {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Liveness {
+pub(crate) enum Liveness {
     Alive,
     Dead,
     /// Another host or pid namespace, or nothing to go by.
@@ -850,7 +890,7 @@ impl LockHolder {
     /// Read back a line written by [`LockHolder::to_line`]; anything else
     /// (empty, foreign, malformed) is `None`.
     pub fn parse(text: &str) -> Option<LockHolder> {
-        let v = json::parse(json::js_trim(text)).ok()?;
+        let v = json::parse(crate::js::trim(text)).ok()?;
         let pid = whole_number(v.get("pid")?)?;
         let pid = u32::try_from(pid)
             .ok()
@@ -875,34 +915,28 @@ impl LockHolder {
                 return Liveness::Unknown;
             }
         }
-        // `parse` keeps pid in 1..=i32::MAX, so this never signals a group.
-        let Ok(pid) = libc::pid_t::try_from(self.pid) else {
-            return Liveness::Unknown;
-        };
-        // SAFETY: signal 0 only checks that the process exists.
-        if unsafe { libc::kill(pid, 0) } != 0 {
-            return match io::Error::last_os_error().raw_os_error() {
-                Some(libc::ESRCH) => Liveness::Dead,
-                Some(libc::EPERM) => self.check_start(pid),
-                _ => Liveness::Unknown,
-            };
-        }
-        self.check_start(pid)
+        local_liveness(self.pid, self.start_ticks)
     }
+}
 
-    /// A process exists under the pid: is it still the one that wrote the
-    /// file (and not a zombie)?
-    fn check_start(&self, pid: libc::pid_t) -> Liveness {
-        let Some((state, ticks)) = proc_stat(&format!("/proc/{pid}/stat")) else {
-            return Liveness::Alive;
-        };
-        if state == 'Z' || state == 'X' {
-            return Liveness::Dead;
-        }
-        match self.start_ticks {
-            Some(recorded) if recorded != ticks => Liveness::Dead,
-            _ => Liveness::Alive,
-        }
+/// The liveness of process `pid` of this host and pid namespace: gone, a
+/// zombie, or (when `start_ticks` is known) a different process under a
+/// reused pid means dead.
+pub(crate) fn local_liveness(pid: u32, start_ticks: Option<u64>) -> Liveness {
+    match crate::sys::probe(pid) {
+        crate::sys::Probe::Gone => return Liveness::Dead,
+        crate::sys::Probe::Unknown => return Liveness::Unknown,
+        crate::sys::Probe::Exists | crate::sys::Probe::NotPermitted => {}
+    }
+    let Some((state, ticks)) = proc_stat(&format!("/proc/{pid}/stat")) else {
+        return Liveness::Alive;
+    };
+    if state == 'Z' || state == 'X' {
+        return Liveness::Dead;
+    }
+    match start_ticks {
+        Some(recorded) if recorded != ticks => Liveness::Dead,
+        _ => Liveness::Alive,
     }
 }
 
@@ -937,19 +971,7 @@ fn now_ms() -> u64 {
 
 pub(crate) fn this_host() -> Option<&'static str> {
     static HOST: OnceLock<Option<String>> = OnceLock::new();
-    HOST.get_or_init(|| {
-        let mut buf = [0u8; 256];
-        // SAFETY: the buffer is valid for its length; the result is
-        // NUL-terminated when it fits, and we stop at the first NUL.
-        let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-        if rc != 0 {
-            return None;
-        }
-        let end = buf.iter().position(|&b| b == 0)?;
-        let name = std::str::from_utf8(&buf[..end]).ok()?;
-        (!name.is_empty()).then(|| name.to_string())
-    })
-    .as_deref()
+    HOST.get_or_init(crate::sys::host_name).as_deref()
 }
 
 fn this_pid_ns() -> Option<&'static str> {
@@ -1167,10 +1189,15 @@ mod tests {
             stale: Duration::from_secs(60),
         };
         let mut looks = 0u32;
-        let err = acquire_loop(&path, &o, &mut |_| {
-            looks += 1;
-            Seen::Vanished
-        })
+        let err = acquire_loop(
+            &path,
+            &o,
+            &mut |_| {
+                looks += 1;
+                Seen::Vanished
+            },
+            &|_| {},
+        )
         .err()
         .unwrap();
         // 4 sleeps, 5 rounds; each round is 16 immediate retries plus the
@@ -1195,10 +1222,15 @@ mod tests {
             stale: Duration::from_secs(60),
         };
         let mut looks = 0u32;
-        let err = acquire_loop(&path, &o, &mut |_| {
-            looks += 1;
-            Seen::Uninspectable(io::Error::from_raw_os_error(libc::EIO))
-        })
+        let err = acquire_loop(
+            &path,
+            &o,
+            &mut |_| {
+                looks += 1;
+                Seen::Uninspectable(io::Error::from_raw_os_error(libc::EIO))
+            },
+            &|_| {},
+        )
         .err()
         .unwrap();
         assert_eq!(looks, 3);

@@ -139,7 +139,7 @@ fn str_eq(v: Option<&Value>, s: &str) -> bool {
 /// `None` when the answer is "false both ways" (NaN, undefined).
 fn js_compare(a: Option<&Value>, b: &JsString) -> Option<Ordering> {
     let num = |x: f64, b: &JsString| {
-        let y = js_string_to_number(&b.to_lossy());
+        let y = string_to_number(&b.to_lossy());
         x.partial_cmp(&y)
     };
     match a? {
@@ -152,7 +152,7 @@ fn js_compare(a: Option<&Value>, b: &JsString) -> Option<Ordering> {
     }
 }
 
-use crate::json::js_string_to_number;
+use crate::js::string_to_number;
 
 /// The parsed JSON lines of the ledger, in file order. Stops with the
 /// first read error.
@@ -588,11 +588,11 @@ mod tests {
         assert_eq!(js_compare(Some(&v("2027")), &b), Some(Ordering::Greater));
         assert_eq!(js_compare(Some(&v("null")), &b), Some(Ordering::Less));
         assert_eq!(js_compare(Some(&v("1")), &JsString::from("x")), None);
-        assert_eq!(js_string_to_number(" 0x1f "), 31.0);
-        assert_eq!(js_string_to_number("1e3"), 1000.0);
-        assert!(js_string_to_number("inf").is_nan());
-        assert_eq!(js_string_to_number("-Infinity"), f64::NEG_INFINITY);
-        assert_eq!(js_string_to_number(""), 0.0);
+        assert_eq!(string_to_number(" 0x1f "), 31.0);
+        assert_eq!(string_to_number("1e3"), 1000.0);
+        assert!(string_to_number("inf").is_nan());
+        assert_eq!(string_to_number("-Infinity"), f64::NEG_INFINITY);
+        assert_eq!(string_to_number(""), 0.0);
     }
 
     #[test]

@@ -12,12 +12,12 @@ use std::io::{BufWriter, ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::index::sidecar::{tmp_path, FileId, Tracked};
+use crate::fsio::{tmp_path, FileId, Tracked};
+use crate::home::lock_name::LEDGER as LEDGER_LOCK;
 use crate::json::{Object, Value};
 use crate::jsonl::{parse_line, LineScanner, Parsed};
 use crate::ledger::Ledger;
 use crate::records::{line_kind, Kind};
-use crate::writer::LEDGER_LOCK;
 
 /// What a rewrite did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,10 +43,10 @@ thread_local! {
 /// Refuse to append to a ledger this thread is rewriting.
 pub(crate) fn ensure_not_rewriting(ledger: &Path) -> Result<()> {
     if REWRITING.with(|r| r.borrow().contains(ledger)) {
-        return Err(Error::InvalidInput(format!(
-            "cannot append to {} while rewriting it",
-            ledger.display()
-        )));
+        return Err(Error::invalid(
+            "ledger",
+            format!("cannot append to {} while rewriting it", ledger.display()),
+        ));
     }
     Ok(())
 }

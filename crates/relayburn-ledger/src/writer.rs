@@ -6,20 +6,15 @@
 //! two writers can never append the same record twice.
 
 use crate::error::{Error, Result};
+use crate::fsio::{append_bytes, replace_file, FileId, Tracked};
+use crate::home::lock_name::{LEDGER as LEDGER_LOCK, LEDGER_INDEX as INDEX_LOCK};
 use crate::home::LedgerHome;
-use crate::index::sidecar::{
-    append_bytes, hash_lines, replace_file, FileId, IndexState, RebuildIndexResult, Rebuilder,
-    Tracked,
-};
+use crate::index::sidecar::{hash_lines, IndexState, RebuildIndexResult, Rebuilder};
 use crate::index::{record_id, turn_fingerprint, Hash16, CONTENT_WINDOW};
 use crate::json::{JsString, Object, Value};
 use crate::ledger::Ledger;
 use crate::records::{wrap_record, Kind};
 use crate::time::now_iso;
-
-/// Lock names of SPEC §3.
-pub(crate) const LEDGER_LOCK: &str = "ledger";
-pub(crate) const INDEX_LOCK: &str = "ledger-index";
 
 impl Ledger {
     /// Append turns, skipping those already in the ledger.
@@ -75,8 +70,9 @@ impl Ledger {
     /// Append records of one kind (not stamps).
     pub fn append_records(&self, kind: Kind, records: Vec<Value>) -> Result<usize> {
         if kind == Kind::Stamp {
-            return Err(Error::InvalidInput(
-                "stamps are appended with stamp() or append_stamp()".into(),
+            return Err(Error::invalid(
+                "kind",
+                "stamps are appended with stamp() or append_stamp()",
             ));
         }
         if records.is_empty() {
@@ -105,7 +101,10 @@ impl Ledger {
                             for id in &new_ids {
                                 st.ids.remove(id);
                             }
-                            return Err(Error::InvalidInput(format!("turn record {i}: {e}")));
+                            return Err(Error::invalid(
+                                format!("records[{i}]"),
+                                format!("turn record {i}: {e}"),
+                            ));
                         }
                     };
                     // Only fingerprints committed before this batch count.
@@ -307,11 +306,11 @@ impl Ledger {
 pub(crate) fn id_of(kind: Kind, i: usize, r: &Value) -> Result<Hash16> {
     match record_id(kind, r) {
         Some(Ok(h)) => Ok(h),
-        Some(Err(e)) => Err(Error::InvalidInput(format!(
-            "{} record {i}: {e}",
-            kind.as_str()
-        ))),
-        None => Err(Error::InvalidInput("stamps have no record id".into())),
+        Some(Err(e)) => Err(Error::invalid(
+            format!("records[{i}]"),
+            format!("{} record {i}: {e}", kind.as_str()),
+        )),
+        None => Err(Error::Internal("stamps have no record id".into())),
     }
 }
 
@@ -322,8 +321,9 @@ pub(crate) fn stamp_line(selector: Value, enrichment: Value) -> Result<Value> {
         o.contains_key("sessionId") || o.contains_key("messageId") || o.contains_key("range")
     });
     if !has_field {
-        return Err(Error::InvalidInput(
-            "stamp requires at least one selector field (sessionId, messageId, or range)".into(),
+        return Err(Error::invalid(
+            "selector",
+            "stamp requires at least one selector field (sessionId, messageId, or range)",
         ));
     }
     validate_selector(&selector).map_err(Error::InvalidInput)?;

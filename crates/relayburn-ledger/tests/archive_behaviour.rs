@@ -1,17 +1,17 @@
 //! Behaviours of the archive build, status and vacuum, as the reference's
 //! own test suite pins them down, plus this project's extensions.
 
-mod archive_common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use archive_common::*;
 use relayburn_ledger::archive::{
-    archive_status, build_archive, open_archive, rebuild_archive, vacuum_archive, ARCHIVE_LOCK,
-    ARCHIVE_VERSION,
+    archive_status, build_archive, open_archive, rebuild_archive, vacuum_archive, ARCHIVE_VERSION,
 };
+use relayburn_ledger::home::lock_name;
 use relayburn_ledger::Kind;
 use rusqlite::OptionalExtension;
+use support::archive::*;
 
 const T0: &str = "2026-04-20T00:00:00.000Z";
 const T1: &str = "2026-04-20T00:00:01.000Z";
@@ -868,7 +868,7 @@ fn vacuum_and_build_wait_for_the_archive_lock() {
     let locks = h.locks.clone();
     let holder = std::thread::spawn(move || {
         locks
-            .with_lock(ARCHIVE_LOCK, || {
+            .with_lock(lock_name::ARCHIVE, || {
                 held_tx.send(()).unwrap();
                 release_rx.recv().unwrap();
                 Ok(())
@@ -957,4 +957,205 @@ fn a_leftover_rebuild_file_never_breaks_the_next_build() {
         .filter(|e| e.file_name().to_string_lossy().contains("rebuild"))
         .collect();
     assert!(leftovers.is_empty());
+}
+
+/// A turn line, complete and valid, without its newline.
+fn unterminated_turn(session: &str, message: &str, idx: u32, ts: &str) -> String {
+    relayburn_ledger::records::wrap_record(
+        Kind::Turn,
+        relayburn_ledger::json::parse(&turn(session, message, idx, ts, "")).unwrap(),
+    )
+    .to_json()
+}
+
+fn cursor(h: &TempHome) -> u64 {
+    archive_status(&h.home).unwrap().ledger_offset_bytes as u64
+}
+
+#[test]
+fn a_complete_record_without_its_newline_waits_for_the_newline() {
+    // SPEC §6: the cursor is the end of the last newline-terminated line,
+    // even when the line after it is complete, valid JSON.
+    let h = TempHome::new();
+    add_turn(&h, "s-n", "mn-1", 0, T0, "");
+    build_archive(&h.home, &h.locks).unwrap();
+    let first_end = size(&h.ledger());
+    assert_eq!(cursor(&h), first_end);
+
+    // A turn without its newline: not applied, cursor unchanged.
+    let line = unterminated_turn("s-n", "mn-2", 1, T1);
+    h.append(&line);
+    let r = build_archive(&h.home, &h.locks).unwrap();
+    assert_eq!((r.turns_applied, r.scanned_bytes), (0, 0));
+    assert_eq!(cursor(&h), first_end);
+    assert_eq!(count(&h, "turns"), 1);
+
+    // Its newline arrives, and with it a stamp without one.
+    h.append("\n");
+    let stamp = format!(
+        r#"{{"v":1,"kind":"stamp","ts":"{T1}","selector":{{"sessionId":"s-n"}},"enrichment":{{"workflowId":"wf-n"}}}}"#
+    );
+    h.append(&stamp);
+    let r = build_archive(&h.home, &h.locks).unwrap();
+    assert_eq!((r.turns_applied, r.stamps_applied), (1, 0));
+    assert_eq!(r.scanned_bytes, line.len() as u64 + 1);
+    let second_end = first_end + line.len() as u64 + 1;
+    assert_eq!(cursor(&h), second_end);
+    assert_eq!(count(&h, "stamps"), 0);
+    assert_eq!(
+        text(
+            &h,
+            "SELECT workflow_id FROM turns WHERE message_id = 'mn-1'"
+        ),
+        None
+    );
+
+    // The stamp's newline: now it folds, and nothing is applied twice.
+    h.append("\n");
+    let r = build_archive(&h.home, &h.locks).unwrap();
+    assert_eq!((r.turns_applied, r.stamps_applied), (0, 1));
+    assert!(!r.rebuilt_from_zero);
+    assert_eq!(cursor(&h), second_end + stamp.len() as u64 + 1);
+    assert_eq!(count(&h, "turns"), 2);
+    assert_eq!(
+        text(
+            &h,
+            "SELECT workflow_id FROM turns WHERE message_id = 'mn-2'"
+        )
+        .as_deref(),
+        Some("wf-n")
+    );
+}
+
+#[test]
+fn a_full_rebuild_also_stops_before_a_complete_record_without_its_newline() {
+    for last in ["turn", "stamp"] {
+        let h = TempHome::new();
+        add_turn(&h, "s-r", "mr-1", 0, T0, "");
+        let end = size(&h.ledger());
+        let tail = if last == "turn" {
+            unterminated_turn("s-r", "mr-2", 1, T1)
+        } else {
+            format!(
+                r#"{{"v":1,"kind":"stamp","ts":"{T1}","selector":{{"sessionId":"s-r"}},"enrichment":{{"workflowId":"wf-r"}}}}"#
+            )
+        };
+        h.append(&tail);
+        let r = rebuild_archive(&h.home, &h.locks).unwrap();
+        assert_eq!((r.turns_applied, r.stamps_applied), (1, 0), "{last}");
+        assert_eq!(cursor(&h), end, "{last}");
+        assert_eq!(count(&h, "turns"), 1, "{last}");
+        assert_eq!(count(&h, "stamps"), 0, "{last}");
+        assert_eq!(text(&h, "SELECT workflow_id FROM turns"), None, "{last}");
+    }
+}
+
+#[test]
+fn every_usage_column_holds_its_own_usage_field() {
+    let h = TempHome::new();
+    add_turn(
+        &h,
+        "s-u",
+        "mu-1",
+        0,
+        T0,
+        r#"{"usage":{"input":11,"output":22,"reasoning":33,"cacheRead":44,"cacheCreate5m":55,"cacheCreate1h":66}}"#,
+    );
+    for build in ["incremental", "full"] {
+        if build == "incremental" {
+            build_archive(&h.home, &h.locks).unwrap();
+        } else {
+            rebuild_archive(&h.home, &h.locks).unwrap();
+        }
+        let cols: (i64, i64, i64, i64, i64, i64) = h
+            .db()
+            .query_row(
+                "SELECT input_tokens, output_tokens, reasoning_tokens, cache_read_tokens,
+                        cache_create_5m_tokens, cache_create_1h_tokens FROM turns",
+                [],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
+            )
+            .unwrap();
+        assert_eq!(cols, (11, 22, 33, 44, 55, 66), "{build}");
+        let rows = relayburn_ledger::archive::query_all_from_archive(
+            &h.home,
+            &relayburn_ledger::Query::default(),
+        )
+        .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            rows[0].get("usage").unwrap().to_json(),
+            r#"{"input":11,"output":22,"reasoning":33,"cacheRead":44,"cacheCreate5m":55,"cacheCreate1h":66}"#,
+            "{build}"
+        );
+    }
+}
+
+#[test]
+fn stamps_fold_in_timestamp_order_not_file_order() {
+    // SPEC §5/§6: stamps apply sorted by `ts` (ties by file offset), so a
+    // stamp written later with an earlier `ts` is overwritten by one
+    // written earlier with a later `ts`.
+    let h = TempHome::new();
+    add_turn(&h, "s-o", "mo-1", 0, T0, "");
+    h.append_stamp(
+        "2026-04-22T00:00:00.000Z",
+        r#"{"sessionId":"s-o"}"#,
+        r#"{"workflowId":"wf-late","persona":"p-first"}"#,
+    );
+    h.append_stamp(
+        "2026-04-21T00:00:00.000Z",
+        r#"{"sessionId":"s-o"}"#,
+        r#"{"workflowId":"wf-early","tier":"t-early"}"#,
+    );
+    // Same ts as the first: the one written later wins.
+    h.append_stamp(
+        "2026-04-22T00:00:00.000Z",
+        r#"{"sessionId":"s-o"}"#,
+        r#"{"persona":"p-second"}"#,
+    );
+    let want = (
+        Some("wf-late".to_string()),
+        Some("p-second".to_string()),
+        Some("t-early".to_string()),
+    );
+    let got = |h: &TempHome| {
+        (
+            text(h, "SELECT workflow_id FROM turns"),
+            text(h, "SELECT persona FROM turns"),
+            text(h, "SELECT tier FROM turns"),
+        )
+    };
+    build_archive(&h.home, &h.locks).unwrap();
+    assert_eq!(got(&h), want, "incremental build");
+    rebuild_archive(&h.home, &h.locks).unwrap();
+    assert_eq!(got(&h), want, "full rebuild");
+
+    // A stamp with an even earlier ts arriving in a later build refolds
+    // the turn but changes nothing that later stamps set.
+    h.append_stamp(
+        "2026-04-20T12:00:00.000Z",
+        r#"{"sessionId":"s-o"}"#,
+        r#"{"workflowId":"wf-oldest","tier":"t-oldest","team":"x"}"#,
+    );
+    build_archive(&h.home, &h.locks).unwrap();
+    assert_eq!(got(&h), want, "refold after an older stamp");
+    let json = text(&h, "SELECT enrichment_json FROM turns").unwrap();
+    assert_eq!(
+        json,
+        r#"{"workflowId":"wf-late","tier":"t-early","team":"x","persona":"p-second"}"#
+    );
+}
+
+fn size(p: &std::path::Path) -> u64 {
+    std::fs::metadata(p).unwrap().len()
 }

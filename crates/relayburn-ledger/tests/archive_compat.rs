@@ -2,17 +2,16 @@
 //! answer here without a rebuild; reading never changes them; a build
 //! migrates an older shape and replaces an archive of an older version.
 
-mod archive_common;
-mod common;
+mod support;
 
 use std::path::Path;
 
-use archive_common::*;
 use relayburn_ledger::archive::{
     archive_status, open_archive, query_all_from_archive, ARCHIVE_VERSION,
 };
 use relayburn_ledger::json::Value;
 use relayburn_ledger::query::Query;
+use support::archive::*;
 
 /// Run every turn query of a fixture list (`[{query, archive}]`) against
 /// the home's archive and compare line for line.

@@ -2,29 +2,30 @@
 //! archive complete and queryable (or the finished new one), and nothing
 //! that stops the next build.
 //!
-//! The rebuild runs in a child process: this test binary re-executed with
-//! `ARCHIVE_CRASH_HOME` set, running only [`crash_child_rebuilds`].
+//! The rebuild runs in a child process (`support::role`), running only
+//! [`crash_child_rebuilds`].
 
-mod archive_common;
+mod support;
 
 use std::path::Path;
-use std::process::Command;
+
 use std::time::{Duration, Instant, SystemTime};
 
-use archive_common::*;
 use relayburn_ledger::archive::{build_archive, query_all_from_archive, rebuild_archive};
 use relayburn_ledger::json::Value;
 use relayburn_ledger::lock::Locks;
 use relayburn_ledger::query::Query;
 use relayburn_ledger::{Kind, LedgerHome};
-
-const CHILD_ENV: &str = "ARCHIVE_CRASH_HOME";
+use support::archive::*;
 
 /// The child's side: rebuild the home named by the environment.
 #[test]
 #[ignore = "run by archive_crash as a child process"]
 fn crash_child_rebuilds() {
-    let home = LedgerHome::new(std::env::var_os(CHILD_ENV).expect("child home"));
+    let Some((_, args)) = support::role::current() else {
+        return;
+    };
+    let home = LedgerHome::new(&args[0]);
     let locks = Locks::new(home.clone());
     rebuild_archive(&home, &locks).unwrap();
 }
@@ -72,6 +73,19 @@ fn write_ledger(h: &TempHome, sessions: u32, turns_per_session: u32, skip: u32) 
     h.append(&text);
 }
 
+/// A child process rebuilding `h`'s archive.
+fn spawn_rebuild(h: &TempHome) -> std::process::Child {
+    support::role::command(
+        "crash_child_rebuilds",
+        "rebuild",
+        &[h.dir.path().to_str().unwrap()],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap()
+}
+
 fn raw_state(path: &Path) -> Option<String> {
     rusqlite::Connection::open(path)
         .unwrap()
@@ -110,20 +124,13 @@ fn a_rebuild_killed_at_any_point_leaves_a_complete_archive() {
     let new_dump = dump(&reference.archive());
     assert_ne!(old_dump, new_dump);
 
-    let exe = std::env::current_exe().unwrap();
     let mut killed_mid_rebuild = 0;
     let steps = 8u32;
     for i in 0..steps {
         let h = TempHome::new();
         std::fs::write(h.ledger(), &full_ledger).unwrap();
         std::fs::write(h.archive(), &old_archive).unwrap();
-        let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child_rebuilds", "--ignored", "--quiet"])
-            .env(CHILD_ENV, h.dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_rebuild(&h);
         // Spread the kills over the rebuild, from before it starts to
         // after it would have finished.
         let delay =
@@ -169,4 +176,46 @@ fn a_rebuild_killed_at_any_point_leaves_a_complete_archive() {
         killed_mid_rebuild >= 2,
         "only {killed_mid_rebuild} kills landed inside a rebuild (rebuild took {rebuild_time:?})"
     );
+}
+
+#[test]
+fn after_a_killed_rebuild_the_archive_ends_equal_to_the_references() {
+    // The comparison above is with this crate's own rebuild, which proves
+    // atomicity; this one is with the reference's dump of the fixture
+    // ledger, so a build that is atomic but wrong fails too.
+    let reference = reference_or_skip!();
+    let fixture = reference.join("home");
+    let want = normalise_dump(read_json(&fixture.join("archive-dump.json")));
+    let ledger = std::fs::read(fixture.join("ledger.jsonl")).unwrap();
+    // The archive before: ours, of the first third of the ledger.
+    let cut = ledger[..ledger.len() / 3]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .unwrap()
+        + 1;
+    let base = TempHome::new();
+    std::fs::write(base.ledger(), &ledger[..cut]).unwrap();
+    build_archive(&base.home, &base.locks).unwrap();
+    let old_archive = std::fs::read(base.archive()).unwrap();
+    let started = Instant::now();
+    rebuild_archive(&base.home, &base.locks).unwrap();
+    let rebuild_time = started.elapsed() * 3;
+    for i in 0..4u32 {
+        let h = TempHome::new();
+        std::fs::write(h.ledger(), &ledger).unwrap();
+        std::fs::write(h.archive(), &old_archive).unwrap();
+        let mut child = spawn_rebuild(&h);
+        std::thread::sleep(rebuild_time.mul_f64(f64::from(i) / 3.0) + Duration::from_millis(10));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        backdate_lock(h.dir.path());
+        build_archive(&h.home, &h.locks).unwrap();
+        assert_dumps_equal(&dump(&h.archive()), &want, &format!("build after kill {i}"));
+        rebuild_archive(&h.home, &h.locks).unwrap();
+        assert_dumps_equal(
+            &dump(&h.archive()),
+            &want,
+            &format!("rebuild after kill {i}"),
+        );
+    }
 }

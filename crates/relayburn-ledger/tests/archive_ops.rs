@@ -6,15 +6,14 @@
 //! module; their output is taken from the expected final ledger, cut where
 //! the next archive step needs it.
 
-mod archive_common;
-mod common;
+mod support;
 
 use std::path::Path;
 
-use archive_common::*;
 use relayburn_ledger::archive::{build_archive, query_all_from_archive, rebuild_archive};
 use relayburn_ledger::json::Value;
 use relayburn_ledger::query::Query;
+use support::archive::*;
 
 struct Replay<'a> {
     h: TempHome,

@@ -1,12 +1,11 @@
 //! The archive built here equals, row for row, the one the reference
 //! built from the same ledger.
 
-mod archive_common;
-mod common;
+mod support;
 
-use archive_common::*;
 use relayburn_ledger::archive::{build_archive, rebuild_archive};
 use rusqlite::Connection;
+use support::archive::*;
 
 fn rebuild_and_compare(ledger: &std::path::Path, dump_path: &std::path::Path, what: &str) {
     let h = TempHome::new();

@@ -1,10 +1,8 @@
 //! Turn queries answered from the archive, as the reference's
 //! `archive-query` tests pin them down, plus the 2^53 extension.
 
-mod archive_common;
-mod common;
+mod support;
 
-use archive_common::*;
 use relayburn_ledger::archive::{
     archive_available, build_archive, query_all_from_archive, query_turns_from_archive,
     rebuild_archive,
@@ -12,6 +10,7 @@ use relayburn_ledger::archive::{
 use relayburn_ledger::json::{parse, Value};
 use relayburn_ledger::query::Query;
 use relayburn_ledger::{Kind, LedgerHome};
+use support::archive::*;
 
 const T0: &str = "2026-04-20T00:00:00.000Z";
 

@@ -2,22 +2,20 @@
 //! record, readers never see a partial record, and a rewrite never loses a
 //! line appended meanwhile.
 //!
-//! Child processes are this test binary run again with `--exact
-//! child_process` and the role in `RELAYBURN_TEST_ROLE`.
+//! Child processes are this test binary run again in a role
+//! (`support::role`), running only [`child_process`].
+
+mod support;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use relayburn_ledger::index::{turn_fingerprint, turn_id};
 use relayburn_ledger::lock::LockOptions;
 use relayburn_ledger::time::iso_from_millis;
 use relayburn_ledger::{json, Ledger, LedgerHome, Query, Value};
-
-const ROLE: &str = "RELAYBURN_TEST_ROLE";
-const HOME: &str = "RELAYBURN_TEST_HOME";
-const ARGS: &str = "RELAYBURN_TEST_ARGS";
 
 const TURNS: usize = 10_000;
 
@@ -46,17 +44,7 @@ fn open(home: &Path) -> Ledger {
 }
 
 fn spawn(role: &str, home: &Path, args: &str) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_process",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(ROLE, role)
-        .env(HOME, home)
-        .env(ARGS, args)
+    support::role::command("child_process", role, &[home.to_str().unwrap(), args])
         .spawn()
         .unwrap()
 }
@@ -68,13 +56,13 @@ fn wait_ok(mut c: Child, what: &str) {
 
 /// Entry point of the child processes; does nothing in a normal run.
 #[test]
+#[ignore = "child process role, started by the other tests"]
 fn child_process() {
-    let Ok(role) = std::env::var(ROLE) else {
+    let Some((role, a)) = support::role::current() else {
         return;
     };
-    let home = PathBuf::from(std::env::var_os(HOME).unwrap());
-    let args: Vec<usize> = std::env::var(ARGS)
-        .unwrap_or_default()
+    let home = PathBuf::from(&a[0]);
+    let args: Vec<usize> = a[1]
         .split(',')
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().unwrap())

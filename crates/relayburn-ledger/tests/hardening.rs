@@ -3,8 +3,7 @@
 //! shared protocol as the reference does (empty lockfile, never
 //! refreshed, plain unlink at release).
 
-mod archive_common;
-mod common;
+mod support;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,15 +11,15 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use archive_common::*;
 use relayburn_ledger::archive::{
     archive_status, build_archive, plan_turn_read, rebuild_archive, TurnPlan, TurnSource,
-    ARCHIVE_LOCK,
 };
+use relayburn_ledger::home::lock_name::ARCHIVE as ARCHIVE_LOCK;
 use relayburn_ledger::json::{self, Value};
 use relayburn_ledger::lock::LockOptions;
 use relayburn_ledger::records::Kind;
 use relayburn_ledger::{Error, Ledger};
+use support::archive::*;
 
 const T0: &str = "2026-04-20T10:00:00.000Z";
 

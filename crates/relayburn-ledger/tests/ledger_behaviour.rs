@@ -237,10 +237,13 @@ fn a_stamp_written_before_its_turn_still_applies() {
 #[test]
 fn a_stamp_without_selector_fields_is_refused() {
     let (_d, l) = temp_ledger();
-    assert!(l.stamp(obj("{}"), obj(r#"{"x":"y"}"#)).is_err());
-    assert!(l
-        .stamp(obj(r#"{"other":"s"}"#), obj(r#"{"x":"y"}"#))
-        .is_err());
+    for selector in ["{}", r#"{"other":"s"}"#] {
+        let err = l.stamp(obj(selector), obj(r#"{"x":"y"}"#)).unwrap_err();
+        assert!(
+            matches!(&err, relayburn_ledger::Error::Invalid { field, .. } if field == "selector"),
+            "{err:?}"
+        );
+    }
     assert!(!l.home().ledger().exists());
 }
 
@@ -548,7 +551,11 @@ fn rebuild_keeps_first_seen_order_and_counts_unhashable_lines() {
 fn a_turn_that_cannot_be_fingerprinted_fails_the_batch_and_writes_nothing() {
     let (_d, l) = temp_ledger();
     let bad = obj(r#"{"source":"x","sessionId":"s","messageId":"m","toolCalls":[]}"#);
-    assert!(l.append_turns(vec![turn("{}"), bad]).is_err());
+    let err = l.append_turns(vec![turn("{}"), bad]).unwrap_err();
+    assert!(
+        matches!(&err, relayburn_ledger::Error::Invalid { field, .. } if field == "records[1]"),
+        "{err:?}"
+    );
     assert!(!l.home().ledger().exists());
     // The good turn was not remembered as written.
     assert_eq!(l.append_turns(vec![turn("{}")]).unwrap(), 1);
@@ -710,4 +717,71 @@ fn a_fresh_handle_knows_records_whose_index_lines_are_still_missing() {
     .unwrap();
     let fresh = Ledger::open(LedgerHome::new(d.path())).unwrap();
     assert_eq!(fresh.append_turns(vec![pending]).unwrap(), 0);
+}
+
+#[test]
+fn records_that_differ_only_by_source_are_different_records() {
+    // `source` is the first part of every id key (SPEC §4).
+    let (_d, l) = temp_ledger();
+    // Turns: one batch, since across batches the content fingerprint
+    // (which has no source) would drop the second.
+    assert_eq!(
+        l.append_turns(vec![turn("{}"), turn(r#"{"source":"codex"}"#)])
+            .unwrap(),
+        2
+    );
+    let other = |base: &str| merge(base, r#"{"source":"codex"}"#);
+    let rel = obj(RELATIONSHIP);
+    assert_eq!(l.append_compactions(vec![obj(COMPACTION)]).unwrap(), 1);
+    assert_eq!(l.append_compactions(vec![other(COMPACTION)]).unwrap(), 1);
+    assert_eq!(l.append_relationships(vec![rel]).unwrap(), 1);
+    assert_eq!(
+        l.append_relationships(vec![other(RELATIONSHIP)]).unwrap(),
+        1
+    );
+    assert_eq!(
+        l.append_tool_result_events(vec![obj(TOOL_RESULT_EVENT)])
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        l.append_tool_result_events(vec![other(TOOL_RESULT_EVENT)])
+            .unwrap(),
+        1
+    );
+    assert_eq!(l.append_user_turns(vec![obj(USER_TURN)]).unwrap(), 1);
+    assert_eq!(l.append_user_turns(vec![other(USER_TURN)]).unwrap(), 1);
+    let sources = |v: Vec<Value>| -> Vec<String> {
+        v.iter()
+            .map(|r| s(r, "source").unwrap().to_string())
+            .collect()
+    };
+    let both = ["claude-code", "codex"];
+    assert_eq!(sources(turns(&l, &Query::default())), both);
+    assert_eq!(
+        sources(all(l.query_compactions(&Query::default()).unwrap())),
+        both
+    );
+    assert_eq!(
+        sources(all(l.query_relationships(&Query::default()).unwrap())),
+        both
+    );
+    assert_eq!(
+        sources(all(l.query_tool_result_events(&Query::default()).unwrap())),
+        both
+    );
+    assert_eq!(
+        sources(all(l.query_user_turns(&Query::default()).unwrap())),
+        both
+    );
+    // Ten distinct id hashes in the index.
+    let idx = std::fs::read_to_string(l.home().root().join("ledger.idx")).unwrap();
+    let ids: std::collections::HashSet<&str> = idx.lines().collect();
+    assert_eq!((idx.lines().count(), ids.len()), (10, 10));
+    // And the same again is a duplicate of each.
+    assert_eq!(
+        l.append_turns(vec![turn(r#"{"source":"codex"}"#)]).unwrap(),
+        0
+    );
+    assert_eq!(l.append_user_turns(vec![other(USER_TURN)]).unwrap(), 0);
 }

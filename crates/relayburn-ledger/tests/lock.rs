@@ -6,6 +6,8 @@
 //! `--exact child_process_entry --ignored` and a role in an environment
 //! variable. `long_holder_is_never_stolen` takes about 12 s.
 
+mod support;
+
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::MetadataExt;
@@ -15,11 +17,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use relayburn_ledger::lock::{self, LockOptions, Locks, HEARTBEAT_MS, STALE_MS};
+use relayburn_ledger::lock::{self, LockOptions, Locks, Waiting};
 use relayburn_ledger::{Error, LedgerHome};
+use support::node_or_skip;
 
-const ROLE_VAR: &str = "RELAYBURN_LOCK_TEST_ROLE";
-const ARGS_VAR: &str = "RELAYBURN_LOCK_TEST_ARGS";
+/// SPEC §3's stale window, written here rather than taken from the code
+/// under test.
+const STALE_MS: u64 = 5_000;
+/// The heartbeat period this project promises: a fifth of the window.
+const HEARTBEAT_MS: u64 = 1_000;
 
 // ---------------------------------------------------------------------------
 // helpers
@@ -49,12 +55,12 @@ fn tiny(stale: Duration) -> LockOptions {
     }
 }
 
+/// This host's name, read without the library under test.
 fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    assert_eq!(rc, 0);
-    let end = buf.iter().position(|&b| b == 0).unwrap();
-    String::from_utf8(buf[..end].to_vec()).unwrap()
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 /// Start time (field 22) of `/proc/<pid>/stat`.
@@ -83,6 +89,7 @@ fn set_mtime_by_path(path: &Path, t: SystemTime) {
     };
     let times = [ts, ts];
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path and two valid timespecs.
     let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) };
     assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
 }
@@ -111,19 +118,8 @@ fn assert_timeout_naming(err: &Error, path: &Path, detail: &str) {
 // ---------------------------------------------------------------------------
 
 fn child(role: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args([
-        "--exact",
-        "child_process_entry",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ])
-    .env(ROLE_VAR, role)
-    .env(ARGS_VAR, args.join("\u{1f}"))
-    .stdin(Stdio::null())
-    .stdout(Stdio::null());
+    let mut c = support::role::command("child_process_entry", role, args);
+    c.stdout(Stdio::null());
     c
 }
 
@@ -184,14 +180,9 @@ fn event(name: &str, detail: impl std::fmt::Display) {
 #[test]
 #[ignore = "child process role, started by the other tests"]
 fn child_process_entry() {
-    let Ok(role) = std::env::var(ROLE_VAR) else {
+    let Some((role, args)) = support::role::current() else {
         return;
     };
-    let args: Vec<String> = std::env::var(ARGS_VAR)
-        .unwrap_or_default()
-        .split('\u{1f}')
-        .map(str::to_string)
-        .collect();
     match role.as_str() {
         "noop" => {}
         "sleep" => std::thread::sleep(Duration::from_millis(args[0].parse().unwrap())),
@@ -238,23 +229,6 @@ fn child_process_entry() {
 // ---------------------------------------------------------------------------
 // the Node peer
 // ---------------------------------------------------------------------------
-
-/// `node`, or `None` after a notice (a failure under RELAYBURN_REQUIRE_NODE=1).
-fn node_or_skip() -> Option<&'static str> {
-    let ok = Command::new("node")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if ok {
-        return Some("node");
-    }
-    if std::env::var_os("RELAYBURN_REQUIRE_NODE").is_some_and(|v| v == "1") {
-        panic!("node is required (RELAYBURN_REQUIRE_NODE=1) but cannot be run");
-    }
-    eprintln!("notice: node not found; skipping the Node peer test");
-    None
-}
 
 fn peer(node: &str, args: &[&str]) -> Command {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/lock-peer.mjs");
@@ -634,6 +608,121 @@ fn release_leaves_a_lockfile_someone_else_created() {
 }
 
 #[test]
+fn the_default_schedule_is_the_references() {
+    // About 11 s. SPEC §3: 20 ms for the first 50 attempts, then 250 ms
+    // for the next 40; the timeout names 90 attempts and ~11000 ms.
+    let (_d, home) = home();
+    let path = home.lock("schedule");
+    let _held = Locks::new(home.clone()).acquire("schedule").unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let waiter = {
+        let seen = Arc::clone(&seen);
+        Locks::new(home).on_wait(Arc::new(move |w: &Waiting<'_>| {
+            seen.lock()
+                .unwrap()
+                .push((w.attempt, w.delay, w.waited, w.holder.map(|h| h.pid)));
+        }))
+    };
+    let start = Instant::now();
+    let err = std::thread::spawn(move || waiter.acquire("schedule").unwrap_err())
+        .join()
+        .unwrap();
+    let elapsed = start.elapsed();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(
+            "could not acquire lock after 90 attempts (~11000ms) - held by live process (pid "
+        ),
+        "{msg}"
+    );
+    assert!(msg.ends_with(&format!(": {}", path.display())), "{msg}");
+    assert!(
+        matches!(
+            err,
+            Error::LockTimeout {
+                attempts: 90,
+                budget_ms: 11_000,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let seen = seen.lock().unwrap();
+    let delays: Vec<u64> = seen.iter().map(|s| s.1.as_millis() as u64).collect();
+    let mut want = vec![20; 50];
+    want.extend([250; 40]);
+    assert_eq!(delays, want);
+    let attempts: Vec<u32> = seen.iter().map(|s| s.0).collect();
+    assert_eq!(attempts, (1..=90).collect::<Vec<_>>());
+    assert!(seen.iter().all(|s| s.3 == Some(std::process::id())));
+    // Observed: about 50 polls in the first second. Sleeps can only
+    // overrun, so a loaded machine sees fewer, never more.
+    let first_second = seen.iter().filter(|s| s.2 < Duration::from_secs(1)).count();
+    assert!((35..=51).contains(&first_second), "{first_second} polls");
+    assert!(elapsed >= Duration::from_millis(11_000), "{elapsed:?}");
+}
+
+#[test]
+fn the_default_timings_are_the_references() {
+    assert_eq!(
+        LockOptions::default(),
+        LockOptions {
+            fast_retries: 50,
+            fast_retry_delay: Duration::from_millis(20),
+            slow_retries: 40,
+            slow_retry_delay: Duration::from_millis(250),
+            stale: Duration::from_millis(5_000),
+        }
+    );
+}
+
+#[test]
+fn the_default_stale_window_is_five_seconds() {
+    let (_d, home) = home();
+    let o = LockOptions {
+        stale: LockOptions::default().stale,
+        ..tiny(Duration::ZERO)
+    };
+    // 4.5 s old, no holder named: fresh, so the acquire times out.
+    let path = home.lock("young");
+    fs::write(&path, "").unwrap();
+    set_mtime(&path, SystemTime::now() - Duration::from_millis(4_500));
+    let err = lock::acquire(&path, &o).unwrap_err();
+    assert_timeout_naming(&err, &path, "held by live process");
+    // 5.5 s old: stale, taken at once.
+    let path = home.lock("old");
+    fs::write(&path, "").unwrap();
+    set_mtime(&path, SystemTime::now() - Duration::from_millis(5_500));
+    lock::acquire(&path, &o).unwrap();
+}
+
+#[test]
+fn a_holder_refreshes_its_lockfile_every_second() {
+    // About 3.5 s: beats at 1, 2 and 3 s (HEARTBEAT_MS), none at 0.5 s
+    // intervals and none skipped.
+    let (_d, home) = home();
+    let path = home.lock("beats");
+    let guard = Locks::new(home).acquire("beats").unwrap();
+    let start = Instant::now();
+    let mut last = fs::metadata(&path).unwrap().modified().unwrap();
+    let mut beats = Vec::new();
+    while start.elapsed() < Duration::from_millis(3 * HEARTBEAT_MS + 500) {
+        std::thread::sleep(Duration::from_millis(20));
+        let m = fs::metadata(&path).unwrap().modified().unwrap();
+        if m != last {
+            beats.push(start.elapsed());
+            last = m;
+        }
+    }
+    drop(guard);
+    assert_eq!(beats.len(), 3, "{beats:?}");
+    assert!(
+        beats[0] >= Duration::from_millis(HEARTBEAT_MS - 100),
+        "{beats:?}"
+    );
+}
+
+#[test]
 fn timeout_names_the_path_and_the_holder() {
     let (_d, home) = home();
     let path = home.lock("busy");
@@ -814,6 +903,7 @@ fn unreadable_lockfiles_fall_back_to_the_mtime_rule() {
     // A FIFO: reading it would block; it must not hang the acquirer.
     let path = home.lock("fifo");
     let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
     let start = Instant::now();
     let err = lock::acquire(&path, &tiny(Duration::from_secs(60))).unwrap_err();
@@ -884,42 +974,11 @@ fn a_home_below_a_regular_file_fails_at_once() {
 /// says so and relies on `a_home_below_a_regular_file_fails_at_once`).
 #[test]
 fn a_read_only_home_fails_at_once() {
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::process::CommandExt;
     let (_d, home) = home();
     let path = home.lock("ro");
-    let root = std::ffi::CString::new(home.root().as_os_str().as_bytes()).unwrap();
-    let slash = std::ffi::CString::new("/").unwrap();
     let mut cmd = child("try-acquire", &[path.to_str().unwrap()]);
     cmd.stdout(Stdio::piped());
-    unsafe {
-        cmd.pre_exec(move || {
-            let fail = || Err(std::io::Error::last_os_error());
-            let null = std::ptr::null();
-            if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                return fail();
-            }
-            let private = libc::MS_REC | libc::MS_PRIVATE;
-            if libc::mount(null, slash.as_ptr(), null, private, null.cast()) != 0 {
-                return fail();
-            }
-            if libc::mount(
-                root.as_ptr(),
-                root.as_ptr(),
-                null,
-                libc::MS_BIND,
-                null.cast(),
-            ) != 0
-            {
-                return fail();
-            }
-            let ro = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
-            if libc::mount(null, root.as_ptr(), null, ro, null.cast()) != 0 {
-                return fail();
-            }
-            Ok(())
-        });
-    }
+    support::role::private_mounts(&mut cmd, Some(home.root()), true);
     let mut c = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -949,6 +1008,7 @@ fn a_home_without_write_permission_fails_at_once() {
     fs::create_dir(&root).unwrap();
     fs::set_permissions(&root, fs::Permissions::from_mode(0o555)).unwrap();
     let path = LedgerHome::new(&root).lock("perm");
+    // SAFETY: geteuid takes nothing and cannot fail.
     let msg = if unsafe { libc::geteuid() } == 0 {
         let mut cmd = child("try-acquire", &[path.to_str().unwrap()]);
         cmd.uid(65534).gid(65534).stdout(Stdio::piped());

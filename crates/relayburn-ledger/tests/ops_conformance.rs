@@ -3,10 +3,9 @@
 //! handle (the reference ran each script in one process), and the files
 //! and step results must equal what the reference left.
 
-mod archive_common;
-mod common;
+mod support;
 
-use common::ops::{compare_result, records, short};
+use support::ops::{compare_result, records, short};
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -197,9 +196,9 @@ fn run_case(case_dir: &Path) -> Vec<String> {
     };
     let dump_path = expected_dir.join("archive-dump.json");
     if dump_path.exists() {
-        let got = archive_common::dump(&home.path().join("archive.sqlite"));
-        let want = archive_common::normalise_dump(archive_common::read_json(&dump_path));
-        archive_common::assert_dumps_equal(&got, &want, &case_dir.display().to_string());
+        let got = support::archive::dump(&home.path().join("archive.sqlite"));
+        let want = support::archive::normalise_dump(support::archive::read_json(&dump_path));
+        support::archive::assert_dumps_equal(&got, &want, &case_dir.display().to_string());
     }
     let want_content = list(&expected_dir.join("content"));
     let got_content = list(&home.path().join("content"));

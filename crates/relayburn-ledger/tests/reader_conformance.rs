@@ -3,7 +3,7 @@
 //! returned, and an index rebuild of its ledger must write the same index
 //! files the reference wrote.
 
-mod common;
+mod support;
 
 use relayburn_ledger::{json, Ledger, LedgerHome, Query, Value};
 
@@ -113,4 +113,65 @@ fn index_rebuild_matches_the_reference() {
     }
     let ids = std::fs::read_to_string(fixture.join("ledger.idx")).unwrap();
     assert_eq!(r.ids, ids.lines().count());
+}
+
+/// The fixture ledger cut just before the `\n` that ends the last line
+/// holding `marker`, so that line is complete JSON without its newline.
+/// Node's readline still yields such a line, so the reference's readers and
+/// its index rebuild take it into account.
+fn cut_before_newline(ledger: &[u8], marker: &str) -> Vec<u8> {
+    let text = std::str::from_utf8(ledger).unwrap();
+    let start = text.rfind(marker).unwrap();
+    let end = start + text[start..].find('\n').unwrap();
+    let line = &text[text[..start].rfind('\n').map_or(0, |i| i + 1)..end];
+    assert!(json::parse(line).is_ok(), "the cut line must be valid JSON");
+    ledger[..end].to_vec()
+}
+
+fn home_with(ledger: &[u8]) -> (tempfile::TempDir, Ledger) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ledger.jsonl"), ledger).unwrap();
+    let l = Ledger::open(LedgerHome::new(dir.path())).unwrap();
+    (dir, l)
+}
+
+#[test]
+fn a_complete_last_line_without_its_newline_is_read_by_queries_and_the_index_rebuild() {
+    let reference = reference_or_skip!();
+    let fixture = reference.join("home");
+    let full = std::fs::read(fixture.join("ledger.jsonl")).unwrap();
+    // The fixture ends: … user_turn line, stamp line, torn fragment. Cutting
+    // before the stamp's newline leaves the stamp as the last line; cutting
+    // before the user turn's leaves that user turn last. The fragment never
+    // parsed, so the reference's outputs for the whole file hold for both.
+    let at_stamp = cut_before_newline(&full, "{\"v\":1,\"kind\":\"stamp\"");
+    let at_user_turn = cut_before_newline(&full, "{\"v\":1,\"kind\":\"user_turn\"");
+    assert!(at_user_turn.len() < at_stamp.len());
+
+    // Turns: the unterminated stamp is folded as the reference folds it.
+    let (_d, ledger) = home_with(&at_stamp);
+    let expected = load(&fixture.join("queries.json"));
+    let first = &expected.as_array().unwrap()[0];
+    assert_eq!(first.get("query").unwrap().to_json(), "{}");
+    let want = first.get("ledger").and_then(Value::as_array).unwrap();
+    let got = collect(ledger.query_turns(&Query::default()).unwrap());
+    assert_same("turns {} (stamp unterminated)", want, &got);
+
+    // User turns: the unterminated one is returned.
+    let (dir, ledger) = home_with(&at_user_turn);
+    let aux = load(&fixture.join("aux-queries.json"));
+    let all = aux.as_array().unwrap()[0].clone();
+    assert_eq!(all.get("query").unwrap().to_json(), "{}");
+    let want = all.get("userTurns").and_then(Value::as_array).unwrap();
+    let got = collect(ledger.query_user_turns(&Query::default()).unwrap());
+    assert_same("userTurns {} (last one unterminated)", want, &got);
+
+    // Index rebuild: the unterminated user turn's id is in the index, which
+    // is then byte for byte the reference's.
+    ledger.rebuild_index().unwrap();
+    for name in ["ledger.idx", "ledger.content.idx"] {
+        let want = std::fs::read(fixture.join(name)).unwrap();
+        let got = std::fs::read(dir.path().join(name)).unwrap();
+        assert!(want == got, "{name} differs from the reference's rebuild");
+    }
 }

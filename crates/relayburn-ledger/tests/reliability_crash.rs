@@ -12,10 +12,7 @@
 //! Child processes are this test binary run again with
 //! `--exact crash_child --ignored` and a role in the environment.
 
-#[path = "support/reliability.rs"]
-mod reliability;
-
-mod archive_common;
+mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -24,19 +21,19 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use relayburn_ledger::check;
-use relayburn_ledger::index::{Hash16, CONTENT_WINDOW};
+use relayburn_ledger::index::Hash16;
 use relayburn_ledger::json::{self, Value};
-use relayburn_ledger::lock::{Locks, STALE_MS};
+use relayburn_ledger::lock::Locks;
 use relayburn_ledger::time::iso_from_millis;
 use relayburn_ledger::{Ledger, LedgerHome, Query};
 
-use reliability::*;
+use support::reliability::*;
 
 const ENTRY: &str = "crash_child";
 
 /// A dead writer's lock must never block longer than the stale window
 /// (plus one slow poll and scheduling slack).
-const RECLAIM_BOUND: Duration = Duration::from_millis(STALE_MS + 1_000);
+const RECLAIM_BOUND: Duration = Duration::from_millis(5_000 + 1_000);
 
 fn trials() -> u64 {
     env_u64("RELAYBURN_CRASH_TRIALS", if long_run() { 300 } else { 50 })
@@ -101,7 +98,9 @@ where
 #[test]
 #[ignore = "child process role, started by the other tests"]
 fn crash_child() {
-    let Some((role, args)) = role() else { return };
+    let Some((role, args)) = support::role::current() else {
+        return;
+    };
     let home = LedgerHome::new(&args[0]);
     match role.as_str() {
         // <home> <seed> <start>: append the plan's batches with short pauses.
@@ -444,7 +443,7 @@ fn killed_turn_writers_leave_whole_records_and_a_consistent_index() {
         assert_eq!(r.ids, order.len());
         assert_eq!(IndexAudit::of(&home.ledger_index()).hashes, order);
         let fp_order: Vec<Hash16> = after.records.iter().map(|(_, i)| turn_fp(*i)).collect();
-        let tail = &fp_order[fp_order.len().saturating_sub(CONTENT_WINDOW)..];
+        let tail = &fp_order[fp_order.len().saturating_sub(WINDOW)..];
         assert_eq!(IndexAudit::of(&home.ledger_content_index()).hashes, tail);
         let report = check::check(&home, &mut |_, _| {}).unwrap();
         assert_eq!(
@@ -846,7 +845,7 @@ impl Expected {
             let home = LedgerHome::new(&dir);
             std::fs::write(home.ledger(), &data[..n as usize]).unwrap();
             relayburn_ledger::archive::rebuild_archive(&home, &Locks::new(home.clone())).unwrap();
-            let d = archive_common::dump(&home.archive());
+            let d = support::archive::dump(&home.archive());
             std::fs::remove_dir_all(&dir).unwrap();
             self.rebuilds += 1;
             self.cache.insert(n, d);
@@ -881,8 +880,8 @@ fn killed_archive_builds_leave_the_old_or_the_new_archive() {
     };
     let mut cursor = archive_cursor(&home);
     assert_eq!(cursor, ledger_len(&home));
-    archive_common::assert_dumps_equal(
-        &archive_common::dump(&home.archive()),
+    support::archive::assert_dumps_equal(
+        &support::archive::dump(&home.archive()),
         expected.at(cursor),
         "first build",
     );
@@ -973,8 +972,8 @@ fn killed_archive_builds_leave_the_old_or_the_new_archive() {
             );
         }
         *outcomes.entry((mode, outcome)).or_insert(0) += 1;
-        let got = archive_common::dump(&home.archive());
-        archive_common::assert_dumps_equal(&got, expected.at(cursor), &what);
+        let got = support::archive::dump(&home.archive());
+        support::archive::assert_dumps_equal(&got, expected.at(cursor), &what);
         expected.cache.retain(|&k, _| k == cursor);
 
         stale_rebuild_files += leftovers(&root, &[".tmp"])
@@ -999,8 +998,8 @@ fn killed_archive_builds_leave_the_old_or_the_new_archive() {
     l.build_archive().unwrap();
     let len = ledger_len(&home);
     assert_eq!(archive_cursor(&home), len);
-    archive_common::assert_dumps_equal(
-        &archive_common::dump(&home.archive()),
+    support::archive::assert_dumps_equal(
+        &support::archive::dump(&home.archive()),
         expected.at(len),
         "final build",
     );

@@ -2,14 +2,12 @@
 //! take turns on one home: the content window, rewritten whole at every
 //! append once it is full, must never lose a recent fingerprint.
 
-#[path = "support/reliability.rs"]
-mod reliability;
+mod support;
 
 use relayburn_ledger::check;
-use relayburn_ledger::index::CONTENT_WINDOW;
 use relayburn_ledger::{Ledger, LedgerHome};
 
-use reliability::*;
+use support::reliability::*;
 
 /// Three handles append in turn past a full window. Each append replaces
 /// `ledger.content.idx` (a new file renamed over the old one) by a file
@@ -21,7 +19,7 @@ fn handles_taking_turns_on_a_full_window_keep_every_recent_fingerprint() {
     let dir = tempfile::tempdir().unwrap();
     let home = LedgerHome::new(dir.path());
     let first = Ledger::open(home.clone()).unwrap();
-    let mut next = CONTENT_WINDOW - 30;
+    let mut next = WINDOW - 30;
     first.append_turns((0..next).map(turn).collect()).unwrap();
     let handles: Vec<Ledger> = (0..3)
         .map(|_| Ledger::open(home.clone()).unwrap())
@@ -36,14 +34,8 @@ fn handles_taking_turns_on_a_full_window_keep_every_recent_fingerprint() {
             next += 3;
         }
         let window = IndexAudit::of(&home.ledger_content_index());
-        assert_eq!(
-            window.hashes.len(),
-            CONTENT_WINDOW.min(next),
-            "round {round}"
-        );
-        let want: Vec<_> = (next.saturating_sub(CONTENT_WINDOW)..next)
-            .map(turn_fp)
-            .collect();
+        assert_eq!(window.hashes.len(), WINDOW.min(next), "round {round}");
+        let want: Vec<_> = (next.saturating_sub(WINDOW)..next).map(turn_fp).collect();
         assert_eq!(
             window.hashes, want,
             "round {round}: the window lost fingerprints"

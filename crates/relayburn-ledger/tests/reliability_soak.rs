@@ -19,10 +19,7 @@
 //! achieved per second. Child processes are this test binary run again
 //! with `--exact soak_child --ignored`.
 
-#[path = "support/reliability.rs"]
-mod reliability;
-
-mod archive_common;
+mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::Child;
@@ -32,7 +29,7 @@ use relayburn_ledger::check;
 use relayburn_ledger::json::{self, Value};
 use relayburn_ledger::{Error, Ledger, LedgerHome, Query};
 
-use reliability::*;
+use support::reliability::*;
 
 const ENTRY: &str = "soak_child";
 
@@ -165,7 +162,9 @@ fn ok<T>(r: relayburn_ledger::Result<T>, what: &str) -> T {
 #[test]
 #[ignore = "child process role, started by the other tests"]
 fn soak_child() {
-    let Some((role, args)) = role() else { return };
+    let Some((role, args)) = support::role::current() else {
+        return;
+    };
     let home = LedgerHome::new(&args[0]);
     let seed: u64 = args[1].parse().unwrap();
     let id: u64 = args[2].parse().unwrap();
@@ -467,9 +466,9 @@ fn nine_processes_for_a_minute_lose_and_duplicate_nothing() {
         .unwrap()
         .rebuild_archive()
         .unwrap();
-    archive_common::assert_dumps_equal(
-        &archive_common::dump(&home.archive()),
-        &archive_common::dump(&scratch.archive()),
+    support::archive::assert_dumps_equal(
+        &support::archive::dump(&home.archive()),
+        &support::archive::dump(&scratch.archive()),
         "incremental archive against a full rebuild",
     );
     eprintln!(

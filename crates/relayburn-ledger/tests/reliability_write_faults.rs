@@ -12,15 +12,11 @@
 //! the child (tests run as root; without CAP_SYS_ADMIN those two variants
 //! print a notice and are skipped).
 
-#[path = "support/reliability.rs"]
-mod reliability;
-
-mod archive_common;
+mod support;
 
 use std::collections::HashSet;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -29,7 +25,7 @@ use relayburn_ledger::index::Hash16;
 use relayburn_ledger::json::{self, Value};
 use relayburn_ledger::{Error, Ledger, LedgerHome, Query};
 
-use reliability::*;
+use support::reliability::*;
 
 const ENTRY: &str = "faults_child";
 
@@ -213,9 +209,9 @@ fn assert_archive_matches(home: &LedgerHome, scratch: &Path, what: &str) {
         .unwrap()
         .rebuild_archive()
         .unwrap();
-    archive_common::assert_dumps_equal(
-        &archive_common::dump(&home.archive()),
-        &archive_common::dump(&fresh.archive()),
+    support::archive::assert_dumps_equal(
+        &support::archive::dump(&home.archive()),
+        &support::archive::dump(&fresh.archive()),
         what,
     );
 }
@@ -285,34 +281,6 @@ fn mount(
     }
 }
 
-/// Run the child in its own mount namespace in which nothing propagates
-/// back to ours; `bind` is bind-mounted onto itself there.
-fn private_mounts(cmd: &mut Command, bind: Option<&Path>) {
-    let bind = bind.map(c_path);
-    let slash = CString::new("/").unwrap();
-    // SAFETY: only async-signal-safe calls (unshare, mount) between fork
-    // and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let fail = || Err(std::io::Error::last_os_error());
-            let null = std::ptr::null();
-            if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                return fail();
-            }
-            let private = libc::MS_REC | libc::MS_PRIVATE;
-            if libc::mount(null, slash.as_ptr(), null, private, null.cast()) != 0 {
-                return fail();
-            }
-            if let Some(b) = &bind {
-                if libc::mount(b.as_ptr(), b.as_ptr(), null, libc::MS_BIND, null.cast()) != 0 {
-                    return fail();
-                }
-            }
-            Ok(())
-        });
-    }
-}
-
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
@@ -334,7 +302,9 @@ fn copy_tree(from: &Path, to: &Path) {
 #[test]
 #[ignore = "child process role, started by the other tests"]
 fn faults_child() {
-    let Some((role, args)) = role() else { return };
+    let Some((role, args)) = support::role::current() else {
+        return;
+    };
     match role.as_str() {
         "fsize" => fsize_child(&args),
         "diskfull" => diskfull_child(&args),
@@ -524,8 +494,9 @@ fn diskfull_child(args: &[String]) {
     let mut grown = 0;
     let mut in_a_row = 0;
     let mut half_made = 0;
-    let mut unreadable = 0;
-    let mut unreadable_why = std::collections::BTreeSet::new();
+    let mut acked: HashSet<usize> = HashSet::new();
+    let (mut archive_answered, mut archive_refused) = (0, 0);
+    let mut refusals = std::collections::BTreeSet::new();
     while grown < 30 {
         let op = rng.below(10) as u8;
         let (items, result) = match op {
@@ -551,6 +522,9 @@ fn diskfull_child(args: &[String]) {
         };
         match result {
             Ok(()) => {
+                if op <= 4 {
+                    acked.extend(items.iter().copied());
+                }
                 ok += 1;
                 in_a_row = 0;
             }
@@ -561,7 +535,7 @@ fn diskfull_child(args: &[String]) {
                 }
                 failures.push(format!("{file}:{}", errno.map_or("sqlite", errno_name)));
                 let what = format!("after failure {}: {e}", failures.len());
-                assert_ledger_whole(&home, &what);
+                let audit = assert_ledger_whole(&home, &what);
                 assert_sidecars_whole(&home, &what);
                 if home.archive().exists() {
                     match archive_state(&home) {
@@ -573,10 +547,14 @@ fn diskfull_child(args: &[String]) {
                         // state row was written: no rows yet, and the next
                         // build completes it.
                         Ok(None) => half_made += 1,
-                        Err(e) => {
-                            unreadable += 1;
-                            unreadable_why.insert(e.to_string());
-                        }
+                        Err(_) => {}
+                    }
+                }
+                match reads_while_full(&l, &home, &audit, &acked, &what) {
+                    Ok(()) => archive_answered += 1,
+                    Err(e) => {
+                        archive_refused += 1;
+                        refusals.insert(e);
                     }
                 }
                 pending.push((op, items));
@@ -618,12 +596,10 @@ fn diskfull_child(args: &[String]) {
     l.build_archive().unwrap();
     assert_ledger_whole(&home, "after the retries");
     copy_tree(&root, &out);
-    if unreadable > 0 {
-        mark(
-            "archive-unreadable",
-            format!("{unreadable} {unreadable_why:?}"),
-        );
-    }
+    mark(
+        "archive-reads",
+        format!("{archive_answered} answered, {archive_refused} refused {refusals:?}"),
+    );
     mark(
         "done",
         format!(
@@ -806,7 +782,7 @@ fn full_disk_round(
             if archive_first { "archive-first" } else { "-" }.to_string(),
         ],
     );
-    private_mounts(&mut cmd, None);
+    support::role::private_mounts(&mut cmd, None, false);
     let mut c = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -823,8 +799,8 @@ fn full_disk_round(
         eprintln!("notice: {why}; skipping the full-disk test");
         return None;
     }
-    if let Some(why) = marker(&marks, "archive-unreadable") {
-        eprintln!("full disk (seed {seed:#x}): archive unreadable after a failure: {why}");
+    if let Some(reads) = marker(&marks, "archive-reads") {
+        eprintln!("full disk (seed {seed:#x}): archive queries while full: {reads}");
     }
     // Nothing was written to the directory under the tmpfs.
     assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
@@ -867,6 +843,50 @@ fn full_disk_round(
     Some(by_file)
 }
 
+/// What must hold while the disk is full, after a failed operation: the
+/// ledger query answers, with exactly the turns the file holds, in file
+/// order, every acknowledged append among them; the archive query either
+/// answers exactly the turns of the ledger up to the archive's cursor or
+/// fails (`Err` with its message) — it never answers wrongly.
+fn reads_while_full(
+    l: &Ledger,
+    home: &LedgerHome,
+    audit: &LedgerAudit,
+    acked: &HashSet<usize>,
+    what: &str,
+) -> Result<(), String> {
+    let from_ledger: Vec<usize> = l
+        .query_turns(&Query::default())
+        .unwrap_or_else(|e| panic!("{what}: the ledger query failed: {e}"))
+        .map(|t| index_of(&t.unwrap()).unwrap())
+        .collect();
+    let in_file: Vec<usize> = audit.records.iter().map(|r| r.1).collect();
+    assert_eq!(from_ledger, in_file, "{what}: ledger query");
+    let present = audit.present();
+    let lost: Vec<&usize> = acked.iter().filter(|i| !present.contains(i)).collect();
+    assert!(
+        lost.is_empty(),
+        "{what}: acknowledged turns missing {lost:?}"
+    );
+    if !home.archive().exists() {
+        return Err("no archive yet".into());
+    }
+    let rows = relayburn_ledger::archive::query_all_from_archive(home, &Query::default())
+        .map_err(|e| e.to_string())?;
+    let cursor = match archive_state(home) {
+        Ok(Some((c, _))) => c,
+        Ok(None) => 0,
+        Err(e) => panic!("{what}: the archive answered but its state is unreadable: {e}"),
+    };
+    let mut got: Vec<usize> = rows.iter().map(|r| index_of(r).unwrap()).collect();
+    got.sort_unstable();
+    let mut want: Vec<usize> = audit.before(cursor).records.iter().map(|r| r.1).collect();
+    want.sort_unstable();
+    want.dedup();
+    assert_eq!(got, want, "{what}: the archive answered wrongly");
+    Ok(())
+}
+
 /// `RELAYBURN_FAULTS_ROUNDS` runs (default 3), the first creating the
 /// archive under pressure, the others building it first.
 #[test]
@@ -897,7 +917,7 @@ fn a_home_made_read_only_fails_at_once_and_works_again_when_writable() {
     let root = dir.path().join("home");
     std::fs::create_dir(&root).unwrap();
     let mut cmd = child(ENTRY, "readonly", &[root.display().to_string()]);
-    private_mounts(&mut cmd, Some(&root));
+    support::role::private_mounts(&mut cmd, Some(&root), false);
     let mut c = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {

@@ -4,14 +4,14 @@
 //! `burn.sqlite` through the storage seam; the store's tables, the step
 //! results and the content warnings must equal what the reference left.
 
-mod common;
+mod support;
 
 use std::path::Path;
 
-use common::ops::{compare_result, records};
 use relayburn_ledger::store::{self, Store};
 use relayburn_ledger::{json, LedgerHome, Query, Storage, Value};
 use rusqlite::types::ValueRef;
+use support::ops::{compare_result, records};
 
 /// Steps that only exist for file storage, reported as the reference's
 /// harness reported them.
@@ -189,8 +189,8 @@ fn compare_dump(want: &Value, got: &Value) -> Vec<String> {
                 if let Some(i) = (0..a.len().min(b.len())).find(|&i| a[i] != b[i]) {
                     out.push(format!(
                         "{n} row {i} differs\n  want: {}\n  got:  {}",
-                        common::ops::short(&a[i].to_json()),
-                        common::ops::short(&b[i].to_json())
+                        support::ops::short(&a[i].to_json()),
+                        support::ops::short(&b[i].to_json())
                     ));
                 }
             }

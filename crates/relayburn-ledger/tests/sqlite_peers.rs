@@ -11,8 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-#[path = "support/reliability.rs"]
-mod reliability;
+mod support;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use relayburn_ledger::index::{record_id, turn_fingerprint};
@@ -50,7 +49,7 @@ fn new_store(dir: &Path) -> PathBuf {
 
 fn child(role: &str, args: &[&str]) -> Command {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    reliability::child("child_process_entry", role, &args)
+    support::reliability::child("child_process_entry", role, &args)
 }
 
 fn event(name: &str, detail: impl std::fmt::Display) {
@@ -61,7 +60,7 @@ fn event(name: &str, detail: impl std::fmt::Display) {
 #[test]
 #[ignore = "child process role, started by the other tests"]
 fn child_process_entry() {
-    let Some((role, args)) = reliability::role() else {
+    let Some((role, args)) = support::role::current() else {
         return;
     };
     let store = SqliteStore::open(Path::new(&args[0])).unwrap();

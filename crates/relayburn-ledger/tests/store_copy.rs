@@ -3,7 +3,7 @@
 //! query of `queries-in.json` as the original does, for every query kind;
 //! running a copy again adds nothing; the source is never modified.
 
-mod common;
+mod support;
 
 use std::collections::HashSet;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! kill -9 at seeded points, concurrent pushers with overlapping records,
 //! team queries against the reference's outputs, hostile servers.
 
-mod common;
+mod support;
 mod team_support;
 
 use std::path::{Path, PathBuf};

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
-use relayburn_ledger::archive::ARCHIVE_LOCK;
+use relayburn_ledger::home::lock_name;
 use relayburn_ledger::lock::Locks;
 use relayburn_ledger::{Ledger, LedgerHome};
 
@@ -89,7 +89,7 @@ pub fn run(cmd: ChildCommand) -> Result<()> {
             // Taken first (the lock is re-entrant on this thread), so that
             // waiting for another process's build is not timed as ours.
             let t = Instant::now();
-            let _guard = ledger.locks().acquire(ARCHIVE_LOCK)?;
+            let _guard = ledger.locks().acquire(lock_name::ARCHIVE)?;
             result("lock_wait", t.elapsed().as_secs_f64());
             let t = Instant::now();
             let r = ledger.rebuild_archive()?;
@@ -106,7 +106,7 @@ pub fn run(cmd: ChildCommand) -> Result<()> {
         ChildCommand::Build(a) => {
             let ledger = Ledger::open(LedgerHome::new(&a.home))?;
             let t = Instant::now();
-            let _guard = ledger.locks().acquire(ARCHIVE_LOCK)?;
+            let _guard = ledger.locks().acquire(lock_name::ARCHIVE)?;
             result("lock_wait", t.elapsed().as_secs_f64());
             let t = Instant::now();
             let r = ledger.build_archive()?;

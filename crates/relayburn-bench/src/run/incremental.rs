@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use relayburn_ledger::archive::ARCHIVE_LOCK;
+use relayburn_ledger::home::lock_name;
 use relayburn_ledger::Ledger;
 
 use crate::floor;
@@ -162,7 +162,7 @@ pub fn run_incremental(a: IncrementalArgs) -> Result<()> {
         let ledger = Ledger::open(lh.clone())?;
         // Held around the timed build (re-entrant on this thread), so that
         // another process's build cannot be timed as ours.
-        let guard = ledger.locks().acquire(ARCHIVE_LOCK)?;
+        let guard = ledger.locks().acquire(lock_name::ARCHIVE)?;
         let t = Instant::now();
         let r = ledger.build_archive()?;
         let dt = t.elapsed().as_secs_f64();

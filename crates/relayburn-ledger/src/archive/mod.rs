@@ -31,7 +31,7 @@ use std::time::SystemTime;
 use rusqlite::Connection;
 
 use crate::error::{Error, IoContext, Result};
-use crate::home::LedgerHome;
+use crate::home::{lock_name, LedgerHome};
 use crate::json::{Object, Value};
 use crate::lock::Locks;
 use crate::records::Kind;
@@ -47,9 +47,6 @@ pub use status::{archive_status, vacuum_archive, ArchiveStatus, RowCounts, Vacuu
 use pipeline::{apply_range, Mode};
 use schema::sql_err;
 use sql::{BUILD_CACHE, BULK_PRAGMAS};
-
-/// Name of the lock that serialises builds, rebuilds and vacuums.
-pub const ARCHIVE_LOCK: &str = "archive";
 
 /// Prefix of the file a rebuild writes before swapping it in.
 const REBUILD_PREFIX: &str = "archive.sqlite.rebuild-";
@@ -244,7 +241,7 @@ pub fn build_archive_with_progress(
     locks: &Locks,
     progress: Progress<'_>,
 ) -> Result<BuildResult> {
-    locks.with_lock(ARCHIVE_LOCK, || build_locked(home, locks, progress))
+    locks.with_lock(lock_name::ARCHIVE, || build_locked(home, locks, progress))
 }
 
 fn build_locked(home: &LedgerHome, locks: &Locks, progress: Progress<'_>) -> Result<BuildResult> {
@@ -311,7 +308,7 @@ fn build_locked(home: &LedgerHome, locks: &Locks, progress: Progress<'_>) -> Res
         };
         fingerprint::record(conn, identity).map_err(&e)?;
         // Commit only while the build is still the only one.
-        locks.ensure_held(ARCHIVE_LOCK)?;
+        locks.ensure_held(lock_name::ARCHIVE)?;
         Ok((applied, restarted))
     })?;
     trace.mark("commit");
@@ -336,7 +333,7 @@ pub fn rebuild_archive_with_progress(
     locks: &Locks,
     progress: Progress<'_>,
 ) -> Result<BuildResult> {
-    locks.with_lock(ARCHIVE_LOCK, || rebuild_locked(home, locks, progress))
+    locks.with_lock(lock_name::ARCHIVE, || rebuild_locked(home, locks, progress))
 }
 
 fn rebuild_locked(home: &LedgerHome, locks: &Locks, progress: Progress<'_>) -> Result<BuildResult> {
@@ -350,7 +347,7 @@ fn rebuild_locked(home: &LedgerHome, locks: &Locks, progress: Progress<'_>) -> R
         // The last moment to stop: after the swap the new archive stands.
         .and_then(|r| crate::interrupt::check().map(|()| r))
         // Swap in only while the build is still the only one.
-        .and_then(|r| locks.ensure_held(ARCHIVE_LOCK).map(|()| r))
+        .and_then(|r| locks.ensure_held(lock_name::ARCHIVE).map(|()| r))
         .and_then(|r| swap_in(&tmp, &path).map(|()| r));
     match built {
         Ok(result) => Ok(result),
@@ -468,8 +465,12 @@ pub fn rebuild_leftovers(root: &Path) -> Vec<(PathBuf, bool)> {
         let Some(rest) = name.strip_prefix(REBUILD_PREFIX) else {
             continue;
         };
-        let pid = rest.split('.').next().and_then(|p| p.parse::<i32>().ok());
-        let alive = pid.is_some_and(|p| p != std::process::id() as i32 && process_alive(p));
+        let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
+        // The lock's liveness rule, for a process of this host.
+        let alive = pid.is_some_and(|p| {
+            p != std::process::id()
+                && crate::lock::local_liveness(p, None) == crate::lock::Liveness::Alive
+        });
         out.push((entry.path(), alive));
     }
     out.sort();
@@ -484,15 +485,6 @@ pub(crate) fn remove_stale_rebuilds(root: &Path) {
             let _ = std::fs::remove_file(path);
         }
     }
-}
-
-fn process_alive(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: kill with signal 0 only checks for the process's existence.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 impl crate::ledger::Ledger {

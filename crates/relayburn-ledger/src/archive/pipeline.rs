@@ -296,19 +296,7 @@ impl Trace {
 
     /// CPU time of the calling thread so far.
     pub(crate) fn thread_cpu() -> std::time::Duration {
-        let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-        // SAFETY: getrusage fills the struct it is given.
-        let ok = unsafe { libc::getrusage(libc::RUSAGE_THREAD, ru.as_mut_ptr()) } == 0;
-        if !ok {
-            return std::time::Duration::ZERO;
-        }
-        // SAFETY: initialised by the successful call above.
-        let ru = unsafe { ru.assume_init() };
-        let tv = |t: libc::timeval| {
-            std::time::Duration::from_secs(t.tv_sec as u64)
-                + std::time::Duration::from_micros(t.tv_usec as u64)
-        };
-        tv(ru.ru_utime) + tv(ru.ru_stime)
+        crate::sys::thread_cpu()
     }
 
     pub(crate) fn mark(&mut self, phase: &str) {

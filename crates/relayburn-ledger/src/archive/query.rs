@@ -300,35 +300,7 @@ fn cell(v: ValueRef<'_>) -> Value {
 
 /// `Number(x)` for a stored value.
 fn number(v: &Value) -> Value {
-    match v {
-        Value::Number(n) => Value::Number(*n),
-        Value::Null => Value::Number(0.0),
-        Value::String(s) => Value::Number(js_number(&s.to_lossy())),
-        _ => Value::Number(f64::NAN),
-    }
-}
-
-fn js_number(s: &str) -> f64 {
-    let t = json::js_trim(s);
-    if t.is_empty() {
-        return 0.0;
-    }
-    match t {
-        "Infinity" | "+Infinity" => f64::INFINITY,
-        "-Infinity" => f64::NEG_INFINITY,
-        _ => {
-            if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-                return u64::from_str_radix(h, 16).map_or(f64::NAN, |n| n as f64);
-            }
-            if t.bytes()
-                .all(|b| b.is_ascii_digit() || b".+-eE".contains(&b))
-            {
-                t.parse().unwrap_or(f64::NAN)
-            } else {
-                f64::NAN
-            }
-        }
-    }
+    Value::Number(crate::js::to_number(v))
 }
 
 fn is_one(v: &Value) -> bool {
@@ -348,17 +320,7 @@ fn turn_value(t: &[Value], c: &TurnColumns, tool_calls: Vec<Value>, with_fidelit
     o.insert("ts", get(c.ts).clone());
     o.insert("model", get(c.model).clone());
     let mut usage = Object::new();
-    for (key, i) in [
-        "input",
-        "output",
-        "reasoning",
-        "cacheRead",
-        "cacheCreate5m",
-        "cacheCreate1h",
-    ]
-    .iter()
-    .zip(c.usage)
-    {
+    for (key, i) in super::rows::USAGE_KEYS.iter().zip(c.usage) {
         usage.insert(*key, number(get(i)));
     }
     o.insert("usage", Value::Object(usage));

@@ -8,9 +8,21 @@
 //! make its whole build fail; here they reject just that record, with a
 //! reason, and the build goes on.
 
+use crate::js;
 use crate::json::{JsString, Object, Value};
 
 pub(crate) use super::sql::{Sv, TOOL_CALL_COLUMNS, TURN_COLUMNS};
+
+/// The `usage` fields, in the order of the `turns` columns
+/// `input_tokens` … `cache_create_1h_tokens`.
+pub(crate) const USAGE_KEYS: [&str; 6] = [
+    "input",
+    "output",
+    "reasoning",
+    "cacheRead",
+    "cacheCreate5m",
+    "cacheCreate1h",
+];
 
 /// Why a record cannot be archived.
 pub(crate) type Reject = String;
@@ -187,14 +199,7 @@ pub(crate) fn turn_row(rec: &mut Object, enrichment: EnrichmentCols) -> Result<T
 
     let mut usage_cols = [Sv::Null, Sv::Null, Sv::Null, Sv::Null, Sv::Null, Sv::Null];
     if let Some(u) = rec.get_mut("usage").and_then(Value::as_object_mut) {
-        for (slot, key) in usage_cols.iter_mut().zip([
-            "input",
-            "output",
-            "reasoning",
-            "cacheRead",
-            "cacheCreate5m",
-            "cacheCreate1h",
-        ]) {
+        for (slot, key) in usage_cols.iter_mut().zip(USAGE_KEYS) {
             *slot = required(u, key).map_err(|e| format!("usage.{e}"))?;
         }
     }
@@ -282,7 +287,7 @@ fn tool_call_row(tc: &mut Value) -> Result<[Sv; TOOL_CALL_COLUMNS], Reject> {
     };
     let is_error = flag(o, "isError");
     let replaced = match o.get("replacedTools") {
-        Some(v) if v.is_truthy() && js_length_positive(v) => Sv::Text(v.to_json()),
+        Some(v) if js::truthy(v) && js::length_positive(v) => Sv::Text(v.to_json()),
         _ => Sv::Null,
     };
     let collapsed = match o.get("collapsedCalls") {
@@ -298,52 +303,6 @@ fn tool_call_row(tc: &mut Value) -> Result<[Sv; TOOL_CALL_COLUMNS], Reject> {
         replaced,
         collapsed,
     ])
-}
-
-/// `value.length > 0` in JavaScript, for the values JSON can hold.
-fn js_length_positive(v: &Value) -> bool {
-    match v {
-        Value::Array(a) => !a.is_empty(),
-        Value::String(s) => s.utf16_len() > 0,
-        Value::Object(o) => match o.get("length") {
-            Some(Value::Number(n)) => *n > 0.0,
-            Some(Value::Bool(b)) => *b,
-            Some(Value::String(s)) => js_to_number(&s.to_lossy()) > 0.0,
-            Some(Value::Array(a)) => match a.len() {
-                0 => false,
-                1 => match &a[0] {
-                    Value::Number(n) => *n > 0.0,
-                    Value::String(s) => js_to_number(&s.to_lossy()) > 0.0,
-                    _ => false,
-                },
-                _ => false,
-            },
-            _ => false,
-        },
-        _ => false,
-    }
-}
-
-/// `Number(s)` for the relational comparison above.
-fn js_to_number(s: &str) -> f64 {
-    let t = crate::json::js_trim(s);
-    if t.is_empty() {
-        return 0.0;
-    }
-    if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        return u64::from_str_radix(hex, 16).map_or(f64::NAN, |n| n as f64);
-    }
-    match t {
-        "Infinity" | "+Infinity" => f64::INFINITY,
-        "-Infinity" => f64::NEG_INFINITY,
-        _ if t
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b".+-eE".contains(&b)) =>
-        {
-            t.parse().unwrap_or(f64::NAN)
-        }
-        _ => f64::NAN,
-    }
 }
 
 /// A `compactions` row: source, session_id, ts, preceding_message_id,
@@ -394,13 +353,7 @@ mod tests {
     use crate::json::parse;
 
     fn enr() -> EnrichmentCols {
-        EnrichmentCols {
-            workflow_id: Sv::Null,
-            agent_id: Sv::Null,
-            persona: Sv::Null,
-            tier: Sv::Null,
-            json: "{}".into(),
-        }
+        EnrichmentCols::empty()
     }
 
     fn obj(s: &str) -> Object {

@@ -9,9 +9,10 @@ use crate::home::LedgerHome;
 use crate::json::{Object, Value};
 use crate::lock::Locks;
 
+use super::file_stat;
 use super::read::{ArchiveReader, Freshness, Unavailable};
 use super::schema::{open_archive, sql_err, ARCHIVE_VERSION};
-use super::{file_stat, ARCHIVE_LOCK};
+use crate::home::lock_name;
 
 /// Row counts of the main tables.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -221,7 +222,7 @@ impl VacuumResult {
 /// Fold the WAL in, `VACUUM`, fold again, and measure the main file
 /// before and after, under lock `archive`.
 pub fn vacuum_archive(home: &LedgerHome, locks: &Locks) -> Result<VacuumResult> {
-    locks.with_lock(ARCHIVE_LOCK, || {
+    locks.with_lock(lock_name::ARCHIVE, || {
         let path = home.archive();
         if file_stat(&path)?.is_none() {
             return Ok(VacuumResult {

@@ -11,47 +11,17 @@
 //! index lines only after releasing the `ledger` lock.
 
 use std::collections::VecDeque;
-use std::fs::{File, Metadata, OpenOptions};
-use std::io::{BufRead, BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::fs::{File, Metadata};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Seek, SeekFrom};
+use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
+use crate::fsio::{append_bytes, last_byte, replace_file, FileId, Tracked};
 use crate::home::LedgerHome;
 use crate::index::{record_id, turn_fingerprint, Hash16, Hash16Set, CONTENT_WINDOW};
 use crate::json::Value;
 use crate::jsonl::{for_each_logical, LineScanner, Parsed};
 use crate::records::{line_kind, Kind};
-
-/// Which file a tracked offset belongs to, so a replaced file (a rename
-/// over it) is noticed even when it happens to be longer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct FileId {
-    dev: u64,
-    ino: u64,
-}
-
-impl FileId {
-    #[cfg(unix)]
-    pub(crate) fn of(m: &Metadata) -> FileId {
-        use std::os::unix::fs::MetadataExt;
-        FileId {
-            dev: m.dev(),
-            ino: m.ino(),
-        }
-    }
-
-    #[cfg(not(unix))]
-    pub(crate) fn of(_m: &Metadata) -> FileId {
-        FileId { dev: 0, ino: 0 }
-    }
-}
-
-/// How far a file has been read, and which file that was.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Tracked {
-    pub(crate) id: Option<FileId>,
-    pub(crate) offset: u64,
-}
 
 /// Counts of a rebuilt index, as the reference's `rebuildIndex` returns
 /// them, plus how many ledger lines could not be indexed.
@@ -569,72 +539,6 @@ pub(crate) fn hash_lines<'a>(hashes: impl IntoIterator<Item = &'a Hash16>) -> Ve
     out
 }
 
-/// Append `payload` to `path` in one write, creating the file. A file that
-/// does not end with `\n` (a writer died mid-line) first gets one, so the
-/// fragment cannot swallow the new lines. A failed write is truncated back.
-/// Returns the file, its length before and after.
-pub(crate) fn append_bytes(path: &Path, payload: &[u8]) -> Result<(FileId, u64, u64)> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).ctx("create directory", dir)?;
-    }
-    let mut f = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .open(path)
-        .ctx("open", path)?;
-    let meta = f.metadata().ctx("stat", path)?;
-    let prev = meta.len();
-    let needs_newline = prev > 0 && last_byte(&mut f, prev).ctx("read", path)? != b'\n';
-    let owned;
-    let bytes: &[u8] = if needs_newline {
-        let mut v = Vec::with_capacity(payload.len() + 1);
-        v.push(b'\n');
-        v.extend_from_slice(payload);
-        owned = v;
-        &owned
-    } else {
-        payload
-    };
-    if let Err(e) = f.write_all(bytes) {
-        // Never leave a partial line a reader could take for a record.
-        let _ = f.set_len(prev);
-        return Err(Error::io("append to", path, e));
-    }
-    Ok((FileId::of(&meta), prev, prev + bytes.len() as u64))
-}
-
-fn last_byte(f: &mut File, len: u64) -> std::io::Result<u8> {
-    f.seek(SeekFrom::Start(len - 1))?;
-    let mut b = [0u8; 1];
-    f.read_exact(&mut b)?;
-    Ok(b[0])
-}
-
-/// Write `body` to `<path>.tmp` and rename it over `path`.
-pub(crate) fn replace_file(path: &Path, body: &[u8]) -> Result<Tracked> {
-    let tmp = tmp_path(path);
-    let mut f = File::create(&tmp).ctx("create", &tmp)?;
-    if let Err(e) = f.write_all(body) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io("write", &tmp, e));
-    }
-    let meta = f.metadata().ctx("stat", &tmp)?;
-    drop(f);
-    std::fs::rename(&tmp, path).ctx("rename into place", path)?;
-    Ok(Tracked {
-        id: Some(FileId::of(&meta)),
-        offset: meta.len(),
-    })
-}
-
-/// `<path>.tmp`, the name the reference uses for its atomic writes.
-pub(crate) fn tmp_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".tmp");
-    PathBuf::from(s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -681,21 +585,5 @@ mod tests {
             st.ledger_file.offset,
             std::fs::metadata(home.ledger()).unwrap().len()
         );
-    }
-
-    #[test]
-    fn append_repairs_a_torn_tail() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        append_bytes(&p, b"a\n").unwrap();
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&p)
-            .unwrap()
-            .write_all(b"torn")
-            .unwrap();
-        let (_, prev, len) = append_bytes(&p, b"b\n").unwrap();
-        assert_eq!((prev, len), (6, 9));
-        assert_eq!(std::fs::read(&p).unwrap(), b"a\ntorn\nb\n");
     }
 }

@@ -618,7 +618,7 @@ impl crate::ledger::Ledger {
                 removed.push(leftover);
             }
         }
-        let terminated = self.with_lock("ledger", || {
+        let terminated = self.with_lock(crate::home::lock_name::LEDGER, || {
             let len = match std::fs::metadata(&path) {
                 Ok(m) if m.is_file() => m.len(),
                 _ => return Ok(None),
@@ -628,7 +628,7 @@ impl crate::ledger::Ledger {
             }
             let start = torn_tail_start(&path, len)?;
             if let Some(at) = start {
-                crate::index::sidecar::append_bytes(&path, b"")?;
+                crate::fsio::append_bytes(&path, b"")?;
                 record_repair(&self.home().repairs(), at, len - at)?;
             }
             Ok(start)
@@ -721,5 +721,5 @@ fn record_repair(path: &std::path::Path, offset: u64, length: u64) -> Result<()>
     let mut doc = Object::new();
     doc.insert("terminated", Value::Array(list));
     let body = format!("{}\n", Value::Object(doc).to_json());
-    super::write_atomic(path, &crate::index::sidecar::tmp_path(path), &body)
+    crate::fsio::replace_file(path, body.as_bytes()).map(drop)
 }

@@ -96,7 +96,7 @@ impl Doc {
         };
         let body = Value::Object(self.entries.clone()).to_json();
         // A cache: a home we cannot write to still gets exact counts.
-        let _ = super::write_atomic(path, &tmp, &body);
+        let _ = crate::fsio::replace_file_via(path, &tmp, body.as_bytes());
     }
 }
 

@@ -14,14 +14,12 @@ pub mod status;
 use std::io::ErrorKind;
 use std::path::Path;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
+use crate::fsio::{replace_file, replace_file_via, tmp_path};
 use crate::home::Env;
-use crate::index::sidecar::tmp_path;
-use crate::json::js_string_to_number;
+use crate::js::string_to_number;
 use crate::json::{self, write_string, Object, Value};
 use crate::ledger::Ledger;
-
-const CURSORS_LOCK: &str = "cursors";
 
 /// Read a file as text; `None` when it does not exist.
 pub(crate) fn read_optional(path: &Path) -> Result<Option<String>> {
@@ -48,18 +46,6 @@ fn read_cursors_doc(path: &Path) -> Result<(Option<Object>, Object)> {
     Ok((Some(doc), files))
 }
 
-/// Write `body` through a temp file and a rename.
-pub(crate) fn write_atomic(path: &Path, tmp: &Path, body: &str) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).ctx("create directory", dir)?;
-    }
-    if let Err(e) = std::fs::write(tmp, body) {
-        let _ = std::fs::remove_file(tmp);
-        return Err(Error::io("write", tmp, e));
-    }
-    std::fs::rename(tmp, path).ctx("rename into place", path)
-}
-
 impl Ledger {
     /// The cursor map (`files` of `cursors.json`); empty when the file is
     /// missing or malformed. Other read errors are reported.
@@ -81,13 +67,13 @@ impl Ledger {
     /// concurrent writers of different keys do not lose each other's work.
     pub fn update_cursors(&self, mutate: impl FnOnce(&mut Object) -> Result<()>) -> Result<()> {
         let path = self.home().cursors();
-        self.with_lock(CURSORS_LOCK, || {
+        self.with_lock(crate::home::lock_name::CURSORS, || {
             let (doc, mut files) = read_cursors_doc(&path)?;
             mutate(&mut files)?;
             let mut doc = doc.unwrap_or_default();
             doc.insert("files", Value::Object(files));
             let body = to_json_pretty(&Value::Object(doc));
-            write_atomic(&path, &tmp_path(&path), &body)
+            replace_file(&path, body.as_bytes()).map(drop)
         })
     }
 
@@ -151,7 +137,7 @@ impl Ledger {
         let mut tmp = tmp_path(&path).into_os_string();
         tmp.push(format!(".{}.{}", std::process::id(), unique()));
         let body = to_json_pretty(&Value::Object(map.clone()));
-        write_atomic(&path, Path::new(&tmp), &body)
+        replace_file_via(&path, Path::new(&tmp), body.as_bytes()).map(drop)
     }
 
     /// The configuration: `config.json` overridden by the environment,
@@ -274,7 +260,7 @@ impl ContentStore {
             "full" => Parsed::Ok(ContentStore::Full),
             "hash-only" => Parsed::Ok(ContentStore::HashOnly),
             "off" => Parsed::Ok(ContentStore::Off),
-            _ if json::js_trim(s).is_empty() => Parsed::Unset,
+            _ if crate::js::trim(s).is_empty() => Parsed::Unset,
             _ => Parsed::Invalid,
         }
     }
@@ -301,7 +287,7 @@ impl Retention {
             Value::Number(n) => *n,
             Value::String(s) => {
                 let s = s.to_lossy();
-                let t = json::js_trim(&s).to_lowercase();
+                let t = crate::js::trim(&s).to_lowercase();
                 if t.is_empty() {
                     // An empty variable must not mean "keep nothing".
                     return Parsed::Unset;
@@ -309,7 +295,7 @@ impl Retention {
                 if t == "forever" {
                     return Parsed::Ok(Retention::Forever);
                 }
-                js_string_to_number(&t)
+                string_to_number(&t)
             }
             _ => return Parsed::Invalid,
         };

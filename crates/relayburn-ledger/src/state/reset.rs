@@ -12,6 +12,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+use crate::home::lock_name;
 use crate::json::{Object, Value};
 use crate::ledger::Ledger;
 
@@ -103,10 +104,13 @@ impl ResetSummary {
 /// symlinked parent.
 fn assert_inside(home: &Path, target: &Path) -> Result<()> {
     let outside = || {
-        Error::InvalidInput(format!(
-            "refusing to touch path outside ledger home: {}",
-            target.display()
-        ))
+        Error::invalid(
+            "path",
+            format!(
+                "refusing to touch path outside ledger home: {}",
+                target.display()
+            ),
+        )
     };
     let rel = target.strip_prefix(home).map_err(|_| outside())?;
     if rel.as_os_str().is_empty()
@@ -230,9 +234,9 @@ impl Ledger {
     /// in-memory index.
     pub fn reset_derived(&self, scope: ResetScope) -> Result<ResetSummary> {
         let root = self.home().root().to_path_buf();
-        let targets = self.with_lock("ledger", || {
-            self.with_lock("ledger-index", || {
-                self.with_lock(crate::archive::ARCHIVE_LOCK, || {
+        let targets = self.with_lock(lock_name::LEDGER, || {
+            self.with_lock(lock_name::LEDGER_INDEX, || {
+                self.with_lock(lock_name::ARCHIVE, || {
                     let mut done = Vec::new();
                     for t in self.reset_targets(scope)? {
                         assert_inside(&root, &t.path)?;

@@ -139,8 +139,23 @@ impl dyn Store + '_ {
 /// Open the backend `storage` selects. `postgres` and `http` are refused
 /// as the reference refuses them.
 pub fn open(storage: &Storage) -> Result<Box<dyn Store>> {
+    open_observed(storage, None)
+}
+
+/// [`open`], reporting the waits for a lockfile to `on_lock_wait` (file
+/// storage; the SQLite store's locks are rows).
+pub fn open_observed(
+    storage: &Storage,
+    on_lock_wait: Option<crate::lock::WaitObserver>,
+) -> Result<Box<dyn Store>> {
     match storage.kind {
-        StorageKind::File => Ok(Box::new(Ledger::open(storage.home.clone())?)),
+        StorageKind::File => {
+            let ledger = Ledger::open(storage.home.clone())?;
+            Ok(Box::new(match on_lock_wait {
+                Some(f) => ledger.on_lock_wait(f),
+                None => ledger,
+            }))
+        }
         StorageKind::Sqlite => Ok(Box::new(SqliteStore::open(&storage.sqlite_path)?)),
         k @ (StorageKind::Postgres | StorageKind::Http) => {
             Err(Error::StorageNotSupported(k.as_str()))

@@ -433,8 +433,9 @@ impl SqliteStore {
 
     fn append_kind(&self, kind: Kind, records: Vec<Value>) -> Result<usize> {
         let Some(t) = table(kind) else {
-            return Err(Error::InvalidInput(
-                "stamps are appended with stamp() or append_stamp()".into(),
+            return Err(Error::invalid(
+                "kind",
+                "stamps are appended with stamp() or append_stamp()",
             ));
         };
         if records.is_empty() {
@@ -446,7 +447,10 @@ impl SqliteStore {
         for (i, r) in records.iter().enumerate() {
             let fp = match kind {
                 Kind::Turn => Some(turn_fingerprint(r).map_err(|e| {
-                    Error::InvalidInput(format!("{} record {i}: {e}", kind.as_str()))
+                    Error::invalid(
+                        format!("records[{i}]"),
+                        format!("{} record {i}: {e}", kind.as_str()),
+                    )
                 })?),
                 _ => None,
             };

@@ -5,13 +5,13 @@
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::index::sidecar::tmp_path;
+use crate::fsio::{replace_file_via, tmp_path};
 use crate::json::{self, Object, Value};
 use crate::ledger::Ledger;
-use crate::state::{read_optional, to_json_pretty, write_atomic};
+use crate::state::{read_optional, to_json_pretty};
 
 /// The lock under which `push.json` is read and rewritten.
-pub const PUSH_LOCK: &str = "push";
+pub const PUSH_LOCK: &str = crate::home::lock_name::PUSH;
 
 /// Longest machine id accepted.
 const MAX_MACHINE_ID: usize = 128;
@@ -25,20 +25,17 @@ fn load(ledger: &Ledger) -> Result<Object> {
     json::parse(&text)
         .ok()
         .and_then(Value::into_object)
-        .ok_or_else(|| Error::Malformed {
-            what: "push state",
+        .ok_or_else(|| Error::Corrupt {
             path,
-            reason: "not a JSON object".into(),
+            offset: None,
+            reason: "push state is not a JSON object".into(),
         })
 }
 
 fn save(ledger: &Ledger, doc: Object) -> Result<()> {
     let path = ledger.home().push_state();
-    write_atomic(
-        &path,
-        &tmp_path(&path),
-        &to_json_pretty(&Value::Object(doc)),
-    )
+    let body = to_json_pretty(&Value::Object(doc));
+    replace_file_via(&path, &tmp_path(&path), body.as_bytes()).map(drop)
 }
 
 /// A machine id must be printable and short; it names a machine in

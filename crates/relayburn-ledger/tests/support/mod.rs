@@ -1,5 +1,17 @@
-//! Record builders shared by the behaviour tests.
+//! The one support module of the integration tests: record builders
+//! (here), the reference's fixtures (`fixtures`), archive dumps and temporary
+//! homes (`archive`), the reliability workload and audits (`reliability`),
+//! child processes in a role (`role`), and the replays of the
+//! reference's `ops/` scripts (`ops`). Each test binary compiles all of
+//! it and uses what it needs.
 #![allow(dead_code)]
+
+pub mod archive;
+#[macro_use]
+pub mod fixtures;
+pub mod ops;
+pub mod reliability;
+pub mod role;
 
 use relayburn_ledger::{json, Ledger, LedgerHome, Query, Value};
 
@@ -64,4 +76,22 @@ pub fn size(p: &std::path::Path) -> u64 {
 
 pub fn q(text: &str) -> Query {
     Query::from_json(&json::parse(text).unwrap())
+}
+
+/// `node`, or `None` after a notice; with `RELAYBURN_REQUIRE_NODE=1` (as
+/// CI sets) its absence fails the test instead.
+pub fn node_or_skip() -> Option<&'static str> {
+    let ok = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if ok {
+        return Some("node");
+    }
+    if std::env::var_os("RELAYBURN_REQUIRE_NODE").is_some_and(|v| v == "1") {
+        panic!("node is required (RELAYBURN_REQUIRE_NODE=1) but cannot be run");
+    }
+    eprintln!("notice: node not found; skipping the test that needs it");
+    None
 }

@@ -1,9 +1,6 @@
 //! Shared pieces of the reliability tests: a seeded generator, the
 //! workload's records, child processes, and audits of the files on disk.
 //!
-//! Included with `#[path = "support/reliability.rs"] mod reliability;` so
-//! the other test binaries do not compile it.
-#![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -18,8 +15,9 @@ use relayburn_ledger::jsonl::{parse_line, Parsed};
 use relayburn_ledger::records::{line_kind, wrap_record, Kind};
 use relayburn_ledger::time::iso_from_millis;
 
-pub const ROLE_VAR: &str = "RELAYBURN_RELIABILITY_ROLE";
-pub const ARGS_VAR: &str = "RELAYBURN_RELIABILITY_ARGS";
+/// The content window's length (SPEC §4), written here rather than taken
+/// from the code under test.
+pub const WINDOW: usize = 10_000;
 
 // ---------------------------------------------------------------------------
 // a small seeded generator (SplitMix64), so every run can be replayed
@@ -173,34 +171,11 @@ pub fn content_line(i: usize) -> String {
 // child processes: the test binary run again with a role
 // ---------------------------------------------------------------------------
 
-/// `<this test binary> --exact <entry> --ignored` with a role and its
-/// arguments (joined by U+001F) in the environment; stdout piped.
+/// A child in `role` (see `support::role`), its stdout piped for markers.
 pub fn child(entry: &str, role: &str, args: &[String]) -> Command {
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args([
-        "--exact",
-        entry,
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ])
-    .env(ROLE_VAR, role)
-    .env(ARGS_VAR, args.join("\u{1f}"))
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped());
+    let mut c = crate::support::role::command(entry, role, args);
+    c.stdout(Stdio::piped());
     c
-}
-
-/// The role and arguments of this process, when it is a child.
-pub fn role() -> Option<(String, Vec<String>)> {
-    let role = std::env::var(ROLE_VAR).ok()?;
-    let args = std::env::var(ARGS_VAR)
-        .unwrap_or_default()
-        .split('\u{1f}')
-        .map(str::to_string)
-        .collect();
-    Some((role, args))
 }
 
 /// Print a marker line the parent waits for (`MARK <name> <detail>`).

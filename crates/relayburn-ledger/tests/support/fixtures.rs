@@ -1,8 +1,4 @@
-//! Shared helpers for the integration tests.
-#![allow(dead_code)]
-
-pub mod ops;
-
+//! Where the reference's fixtures are, and skipping without them.
 use std::path::PathBuf;
 
 /// The `shared/` directory holding `fixtures/` (the reference's outputs):
@@ -41,7 +37,7 @@ pub fn reference_dir() -> Option<PathBuf> {
 #[macro_export]
 macro_rules! reference_or_skip {
     () => {
-        match common::reference_dir() {
+        match $crate::support::fixtures::reference_dir() {
             Some(d) => d,
             None => return,
         }

@@ -1,6 +1,5 @@
 //! Helpers shared by the archive integration tests: table dumps in the
 //! fixtures' format, temporary homes, ledger lines.
-#![allow(dead_code)]
 
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
