@@ -155,8 +155,18 @@ fn assert_sidecars_whole(home: &LedgerHome, what: &str) -> HashSet<usize> {
 /// The archive's cursor and its turn rows; `Ok(None)` when it has no
 /// state row yet, `Err` when it cannot be read at all.
 fn archive_state(home: &LedgerHome) -> rusqlite::Result<Option<(u64, i64)>> {
-    use rusqlite::OptionalExtension;
-    let conn = rusqlite::Connection::open(home.archive())?;
+    use rusqlite::{Connection, OpenFlags, OptionalExtension};
+    // Opened as the library opens it for reads (read-only, then immutable):
+    // on a full disk a read-write open cannot set up the WAL index, which
+    // says nothing about what the archive answered.
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI;
+    let uri = |q: &str| format!("file:{}?{q}", home.archive().display());
+    let conn = Connection::open_with_flags(uri("mode=ro"), flags)
+        .and_then(|c| {
+            c.query_row("SELECT COUNT(*) FROM sqlite_master", [], |_| Ok(()))
+                .map(|()| c)
+        })
+        .or_else(|_| Connection::open_with_flags(uri("immutable=1"), flags))?;
     let tables: i64 = conn.query_row(
         "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('archive_state', 'turns')",
         [],
