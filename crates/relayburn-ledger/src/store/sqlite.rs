@@ -38,6 +38,10 @@ use crate::writer::spawn_env_relationship;
 /// The schema version this build writes (`schema_state.version`).
 pub const SCHEMA_VERSION: i64 = 1;
 
+/// How long the closing checkpoint waits for other processes' readers
+/// and writers before it leaves the log for them to copy.
+const CLOSE_CHECKPOINT_WAIT_MS: u64 = 100;
+
 /// `PRAGMA busy_timeout`: how long a writer waits for another's
 /// transaction before `SQLITE_BUSY`.
 pub const BUSY_TIMEOUT_MS: u64 = 30_000;
@@ -271,15 +275,22 @@ impl Checkpointer {
         let conn = Connection::open(path).ok()?;
         conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))
             .ok()?;
+        no_checkpoint_on_close(&conn).ok()?;
         let (tx, rx) = mpsc::sync_channel::<()>(1);
         let thread = std::thread::Builder::new()
             .name("burn-sqlite-checkpoint".into())
             .spawn(move || {
+                // A busy or failed checkpoint is simply tried again after
+                // the next commit.
                 while rx.recv().is_ok() {
-                    // A busy or failed checkpoint is simply tried again
-                    // after the next commit.
                     let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
                 }
+                // The store is closing: copy the rest and empty the log, so
+                // the file alone holds every commit and the next first
+                // opener has nothing to recover. A writer of another
+                // process gets priority: a busy log is left as it is.
+                let _ = conn.busy_timeout(Duration::from_millis(CLOSE_CHECKPOINT_WAIT_MS));
+                let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
             })
             .ok()?;
         Some(Checkpointer {
@@ -294,6 +305,21 @@ impl Checkpointer {
             let _ = tx.try_send(());
         }
     }
+}
+
+/// SQLite's last connection to close checkpoints while holding the
+/// database file's exclusive lock, and the reference sets `busy_timeout`
+/// only after its first statement (`PRAGMA journal_mode`), so a reference
+/// process opening at that moment fails with "database is locked". Our
+/// connections leave that checkpoint out: the checkpoint thread copies the
+/// log after commits and empties it as the store closes, neither of which
+/// takes a lock on the database file that an opening reader waits on.
+fn no_checkpoint_on_close(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )
+    .map(|_| ())
 }
 
 impl Drop for Checkpointer {
@@ -351,7 +377,18 @@ impl SqliteStore {
             checkpointer: Mutex::new(None),
         };
         store.migrate()?;
-        *store.checkpointer.lock().unwrap_or_else(|p| p.into_inner()) = Checkpointer::start(path);
+        let checkpointer = Checkpointer::start(path);
+        {
+            let conn = store.conn();
+            match checkpointer {
+                Some(_) => no_checkpoint_on_close(&conn).map_err(sql)?,
+                // Without the thread, SQLite's own checkpoints stay on.
+                None => conn
+                    .execute_batch("PRAGMA wal_autocheckpoint = 1000;")
+                    .map_err(sql)?,
+            }
+        }
+        *store.checkpointer.lock().unwrap_or_else(|p| p.into_inner()) = checkpointer;
         Ok(store)
     }
 
@@ -1304,6 +1341,40 @@ mod tests {
             "sqlite store is at schema version 7 but this build only knows up to 1; \
              please upgrade @relayburn/ledger"
         );
+    }
+
+    /// Closing leaves the log empty but in place: SQLite's close-time
+    /// checkpoint (which deletes the log under an exclusive lock on the
+    /// database file) did not run, and the database file alone, read
+    /// without the log, holds every row.
+    #[test]
+    fn closing_empties_the_log_without_the_exclusive_close_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("burn.sqlite");
+        let s = SqliteStore::open(&path).unwrap();
+        let turns = (0..300)
+            .map(|i| {
+                crate::json::parse(&format!(
+                    r#"{{"v":1,"source":"codex","sessionId":"s","messageId":"m{i}","turnIndex":{i},"ts":"2026-01-01T00:00:00.000Z","model":"gpt","usage":{{"input":{i},"output":1,"reasoning":0,"cacheRead":0,"cacheCreate5m":0,"cacheCreate1h":0}},"toolCalls":[]}}"#
+                ))
+                .unwrap()
+            })
+            .collect();
+        s.append_turns(turns).unwrap();
+        let wal = dir.path().join("burn.sqlite-wal");
+        assert!(wal.exists());
+        drop(s);
+        assert_eq!(std::fs::metadata(&wal).map(|m| m.len()).ok(), Some(0));
+        let uri = format!("file:{}?immutable=1", path.display());
+        let ro = Connection::open_with_flags(
+            uri,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+        )
+        .unwrap();
+        let n: i64 = ro
+            .query_row("SELECT count(*) FROM turns", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 300);
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //   acquire-once <db> <lock>          say "trying", acquire, release at once
 //   leave-stale <db> <lock> <age-ms>  insert a row acquired <age-ms> ago, exit
 //   append <db> <turns.json> <from> <to> <batch>
+//                                     say "opened" once connected, then
 //                                     append turns[from..to) in batches
 
 import { createHash } from 'node:crypto';
@@ -158,6 +159,8 @@ switch (mode) {
     break;
   }
   case 'append': {
+    db.prepare('SELECT count(*) AS n FROM turns').get();
+    say('opened');
     const turns = JSON.parse(readFileSync(args[0], 'utf8'));
     const [from, to, batch] = args.slice(1).map(Number);
     for (let i = from; i < to; i += batch) {
