@@ -1,0 +1,76 @@
+//! The checkpoint thread, and closing without SQLite's own checkpoint.
+
+use super::*;
+
+/// Checkpoints the WAL from a thread of its own, so an append call does
+/// not pay for copying the log into the database (SQLite's automatic
+/// checkpoint, off on our connection, would run inside the committing
+/// call). Other processes keep their own automatic checkpoints.
+pub(super) struct Checkpointer {
+    wake: Option<mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// `None` when the thread or its connection cannot be had; SQLite then
+    /// checkpoints when the last connection closes, and a checkpoint of
+    /// another connection (a reference process) still applies.
+    pub(super) fn start(path: &Path) -> Option<Checkpointer> {
+        let conn = Connection::open(path).ok()?;
+        conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))
+            .ok()?;
+        no_checkpoint_on_close(&conn).ok()?;
+        let (tx, rx) = mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("burn-sqlite-checkpoint".into())
+            .spawn(move || {
+                // A busy or failed checkpoint is simply tried again after
+                // the next commit.
+                while rx.recv().is_ok() {
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                }
+                // The store is closing: copy the rest and empty the log, so
+                // the file alone holds every commit and the next first
+                // opener has nothing to recover. A writer of another
+                // process gets priority: a busy log is left as it is.
+                let _ = conn.busy_timeout(Duration::from_millis(CLOSE_CHECKPOINT_WAIT_MS));
+                let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            })
+            .ok()?;
+        Some(Checkpointer {
+            wake: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    pub(super) fn poke(&self) {
+        if let Some(tx) = &self.wake {
+            // Full means a checkpoint is already due: nothing to add.
+            let _ = tx.try_send(());
+        }
+    }
+}
+
+/// SQLite's last connection to close checkpoints while holding the
+/// database file's exclusive lock, and the reference sets `busy_timeout`
+/// only after its first statement (`PRAGMA journal_mode`), so a reference
+/// process opening at that moment fails with "database is locked". Our
+/// connections leave that checkpoint out: the checkpoint thread copies the
+/// log after commits and empties it as the store closes, neither of which
+/// takes a lock on the database file that an opening reader waits on.
+pub(super) fn no_checkpoint_on_close(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )
+    .map(|_| ())
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.wake.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Named locks: a row of `locks` per held name, and the in-process
+//! claim that keeps threads of one handle from racing each other.
+
+use super::*;
+
+impl SqliteStore {
+    /// Take the row of lock `name`, waiting out a live holder.
+    pub(super) fn acquire_row(&self, name: &str) -> Result<i64> {
+        let o = &self.options;
+        let total = o.fast_retries + o.slow_retries;
+        for attempt in 0..total {
+            if let Some(at) = self.try_acquire_row(name)? {
+                return Ok(at);
+            }
+            std::thread::sleep(if attempt < o.fast_retries {
+                o.fast_retry_delay
+            } else {
+                o.slow_retry_delay
+            });
+        }
+        let budget = o.fast_retry_delay * o.fast_retries + o.slow_retry_delay * o.slow_retries;
+        Err(Error::StoreLockTimeout {
+            name: name.to_string(),
+            attempts: total,
+            budget_ms: u64::try_from(budget.as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// One attempt: `Some(acquired_at_ms)` when the row is ours.
+    pub(super) fn try_acquire_row(&self, name: &str) -> Result<Option<i64>> {
+        let now = now_ms();
+        let stale = i64::try_from(self.options.stale.as_millis()).unwrap_or(i64::MAX);
+        let pid = i64::from(std::process::id());
+        let r = self.write(|conn| {
+            let held: Option<i64> = conn
+                .query_row(
+                    "SELECT acquired_at_ms FROM locks WHERE name = ?1",
+                    [name],
+                    |r| r.get::<_, Option<i64>>(0),
+                )
+                .optional()
+                .map_err(|e| self.err(e))?
+                .map(|at| at.unwrap_or(0));
+            if let Some(at) = held {
+                if now.saturating_sub(at) < stale {
+                    return Ok(None);
+                }
+                // An orphan: its holder crashed or stalled past the window.
+                conn.execute("DELETE FROM locks WHERE name = ?1", [name])
+                    .map_err(|e| self.err(e))?;
+            }
+            conn.execute(
+                "INSERT INTO locks (name, acquired_at_ms, pid) VALUES (?1, ?2, ?3)",
+                params![name, now, pid],
+            )
+            .map_err(|e| self.err(e))?;
+            Ok(Some(now))
+        });
+        match r {
+            Err(Error::Store {
+                source: rusqlite::Error::SqliteFailure(f, _),
+                ..
+            }) if f.code == rusqlite::ErrorCode::ConstraintViolation => Ok(None),
+            other => other,
+        }
+    }
+
+    /// Delete our row; one a stale-break gave to another holder is left.
+    pub(super) fn release_row(&self, name: &str, acquired_at: i64) {
+        let conn = self.conn();
+        let _ = conn.execute(
+            "DELETE FROM locks WHERE name = ?1 AND acquired_at_ms = ?2 AND pid = ?3",
+            params![name, acquired_at, i64::from(std::process::id())],
+        );
+    }
+
+    /// Wait until no other thread of this handle holds `name`, then claim it.
+    pub(super) fn claim_local(&self, name: &str) -> LocalClaim<'_> {
+        let mut held = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        while held.contains(name) {
+            held = self
+                .local_freed
+                .wait(held)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        held.insert(name.to_string());
+        LocalClaim {
+            store: self,
+            name: name.to_string(),
+        }
+    }
+}
+
+/// This handle's in-process claim on a lock name.
+pub(super) struct LocalClaim<'a> {
+    pub(super) store: &'a SqliteStore,
+    pub(super) name: String,
+}
+
+impl Drop for LocalClaim<'_> {
+    fn drop(&mut self) {
+        let mut held = self.store.local.lock().unwrap_or_else(|p| p.into_inner());
+        held.remove(&self.name);
+        self.store.local_freed.notify_all();
+    }
+}
+
+/// The lock row and this thread's re-entrancy mark; dropped (also on a
+/// panic in the body) it releases both.
+pub(super) struct RowGuard<'a> {
+    pub(super) store: &'a SqliteStore,
+    pub(super) name: String,
+    pub(super) acquired_at: i64,
+}
+
+impl Drop for RowGuard<'_> {
+    fn drop(&mut self) {
+        HELD.with(|h| {
+            h.borrow_mut()
+                .remove(&(self.store.path.clone(), self.name.clone()))
+        });
+        self.store.release_row(&self.name, self.acquired_at);
+    }
+}
