@@ -376,7 +376,12 @@ pub fn parse_size(text: &str) -> Result<u64> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let bad = || Error::InvalidInput(format!("invalid size {text:?} (try 150MB, 1.5GB, 200MiB)"));
+    let bad = || {
+        Error::invalid(
+            "size",
+            format!("invalid size {text:?} (try 150MB, 1.5GB, 200MiB)"),
+        )
+    };
     let n: f64 = num.parse().map_err(|_| bad())?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
@@ -584,10 +589,13 @@ impl Pool {
 fn prepare(home: &LedgerHome, overwrite: bool) -> Result<()> {
     let ledger = home.ledger();
     if ledger.exists() && !overwrite {
-        return Err(Error::InvalidInput(format!(
-            "{} already exists; pass --force to replace the generated files",
-            ledger.display()
-        )));
+        return Err(Error::invalid(
+            "home",
+            format!(
+                "{} already exists; pass --force to replace the generated files",
+                ledger.display()
+            ),
+        ));
     }
     for p in [
         ledger,

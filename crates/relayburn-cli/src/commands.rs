@@ -1055,7 +1055,10 @@ fn query(ctx: &Ctx, a: QueryArgs) -> Result<u8> {
         }
         let mut team = TeamLedger::open(&target)?;
         team.query(kind, &q, a.machine.as_deref(), |v| {
-            emit(v).map_err(|e| relayburn_ledger::Error::InvalidInput(format!("write: {e}")))
+            emit(v).map_err(|e| match e.downcast::<std::io::Error>() {
+                Ok(io) => relayburn_ledger::Error::io("write", "stdout", io),
+                Err(e) => relayburn_ledger::Error::Internal(format!("write: {e}")),
+            })
         })?;
         out.flush()?;
         return Ok(0);
@@ -1246,7 +1249,9 @@ fn stamp(ctx: &Ctx, a: StampArgs) -> Result<u8> {
         .store
         .stamp(Value::Object(selector), Value::Object(enrichment))
     {
-        Err(relayburn_ledger::Error::InvalidInput(why)) => return Err(usage_err(why)),
+        Err(relayburn_ledger::Error::Invalid { field, reason }) if field == "selector" => {
+            return Err(usage_err(reason))
+        }
         r => r?,
     };
     println!("{}", line.to_json());

@@ -33,10 +33,6 @@ pub enum Error {
     /// reason alone, which already says where.
     #[error("{reason}")]
     Invalid { field: String, reason: String },
-    /// Free-form invalid input; kept for the callers not yet converted to
-    /// [`Error::Invalid`] or [`Error::Internal`].
-    #[error("{0}")]
-    InvalidInput(String),
     /// Another process removed or replaced our lockfile while we held it;
     /// the work was given up before its effect became visible.
     #[error(

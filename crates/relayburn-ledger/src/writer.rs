@@ -326,7 +326,7 @@ pub(crate) fn stamp_line(selector: Value, enrichment: Value) -> Result<Value> {
             "stamp requires at least one selector field (sessionId, messageId, or range)",
         ));
     }
-    validate_selector(&selector).map_err(Error::InvalidInput)?;
+    validate_selector(&selector).map_err(|reason| Error::invalid("selector", reason))?;
     let mut line = Object::new();
     line.insert("v", Value::Number(1.0));
     line.insert("kind", Value::str("stamp"));

@@ -234,7 +234,7 @@ fn a_failing_recoverability_check_means_prune() {
     l.append_content(vec![content(r#"{"sessionId":"sess-err","messageId":"m"}"#)])
         .unwrap();
     set_mtime(&l, "sess-err", SystemTime::now() - 120 * DAY);
-    let pred = |_: &str| Err(Error::InvalidInput("index unavailable".into()));
+    let pred = |_: &str| Err(Error::Internal("index unavailable".into()));
     let r = l.prune_content(90 * DAY, Some(&pred)).unwrap();
     assert_eq!((r.files_deleted, r.skipped_recoverable), (1, 0));
 }

@@ -177,7 +177,7 @@ fn an_error_leaves_the_ledger_untouched() {
     let r = l.rewrite_turns(|rec, _| {
         n += 1;
         if n == 2 {
-            return Err(Error::InvalidInput("classifier failed".into()));
+            return Err(Error::Internal("classifier failed".into()));
         }
         Ok(label(rec, true))
     });

@@ -395,7 +395,7 @@ fn locks_are_reentrant_and_exclusive(open: Open) {
     }
     // A failing body releases the lock.
     let r: relayburn_ledger::Result<()> = s.with_lock("test-serialize", || {
-        Err(relayburn_ledger::Error::InvalidInput("boom".into()))
+        Err(relayburn_ledger::Error::Internal("boom".into()))
     });
     assert!(r.is_err());
     s.with_lock("test-serialize", || Ok(())).unwrap();

@@ -155,19 +155,19 @@ fn spawn_on(
 }
 
 fn parse(text: &str, what: &str) -> Result<Value> {
-    json::parse(text).map_err(|e| Error::InvalidInput(format!("{what}: {e}")))
+    json::parse(text).map_err(|e| Error::invalid(what, format!("{what}: {e}")))
 }
 
 fn parse_array(text: &str, what: &str) -> Result<Vec<Value>> {
     parse(text, what)?
         .into_array()
-        .ok_or_else(|| Error::InvalidInput(format!("{what} must be an array")))
+        .ok_or_else(|| Error::invalid(what, format!("{what} must be an array")))
 }
 
 fn parse_object(text: &str, what: &str) -> Result<Object> {
     parse(text, what)?
         .into_object()
-        .ok_or_else(|| Error::InvalidInput(format!("{what} must be an object")))
+        .ok_or_else(|| Error::invalid(what, format!("{what} must be an object")))
 }
 
 fn query(text: &str) -> Result<Query> {
@@ -196,7 +196,7 @@ pub fn append(
         let kind = Kind::ALL
             .into_iter()
             .find(|k| k.as_str() == kind && *k != Kind::Stamp)
-            .ok_or_else(|| Error::InvalidInput(format!("unknown record kind {kind:?}")))?;
+            .ok_or_else(|| Error::invalid("kind", format!("unknown record kind {kind:?}")))?;
         l.append_records(kind, records)?;
         Ok(Value::Array(Vec::new()))
     })
@@ -246,7 +246,12 @@ pub fn open_query(env: Env, home: String, kind: String, q: String) -> napi::Resu
             "relationships" => Box::new(l.query_relationships(&q)?),
             "toolResultEvents" => Box::new(l.query_tool_result_events(&q)?),
             "userTurns" => Box::new(l.query_user_turns(&q)?),
-            other => return Err(Error::InvalidInput(format!("unknown query kind {other:?}"))),
+            other => {
+                return Err(Error::invalid(
+                    "kind",
+                    format!("unknown query kind {other:?}"),
+                ))
+            }
         };
         Ok(Value::Number(f64::from(CURSORS.put(cursor))))
     })

@@ -123,7 +123,7 @@ impl Emitter {
     }
 
     fn index(&mut self, kind: Kind, rec: &Value) -> Result<()> {
-        let bad = |e: relayburn_ledger::index::HashError| Error::InvalidInput(e.to_string());
+        let bad = |e: relayburn_ledger::index::HashError| Error::invalid("record", e.to_string());
         if let Some(id) = record_id(kind, rec) {
             self.ids.insert(id.map_err(bad)?);
         }

@@ -185,7 +185,7 @@ fn scan_stamps_split(
         let first = scan_stamps_in(ledger, start, split);
         let second = second
             .join()
-            .unwrap_or_else(|_| Err(Error::InvalidInput("stamp scan thread panicked".into())));
+            .unwrap_or_else(|_| Err(Error::Internal("stamp scan thread panicked".into())));
         (first, second)
     });
     let (mut stamps, mut skips, first_limit) = first?;
@@ -361,7 +361,7 @@ pub(crate) fn apply_range(
         let parsed = pass.run(ledger, start, limit, tx, progress);
         let written = writer
             .join()
-            .unwrap_or_else(|_| Err(Error::InvalidInput("archive writer thread panicked".into())));
+            .unwrap_or_else(|_| Err(Error::Internal("archive writer thread panicked".into())));
         (parsed, written)
     });
     let exotic_turns = pass.exotic_turns;
@@ -427,7 +427,7 @@ impl ParsePass<'_> {
         let mut next_report = start;
         let mut sc = LineScanner::open_at(ledger, start).ctx("read", ledger)?;
         let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
-        let closed = || Error::InvalidInput("archive writer stopped".into());
+        let closed = || Error::Internal("archive writer stopped".into());
         while let Some(line) = sc.next_line().ctx("read", ledger)? {
             if line.offset >= limit || !line.terminated {
                 break;

@@ -130,7 +130,9 @@ pub(super) fn refold(
         fake.insert("ts", Value::from(ts));
         let fake = Value::Object(fake);
         // Values that cannot be bound were refused with their stamp.
-        let c = cache.columns(index, &fake).map_err(Error::InvalidInput)?;
+        let c = cache
+            .columns(index, &fake)
+            .map_err(|reason| Error::invalid("enrichment", reason))?;
         let new = [
             c.workflow_id,
             c.agent_id,

@@ -126,7 +126,7 @@ impl dyn Store + '_ {
             }
             Ok(())
         })?;
-        out.ok_or_else(|| Error::InvalidInput(format!("lock {name}: the body did not run")))
+        out.ok_or_else(|| Error::Internal(format!("lock {name}: the body did not run")))
     }
 
     /// Archive operations need file storage; the reference's error otherwise.
@@ -191,7 +191,7 @@ impl Store for Ledger {
             Kind::Relationship => Box::new(self.query_relationships(q)?),
             Kind::ToolResultEvent => Box::new(self.query_tool_result_events(q)?),
             Kind::UserTurn => Box::new(self.query_user_turns(q)?),
-            Kind::Stamp => return Err(Error::InvalidInput("stamps are not queried".into())),
+            Kind::Stamp => return Err(Error::invalid("kind", "stamps are not queried")),
         })
     }
 

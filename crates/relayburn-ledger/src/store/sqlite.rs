@@ -468,10 +468,13 @@ fn bind(v: Option<&Value>, column: &str) -> Result<SqlValue> {
         Some(Value::Number(n)) => SqlValue::Real(*n),
         Some(Value::String(s)) => SqlValue::Text(s.to_lossy().into_owned()),
         Some(other) => {
-            return Err(Error::InvalidInput(format!(
-                "{column}: {} cannot be bound to a SQLite parameter",
-                other.to_json()
-            )))
+            return Err(Error::invalid(
+                column,
+                format!(
+                    "{column}: {} cannot be bound to a SQLite parameter",
+                    other.to_json()
+                ),
+            ))
         }
     })
 }
@@ -510,10 +513,10 @@ impl Store for SqliteStore {
     fn append_stamp(&self, line: &Value) -> Result<()> {
         let selector = line
             .get("selector")
-            .ok_or_else(|| Error::InvalidInput("stamp has no selector".into()))?;
+            .ok_or_else(|| Error::invalid("selector", "stamp has no selector"))?;
         let enrichment = line
             .get("enrichment")
-            .ok_or_else(|| Error::InvalidInput("stamp has no enrichment".into()))?;
+            .ok_or_else(|| Error::invalid("enrichment", "stamp has no enrichment"))?;
         let stamp = [
             bind(line.get("ts"), "ts")?,
             SqlValue::Text(selector.to_json()),
@@ -524,7 +527,7 @@ impl Store for SqliteStore {
         let rel = match spawn_env_relationship(line) {
             Some(r) => {
                 let t = table(Kind::Relationship)
-                    .ok_or_else(|| Error::InvalidInput("no relationship table".into()))?;
+                    .ok_or_else(|| Error::Internal("no relationship table".into()))?;
                 let id = crate::writer::id_of(Kind::Relationship, 0, &r)?;
                 let mut p = vec![SqlValue::Text(id.hex())];
                 for (col, field) in t.columns {
@@ -598,7 +601,7 @@ impl Store for SqliteStore {
     }
 
     fn query_records(&self, kind: Kind, q: &Query) -> Result<Records<'_>> {
-        let t = table(kind).ok_or_else(|| Error::InvalidInput("stamps are not queried".into()))?;
+        let t = table(kind).ok_or_else(|| Error::invalid("kind", "stamps are not queried"))?;
         let filters = Filters::new(q);
         if kind == Kind::Turn {
             let stamps = self.stamps()?;
@@ -624,7 +627,7 @@ impl Store for SqliteStore {
             Kind::ToolResultEvent,
             Kind::UserTurn,
         ] {
-            let t = table(kind).ok_or_else(|| Error::InvalidInput("no table".into()))?;
+            let t = table(kind).ok_or_else(|| Error::Internal("no table".into()))?;
             let rows = self.rows(&t, &Query::default())?;
             parts.push(Box::new(
                 rows.map(move |r| r.map(|rec| wrap_record(kind, rec))),

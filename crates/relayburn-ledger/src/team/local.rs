@@ -49,9 +49,12 @@ pub fn validate_machine_id(id: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidInput(format!(
-            "invalid machine id {id:?}: 1 to {MAX_MACHINE_ID} characters of A-Z a-z 0-9 . _ - : @"
-        )))
+        Err(Error::invalid(
+            "machine_id",
+            format!(
+                "invalid machine id {id:?}: 1 to {MAX_MACHINE_ID} characters of A-Z a-z 0-9 . _ - : @"
+            ),
+        ))
     }
 }
 

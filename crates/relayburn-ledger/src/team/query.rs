@@ -152,8 +152,9 @@ impl TeamLedger {
         mut emit: impl FnMut(Value) -> Result<()>,
     ) -> Result<()> {
         if kind == Kind::Stamp {
-            return Err(crate::Error::InvalidInput(
-                "stamps are not queried as records".into(),
+            return Err(crate::Error::invalid(
+                "kind",
+                "stamps are not queried as records",
             ));
         }
         let (session, source) = narrowing(q);
