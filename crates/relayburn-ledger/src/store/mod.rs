@@ -9,6 +9,7 @@
 
 pub mod copy;
 pub mod sqlite;
+pub(crate) mod tables;
 
 use std::time::Duration;
 

@@ -7,9 +7,14 @@
 //! whose schema is newer than this build is refused before anything is
 //! written.
 
+use std::sync::LazyLock;
+
 use postgres::Client;
 
 use crate::error::Result;
+use crate::store::tables::{
+    create_index, create_table, RecordTable, RECORD_TABLES as STORE_RECORD_TABLES,
+};
 
 use super::target::Target;
 
@@ -42,101 +47,22 @@ pub const TABLES: [&str; 10] = [
     "push_cursors",
 ];
 
-/// Migration 1. The `content` table is the reference's, for the storage
-/// backend; `burn push` does not send message text. `record_json` is `TEXT`: `jsonb` would reorder keys and
-/// round numbers, and queries must return the record as it was written.
-/// `ledger_offset`/`ledger_part` keep each machine's ledger order.
-const MIGRATION_1: &str = "
+/// Migration 1 before the record tables. The `content` table (in the
+/// tail) is the reference's, for the storage backend; `burn push` does not
+/// send message text. `record_json` is `TEXT`: `jsonb` would reorder keys
+/// and round numbers, and queries must return the record as it was
+/// written. `ledger_offset`/`ledger_part` keep each machine's ledger order.
+const MIGRATION_1_HEAD: &str = "
 CREATE TABLE IF NOT EXISTS locks (
   name           TEXT PRIMARY KEY,
   acquired_at_ms BIGINT NOT NULL,
   pid            INTEGER
 );
 
-CREATE TABLE IF NOT EXISTS turns (
-  id_hash       TEXT PRIMARY KEY,
-  content_fp    TEXT NOT NULL,
-  source        TEXT NOT NULL,
-  session_id    TEXT NOT NULL,
-  message_id    TEXT NOT NULL,
-  turn_index    BIGINT,
-  ts            TEXT NOT NULL,
-  project       TEXT,
-  project_key   TEXT,
-  record_json   TEXT NOT NULL,
-  machine_id    TEXT NOT NULL,
-  ledger_offset BIGINT NOT NULL,
-  ledger_part   INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS idx_turns_session ON turns(source, session_id);
-CREATE INDEX IF NOT EXISTS idx_turns_session_id ON turns(session_id);
-CREATE INDEX IF NOT EXISTS idx_turns_ts ON turns(ts);
-CREATE INDEX IF NOT EXISTS idx_turns_session_index ON turns(source, session_id, turn_index);
-CREATE INDEX IF NOT EXISTS idx_turns_project_key ON turns(project_key);
-CREATE INDEX IF NOT EXISTS idx_turns_machine ON turns(machine_id, ledger_offset, ledger_part);
+";
 
-CREATE TABLE IF NOT EXISTS compactions (
-  id_hash       TEXT PRIMARY KEY,
-  source        TEXT NOT NULL,
-  session_id    TEXT NOT NULL,
-  ts            TEXT NOT NULL,
-  record_json   TEXT NOT NULL,
-  machine_id    TEXT NOT NULL,
-  ledger_offset BIGINT NOT NULL,
-  ledger_part   INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS idx_compactions_session ON compactions(source, session_id);
-CREATE INDEX IF NOT EXISTS idx_compactions_session_id ON compactions(session_id);
-CREATE INDEX IF NOT EXISTS idx_compactions_ts ON compactions(ts);
-CREATE INDEX IF NOT EXISTS idx_compactions_machine ON compactions(machine_id, ledger_offset, ledger_part);
-
-CREATE TABLE IF NOT EXISTS relationships (
-  id_hash             TEXT PRIMARY KEY,
-  source              TEXT NOT NULL,
-  session_id          TEXT NOT NULL,
-  related_session_id  TEXT,
-  ts                  TEXT,
-  record_json         TEXT NOT NULL,
-  machine_id          TEXT NOT NULL,
-  ledger_offset       BIGINT NOT NULL,
-  ledger_part         INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS idx_relationships_session ON relationships(source, session_id);
-CREATE INDEX IF NOT EXISTS idx_relationships_session_id ON relationships(session_id);
-CREATE INDEX IF NOT EXISTS idx_relationships_related ON relationships(related_session_id);
-CREATE INDEX IF NOT EXISTS idx_relationships_machine ON relationships(machine_id, ledger_offset, ledger_part);
-
-CREATE TABLE IF NOT EXISTS tool_result_events (
-  id_hash       TEXT PRIMARY KEY,
-  source        TEXT NOT NULL,
-  session_id    TEXT NOT NULL,
-  ts            TEXT,
-  record_json   TEXT NOT NULL,
-  machine_id    TEXT NOT NULL,
-  ledger_offset BIGINT NOT NULL,
-  ledger_part   INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS idx_tool_result_events_session ON tool_result_events(source, session_id);
-CREATE INDEX IF NOT EXISTS idx_tool_result_events_session_id ON tool_result_events(session_id);
-CREATE INDEX IF NOT EXISTS idx_tool_result_events_ts ON tool_result_events(ts);
-CREATE INDEX IF NOT EXISTS idx_tool_result_events_machine ON tool_result_events(machine_id, ledger_offset, ledger_part);
-
-CREATE TABLE IF NOT EXISTS user_turns (
-  id_hash       TEXT PRIMARY KEY,
-  source        TEXT NOT NULL,
-  session_id    TEXT NOT NULL,
-  ts            TEXT NOT NULL,
-  record_json   TEXT NOT NULL,
-  machine_id    TEXT NOT NULL,
-  ledger_offset BIGINT NOT NULL,
-  ledger_part   INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS idx_user_turns_session ON user_turns(source, session_id);
-CREATE INDEX IF NOT EXISTS idx_user_turns_session_id ON user_turns(session_id);
-CREATE INDEX IF NOT EXISTS idx_user_turns_ts ON user_turns(ts);
-CREATE INDEX IF NOT EXISTS idx_user_turns_machine ON user_turns(machine_id, ledger_offset, ledger_part);
-
-CREATE TABLE IF NOT EXISTS stamps (
+/// Migration 1 after the record tables.
+const MIGRATION_1_TAIL: &str = "CREATE TABLE IF NOT EXISTS stamps (
   seq             BIGSERIAL PRIMARY KEY,
   line_hash       TEXT NOT NULL UNIQUE,
   ts              TEXT NOT NULL,
@@ -178,8 +104,37 @@ CREATE TABLE IF NOT EXISTS push_cursors (
 );
 ";
 
+/// Migration 1, with the record tables written from their description.
+static MIGRATION_1: LazyLock<String> = LazyLock::new(|| {
+    let tables: Vec<String> = STORE_RECORD_TABLES.iter().map(record_table_ddl).collect();
+    format!("{MIGRATION_1_HEAD}{}{MIGRATION_1_TAIL}", tables.join(""))
+});
+
+/// A record table as the team ledger keeps it: the storage table, plus
+/// the machine that pushed each row and where the row sits in that
+/// machine's ledger, with indexes for a lookup by session alone and for a
+/// machine's rows in ledger order.
+fn record_table_ddl(t: &RecordTable) -> String {
+    let mut columns: Vec<(&str, &str)> = t.columns.iter().map(|c| (c.name, c.postgres)).collect();
+    columns.extend([
+        ("machine_id", "TEXT NOT NULL"),
+        ("ledger_offset", "BIGINT NOT NULL"),
+        ("ledger_part", "INTEGER NOT NULL"),
+    ]);
+    let mut indexes = t.indexes.to_vec();
+    indexes.insert(1, ("session_id", "session_id"));
+    indexes.push(("machine", "machine_id, ledger_offset, ledger_part"));
+    let mut out = create_table(t.name, &columns);
+    for (suffix, cols) in indexes {
+        out.push_str(&create_index(t.name, suffix, cols));
+    }
+    out.push('\n');
+    out
+}
+
 /// Ordered migrations: (version, SQL).
-const MIGRATIONS: [(i32, &str); 1] = [(1, MIGRATION_1)];
+static MIGRATIONS: LazyLock<[(i32, &'static str); 1]> =
+    LazyLock::new(|| [(1, MIGRATION_1.as_str())]);
 
 /// Bring the database to [`LATEST_VERSION`], or refuse it.
 pub fn migrate(target: &Target, client: &mut Client) -> Result<()> {
@@ -215,7 +170,7 @@ fn migrate_locked(target: &Target, client: &mut Client) -> Result<()> {
             "the server's team ledger schema is version {current}, newer than this burn supports ({LATEST_VERSION}); upgrade burn"
         )));
     }
-    for (version, sql) in MIGRATIONS {
+    for &(version, sql) in MIGRATIONS.iter() {
         if version <= current {
             continue;
         }

@@ -1,10 +1,14 @@
 //! The store's schema: its migrations and the record tables.
 
-use super::*;
+use std::sync::LazyLock;
 
-/// Migration 1. `sqlite_master` keeps each statement's text, so the
-/// layout here is the reference's, space for space.
-pub(super) const MIGRATION_1: &str = "
+use super::*;
+use crate::store::tables::RECORD_TABLES;
+
+/// Migration 1 before the record tables. `sqlite_master` keeps each
+/// statement's text, so the layout here is the reference's, space for
+/// space.
+const MIGRATION_1_HEAD: &str = "
 CREATE TABLE IF NOT EXISTS schema_state (
   id      INTEGER PRIMARY KEY CHECK (id = 1),
   version INTEGER NOT NULL
@@ -18,70 +22,10 @@ CREATE TABLE IF NOT EXISTS locks (
   pid            INTEGER
 );
 
-CREATE TABLE IF NOT EXISTS turns (
-  id_hash      TEXT PRIMARY KEY,
-  content_fp   TEXT NOT NULL,
-  source       TEXT NOT NULL,
-  session_id   TEXT NOT NULL,
-  message_id   TEXT NOT NULL,
-  turn_index   INTEGER NOT NULL,
-  ts           TEXT NOT NULL,
-  project      TEXT,
-  project_key  TEXT,
-  record_json  TEXT NOT NULL
-);
+";
 
-CREATE INDEX IF NOT EXISTS idx_turns_session ON turns(source, session_id);
-CREATE INDEX IF NOT EXISTS idx_turns_ts ON turns(ts);
-CREATE INDEX IF NOT EXISTS idx_turns_session_index ON turns(source, session_id, turn_index);
-CREATE INDEX IF NOT EXISTS idx_turns_project_key ON turns(project_key);
-
-CREATE TABLE IF NOT EXISTS compactions (
-  id_hash      TEXT PRIMARY KEY,
-  source       TEXT NOT NULL,
-  session_id   TEXT NOT NULL,
-  ts           TEXT NOT NULL,
-  record_json  TEXT NOT NULL
-);
-
-CREATE INDEX IF NOT EXISTS idx_compactions_session ON compactions(source, session_id);
-CREATE INDEX IF NOT EXISTS idx_compactions_ts ON compactions(ts);
-
-CREATE TABLE IF NOT EXISTS relationships (
-  id_hash             TEXT PRIMARY KEY,
-  source              TEXT NOT NULL,
-  session_id          TEXT NOT NULL,
-  related_session_id  TEXT,
-  ts                  TEXT,
-  record_json         TEXT NOT NULL
-);
-
-CREATE INDEX IF NOT EXISTS idx_relationships_session ON relationships(source, session_id);
-CREATE INDEX IF NOT EXISTS idx_relationships_related ON relationships(related_session_id);
-
-CREATE TABLE IF NOT EXISTS tool_result_events (
-  id_hash      TEXT PRIMARY KEY,
-  source       TEXT NOT NULL,
-  session_id   TEXT NOT NULL,
-  ts           TEXT,
-  record_json  TEXT NOT NULL
-);
-
-CREATE INDEX IF NOT EXISTS idx_tool_result_events_session ON tool_result_events(source, session_id);
-CREATE INDEX IF NOT EXISTS idx_tool_result_events_ts ON tool_result_events(ts);
-
-CREATE TABLE IF NOT EXISTS user_turns (
-  id_hash      TEXT PRIMARY KEY,
-  source       TEXT NOT NULL,
-  session_id   TEXT NOT NULL,
-  ts           TEXT NOT NULL,
-  record_json  TEXT NOT NULL
-);
-
-CREATE INDEX IF NOT EXISTS idx_user_turns_session ON user_turns(source, session_id);
-CREATE INDEX IF NOT EXISTS idx_user_turns_ts ON user_turns(ts);
-
-CREATE TABLE IF NOT EXISTS stamps (
+/// Migration 1 after the record tables.
+const MIGRATION_1_TAIL: &str = "CREATE TABLE IF NOT EXISTS stamps (
   seq             INTEGER PRIMARY KEY AUTOINCREMENT,
   ts              TEXT NOT NULL,
   selector_json   TEXT NOT NULL,
@@ -111,8 +55,18 @@ CREATE INDEX IF NOT EXISTS idx_content_session_message ON content(session_id, me
 CREATE INDEX IF NOT EXISTS idx_content_mtime ON content(mtime_ms);
 ";
 
+/// Migration 1: the record tables come from their shared description.
+static MIGRATION_1: LazyLock<String> = LazyLock::new(|| {
+    let tables: Vec<String> = RECORD_TABLES.iter().map(|t| t.sqlite_ddl()).collect();
+    format!(
+        "{MIGRATION_1_HEAD}{}\n{MIGRATION_1_TAIL}",
+        tables.join("\n")
+    )
+});
+
 /// Every migration, in order: `(version, sql)`.
-pub(super) const MIGRATIONS: &[(i64, &str)] = &[(1, MIGRATION_1)];
+pub(super) static MIGRATIONS: LazyLock<[(i64, &'static str); 1]> =
+    LazyLock::new(|| [(1, MIGRATION_1.as_str())]);
 
 /// The record table of a kind and the columns copied out of the record
 /// (after `id_hash` and, for turns, `content_fp`).
