@@ -225,6 +225,24 @@ fn take_record(line: Value, kind: Kind) -> Option<Value> {
     rec.as_object().is_some().then_some(rec)
 }
 
+/// The next record of `kind` in `lines` that `keep` turns into an item;
+/// read errors are passed on as items.
+fn next_kept(
+    lines: &mut LedgerLines,
+    kind: Kind,
+    mut keep: impl FnMut(Value) -> Option<Value>,
+) -> Option<Result<Value>> {
+    loop {
+        let line = match lines.next()? {
+            Ok(v) => v,
+            Err(e) => return Some(Err(e)),
+        };
+        if let Some(item) = take_record(line, kind).and_then(&mut keep) {
+            return Some(Ok(item));
+        }
+    }
+}
+
 type Passes = fn(&Value, &Filters) -> bool;
 
 /// Records of one kind passing a query.
@@ -239,17 +257,10 @@ impl Iterator for Records {
     type Item = Result<Value>;
 
     fn next(&mut self) -> Option<Result<Value>> {
-        loop {
-            let line = match self.lines.next()? {
-                Ok(v) => v,
-                Err(e) => return Some(Err(e)),
-            };
-            if let Some(rec) = take_record(line, self.kind) {
-                if (self.passes)(&rec, &self.filters) {
-                    return Some(Ok(rec));
-                }
-            }
-        }
+        let (passes, filters) = (self.passes, &self.filters);
+        next_kept(&mut self.lines, self.kind, |rec| {
+            passes(&rec, filters).then_some(rec)
+        })
     }
 }
 
@@ -401,18 +412,10 @@ impl Iterator for Turns {
     type Item = Result<Value>;
 
     fn next(&mut self) -> Option<Result<Value>> {
-        loop {
-            let line = match self.lines.next()? {
-                Ok(v) => v,
-                Err(e) => return Some(Err(e)),
-            };
-            let Some(rec) = take_record(line, Kind::Turn) else {
-                continue;
-            };
-            if let Some(t) = enrich_turn(rec, &self.stamps, &self.filters) {
-                return Some(Ok(t));
-            }
-        }
+        let (stamps, filters) = (&self.stamps, &self.filters);
+        next_kept(&mut self.lines, Kind::Turn, |rec| {
+            enrich_turn(rec, stamps, filters)
+        })
     }
 }
 

@@ -237,23 +237,13 @@ const CASES: &[&str] = &[
 fn check(case: &str) {
     let reference = reference_or_skip!();
     let failures = run_case(&reference.join("ops").join(case));
-    assert!(
-        failures.is_empty(),
-        "case {case}: {} mismatches\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    support::fixtures::assert_no_mismatches(case, &failures);
 }
 
 #[test]
 fn every_case_is_replayed() {
     let reference = reference_or_skip!();
-    let mut found: Vec<String> = std::fs::read_dir(reference.join("ops"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    found.sort();
-    assert_eq!(found, CASES, "a case was added or removed: list it here");
+    support::fixtures::assert_cases_listed(&reference.join("ops"), CASES);
 }
 
 #[test]

@@ -239,12 +239,7 @@ fn check(case: &str) {
             failures.push(format!("{name} written under sqlite storage"));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "case {case}: {} mismatches\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    support::fixtures::assert_no_mismatches(case, &failures);
 }
 
 const CASES: &[&str] = &[
@@ -260,12 +255,7 @@ const CASES: &[&str] = &[
 #[test]
 fn every_sqlite_case_is_replayed() {
     let reference = reference_or_skip!();
-    let mut found: Vec<String> = std::fs::read_dir(reference.join("sqlite"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    found.sort();
-    assert_eq!(found, CASES, "a case was added or removed: list it here");
+    support::fixtures::assert_cases_listed(&reference.join("sqlite"), CASES);
 }
 
 #[test]

@@ -626,6 +626,27 @@ mod tests {
         }
     }
 
+    fn copies(stamps: &[FoldStamp]) -> Vec<FoldStamp> {
+        stamps
+            .iter()
+            .map(|s| FoldStamp {
+                selector: s.selector.clone(),
+                enrichment: s.enrichment.clone(),
+            })
+            .collect()
+    }
+
+    /// The fold by its definition: every stamp in order, no index.
+    fn fold_linearly(stamps: &[FoldStamp], turn: &Value) -> Folded {
+        let mut want = Folded::default();
+        for s in stamps {
+            if stamp_matches(&s.selector, turn) {
+                want.apply(&s.enrichment);
+            }
+        }
+        want
+    }
+
     fn fold_json(ix: &StampIndex, turn: &str) -> String {
         let via_cache = FoldCache::default()
             .columns(ix, &parse(turn).unwrap())
@@ -674,25 +695,14 @@ mod tests {
             };
             stamps.push(st(&sel, &format!(r#"{{"k{i}":"v"}}"#)));
         }
-        let linear: Vec<FoldStamp> = stamps
-            .iter()
-            .map(|s| FoldStamp {
-                selector: s.selector.clone(),
-                enrichment: s.enrichment.clone(),
-            })
-            .collect();
+        let linear = copies(&stamps);
         let ix = StampIndex::new(stamps);
         for t in (0..1100).step_by(13) {
             let turn = parse(&format!(
                 r#"{{"sessionId":"s","messageId":"m","ts":"{t:04}"}}"#
             ))
             .unwrap();
-            let mut want = Folded::default();
-            for s in &linear {
-                if stamp_matches(&s.selector, &turn) {
-                    want.apply(&s.enrichment);
-                }
-            }
+            let want = fold_linearly(&linear, &turn);
             assert_eq!(
                 ix.fold(&turn).columns().unwrap().json,
                 want.columns().unwrap().json,
@@ -759,13 +769,7 @@ mod tests {
             };
             stamps.push(st(&sel, &enr));
         }
-        let copy: Vec<FoldStamp> = stamps
-            .iter()
-            .map(|s| FoldStamp {
-                selector: s.selector.clone(),
-                enrichment: s.enrichment.clone(),
-            })
-            .collect();
+        let copy = copies(&stamps);
         let ix = StampIndex::new(stamps);
         let mut cache = FoldCache::default();
         for _ in 0..2000 {
@@ -776,13 +780,7 @@ mod tests {
                 next(170)
             ))
             .unwrap();
-            let mut want = Folded::default();
-            for s in &copy {
-                if stamp_matches(&s.selector, &turn) {
-                    want.apply(&s.enrichment);
-                }
-            }
-            let want = want.columns().unwrap();
+            let want = fold_linearly(&copy, &turn).columns().unwrap();
             let got = cache.columns(&ix, &turn).unwrap();
             assert_eq!(got.json, want.json, "{turn:?}");
             assert_eq!(got.tier, want.tier, "{turn:?}");

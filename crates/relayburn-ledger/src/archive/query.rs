@@ -158,31 +158,26 @@ fn select_sql(q: &Query) -> (String, Vec<String>) {
     let mut wheres: Vec<&str> = Vec::new();
     let mut owned_wheres: Vec<String> = Vec::new();
     let mut params = Vec::new();
-    if let Some(s) = &q.since {
-        wheres.push("ts >= ?");
-        params.push(s.clone());
-    }
-    if let Some(u) = &q.until {
-        wheres.push("ts <= ?");
-        params.push(u.clone());
-    }
-    if let Some(p) = &q.project {
-        wheres.push("(project = ? OR project_key = ?)");
-        params.push(p.clone());
-        params.push(p.clone());
-    }
-    if let Some(s) = &q.session_id {
-        // No index starts with session_id, so bind the source too: the
-        // archive's few distinct sources are enumerated through the
-        // (source, …) index by a loose index scan (`sources` below). The
-        // rows are the same; the plan becomes index lookups instead of a
-        // scan of every turn.
-        wheres.push("source IN (SELECT s FROM sources) AND session_id = ?");
-        params.push(s.clone());
-    }
-    if let Some(s) = &q.source {
-        wheres.push("source = ?");
-        params.push(s.clone());
+    // A session alone has no index of its own, so the source is bound
+    // too: the archive's few distinct sources are enumerated through the
+    // (source, …) index by a loose index scan (`sources` below). The rows
+    // are the same; the plan becomes index lookups instead of a scan of
+    // every turn.
+    for (value, clause, binds) in [
+        (&q.since, "ts >= ?", 1),
+        (&q.until, "ts <= ?", 1),
+        (&q.project, "(project = ? OR project_key = ?)", 2),
+        (
+            &q.session_id,
+            "source IN (SELECT s FROM sources) AND session_id = ?",
+            1,
+        ),
+        (&q.source, "source = ?", 1),
+    ] {
+        if let Some(v) = value {
+            wheres.push(clause);
+            params.extend(std::iter::repeat_n(v.clone(), binds));
+        }
     }
     let mut clauses: Vec<String> = wheres.iter().map(|w| w.to_string()).collect();
     for (k, v) in &q.enrichment {

@@ -247,14 +247,7 @@ impl SqliteStore {
                 _ => None,
             };
             let id = crate::writer::id_of(kind, i, r)?;
-            let mut params = vec![SqlValue::Text(id.hex())];
-            if let Some(fp) = fp {
-                params.push(SqlValue::Text(fp.hex()));
-            }
-            for (col, field) in t.columns {
-                params.push(bind(r.get(field), col)?);
-            }
-            params.push(SqlValue::Text(r.to_json()));
+            let params = t.row(id.hex(), fp.map(|fp| fp.hex()), r)?;
             rows.push((fp, params));
         }
         let sql = t.insert_sql(kind == Kind::Turn);
@@ -529,12 +522,7 @@ impl Store for SqliteStore {
                 let t = table(Kind::Relationship)
                     .ok_or_else(|| Error::Internal("no relationship table".into()))?;
                 let id = crate::writer::id_of(Kind::Relationship, 0, &r)?;
-                let mut p = vec![SqlValue::Text(id.hex())];
-                for (col, field) in t.columns {
-                    p.push(bind(r.get(field), col)?);
-                }
-                p.push(SqlValue::Text(r.to_json()));
-                Some((t.insert_sql(false), p))
+                Some((t.insert_sql(false), t.row(id.hex(), None, &r)?))
             }
             None => None,
         };

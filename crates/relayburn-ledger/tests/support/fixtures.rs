@@ -43,3 +43,24 @@ macro_rules! reference_or_skip {
         }
     };
 }
+
+/// Fail unless the case directories in `dir` are exactly `cases`
+/// (sorted): a case the reference adds must be listed here to be replayed.
+pub fn assert_cases_listed(dir: &std::path::Path, cases: &[&str]) {
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    assert_eq!(found, cases, "a case was added or removed: list it here");
+}
+
+/// Fail with every mismatch of a replayed case listed.
+pub fn assert_no_mismatches(case: &str, failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "case {case}: {} mismatches\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

@@ -128,6 +128,18 @@ pub(super) fn table(kind: Kind) -> Option<Table> {
 }
 
 impl Table {
+    /// The parameters of [`Table::insert_sql`] for record `r`: its id,
+    /// its content fingerprint (turns), the copied columns, its JSON.
+    pub(super) fn row(&self, id: String, fp: Option<String>, r: &Value) -> Result<Vec<SqlValue>> {
+        let mut params = vec![SqlValue::Text(id)];
+        params.extend(fp.map(SqlValue::Text));
+        for (col, field) in self.columns {
+            params.push(bind(r.get(field), col)?);
+        }
+        params.push(SqlValue::Text(r.to_json()));
+        Ok(params)
+    }
+
     pub(super) fn insert_sql(&self, with_fp: bool) -> String {
         let mut cols = vec!["id_hash"];
         if with_fp {
