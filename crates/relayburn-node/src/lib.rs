@@ -219,20 +219,33 @@ pub fn stamp(
     })
 }
 
-/// Append a whole stamp line, its `ts` included (the storage layer's
-/// entry point; replaying recorded scripts needs it).
-#[napi]
-pub fn append_stamp_line(
-    env: Env,
-    home: String,
-    line: String,
-    held: Vec<String>,
-) -> napi::Result<JsObject> {
-    spawn_on(&env, home, held, move |l| {
-        l.append_stamp(&parse(&line, "stamp line")?)?;
-        Ok(Value::Null)
-    })
+/// A `#[napi]` function of `(home, text, held)`: `text` is read as JSON
+/// by `$read` and handed to a ledger method under the caller's held
+/// locks; the promise resolves to null.
+macro_rules! apply_json {
+    ($(#[$doc:meta])* $name:ident($arg:ident: $what:literal, $read:ident) => |$l:ident, $v:ident| $body:expr) => {
+        $(#[$doc])*
+        #[napi]
+        pub fn $name(
+            env: Env,
+            home: String,
+            $arg: String,
+            held: Vec<String>,
+        ) -> napi::Result<JsObject> {
+            spawn_on(&env, home, held, move |$l| {
+                let $v = $read(&$arg, $what)?;
+                $body?;
+                Ok(Value::Null)
+            })
+        }
+    };
 }
+
+apply_json!(
+    /// Append a whole stamp line, its `ts` included (the storage layer's
+    /// entry point; replaying recorded scripts needs it).
+    append_stamp_line(line: "stamp line", parse) => |l, v| l.append_stamp(&v)
+);
 
 /// Start a ledger query of `kind`; resolves to a cursor id for
 /// [`next_batch`].
@@ -465,18 +478,7 @@ pub fn load_cursors(env: Env, home: String) -> napi::Result<JsObject> {
     })
 }
 
-#[napi]
-pub fn save_cursors(
-    env: Env,
-    home: String,
-    map: String,
-    held: Vec<String>,
-) -> napi::Result<JsObject> {
-    spawn_on(&env, home, held, move |l| {
-        l.save_cursors(&parse_object(&map, "cursor map")?)?;
-        Ok(Value::Null)
-    })
-}
+apply_json!(save_cursors(map: "cursor map", parse_object) => |l, v| l.save_cursors(&v));
 
 #[napi]
 pub fn save_cursor_changes(
