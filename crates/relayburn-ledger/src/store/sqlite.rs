@@ -250,7 +250,7 @@ impl SqliteStore {
             let params = t.row(id.hex(), fp.map(|fp| fp.hex()), r)?;
             rows.push((fp, params));
         }
-        let sql = t.insert_sql(kind == Kind::Turn);
+        let sql = t.insert_sql();
         self.write(|conn| {
             let window = match kind {
                 Kind::Turn => self
@@ -522,7 +522,7 @@ impl Store for SqliteStore {
                 let t = table(Kind::Relationship)
                     .ok_or_else(|| Error::Internal("no relationship table".into()))?;
                 let id = crate::writer::id_of(Kind::Relationship, 0, &r)?;
-                Some((t.insert_sql(false), t.row(id.hex(), None, &r)?))
+                Some((t.insert_sql(), t.row(id.hex(), None, &r)?))
             }
             None => None,
         };

@@ -13,7 +13,8 @@ use postgres::Client;
 
 use crate::error::Result;
 use crate::store::tables::{
-    create_index, create_table, RecordTable, RECORD_TABLES as STORE_RECORD_TABLES,
+    create_index, create_table, RecordTable, CONTENT_COLUMNS, CONTENT_INDEXES, CONTENT_UNIQUE,
+    RECORD_TABLES as STORE_RECORD_TABLES,
 };
 
 use super::target::Target;
@@ -61,8 +62,8 @@ CREATE TABLE IF NOT EXISTS locks (
 
 ";
 
-/// Migration 1 after the record tables.
-const MIGRATION_1_TAIL: &str = "CREATE TABLE IF NOT EXISTS stamps (
+/// Migration 1 after the record tables, before the content table.
+const MIGRATION_1_STAMPS: &str = "CREATE TABLE IF NOT EXISTS stamps (
   seq             BIGSERIAL PRIMARY KEY,
   line_hash       TEXT NOT NULL UNIQUE,
   ts              TEXT NOT NULL,
@@ -78,23 +79,10 @@ CREATE INDEX IF NOT EXISTS idx_stamps_session ON stamps(session_id);
 CREATE INDEX IF NOT EXISTS idx_stamps_message ON stamps(message_id);
 CREATE INDEX IF NOT EXISTS idx_stamps_ts ON stamps(ts);
 
-CREATE TABLE IF NOT EXISTS content (
-  seq          BIGSERIAL PRIMARY KEY,
-  source       TEXT NOT NULL,
-  session_id   TEXT NOT NULL,
-  message_id   TEXT NOT NULL,
-  ts           TEXT NOT NULL,
-  content_fp   TEXT NOT NULL,
-  record_json  TEXT NOT NULL,
-  mtime_ms     BIGINT NOT NULL,
-  machine_id   TEXT NOT NULL,
-  UNIQUE (session_id, content_fp)
-);
-CREATE INDEX IF NOT EXISTS idx_content_session ON content(session_id);
-CREATE INDEX IF NOT EXISTS idx_content_session_message ON content(session_id, message_id);
-CREATE INDEX IF NOT EXISTS idx_content_mtime ON content(mtime_ms);
+";
 
-CREATE TABLE IF NOT EXISTS push_cursors (
+/// Migration 1 after the content table: the push cursors.
+const MIGRATION_1_CURSORS: &str = "CREATE TABLE IF NOT EXISTS push_cursors (
   machine_id    TEXT PRIMARY KEY,
   ledger_offset BIGINT NOT NULL,
   check_hash    TEXT NOT NULL,
@@ -104,10 +92,15 @@ CREATE TABLE IF NOT EXISTS push_cursors (
 );
 ";
 
-/// Migration 1, with the record tables written from their description.
+/// Migration 1, with the record and content tables written from their
+/// description.
 static MIGRATION_1: LazyLock<String> = LazyLock::new(|| {
     let tables: Vec<String> = STORE_RECORD_TABLES.iter().map(record_table_ddl).collect();
-    format!("{MIGRATION_1_HEAD}{}{MIGRATION_1_TAIL}", tables.join(""))
+    format!(
+        "{MIGRATION_1_HEAD}{}{MIGRATION_1_STAMPS}{}\n{MIGRATION_1_CURSORS}",
+        tables.join(""),
+        content_ddl()
+    )
 });
 
 /// A record table as the team ledger keeps it: the storage table, plus
@@ -124,11 +117,26 @@ fn record_table_ddl(t: &RecordTable) -> String {
     let mut indexes = t.indexes.to_vec();
     indexes.insert(1, ("session_id", "session_id"));
     indexes.push(("machine", "machine_id, ledger_offset, ledger_part"));
-    let mut out = create_table(t.name, &columns);
+    let mut out = create_table(t.name, &columns, &[]);
     for (suffix, cols) in indexes {
         out.push_str(&create_index(t.name, suffix, cols));
     }
     out.push('\n');
+    out
+}
+
+/// The content table as the storage backend has it, with the machine
+/// that pushed each row.
+fn content_ddl() -> String {
+    let mut columns: Vec<(&str, &str)> = CONTENT_COLUMNS
+        .iter()
+        .map(|c| (c.name, c.postgres))
+        .collect();
+    columns.push(("machine_id", "TEXT NOT NULL"));
+    let mut out = create_table("content", &columns, &[CONTENT_UNIQUE]);
+    for (suffix, cols) in CONTENT_INDEXES {
+        out.push_str(&create_index("content", suffix, cols));
+    }
     out
 }
 
