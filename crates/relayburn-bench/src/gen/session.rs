@@ -2,6 +2,7 @@
 //! produces, in the field order the reference's session-log readers use.
 
 use rand::RngExt;
+use relayburn_ledger::archive::query::COVERAGE_KEYS;
 use relayburn_ledger::json::{Object, Value};
 use relayburn_ledger::records::Kind;
 use relayburn_ledger::Result;
@@ -1315,19 +1316,8 @@ fn fidelity_value(class: FidelityClass, source: Source) -> Value {
         ),
         FidelityClass::CostOnly => ("cost-only", [false; 9], "cost-only"),
     };
-    const KEYS: [&str; 9] = [
-        "hasInputTokens",
-        "hasOutputTokens",
-        "hasReasoningTokens",
-        "hasCacheReadTokens",
-        "hasCacheCreateTokens",
-        "hasToolCalls",
-        "hasToolResultEvents",
-        "hasSessionRelationships",
-        "hasRawContent",
-    ];
     let mut coverage = Object::new();
-    for (k, f) in KEYS.iter().zip(flags) {
+    for (k, f) in COVERAGE_KEYS.iter().zip(flags) {
         coverage.insert(*k, Value::Bool(f));
     }
     obj(vec![

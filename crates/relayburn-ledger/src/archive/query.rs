@@ -382,6 +382,20 @@ fn parse_enrichment(v: &Value) -> Value {
     Value::Object(out)
 }
 
+/// The keys of a `Fidelity`'s `coverage`, in the order the reference
+/// writes them.
+pub const COVERAGE_KEYS: [&str; 9] = [
+    "hasInputTokens",
+    "hasOutputTokens",
+    "hasReasoningTokens",
+    "hasCacheReadTokens",
+    "hasCacheCreateTokens",
+    "hasToolCalls",
+    "hasToolResultEvents",
+    "hasSessionRelationships",
+    "hasRawContent",
+];
+
 /// A `Fidelity` rebuilt from the three stored columns: the class is kept,
 /// the granularity follows `cost_present`, the coverage is the class's
 /// typical one.
@@ -425,20 +439,7 @@ fn synthesize_fidelity(class: &Value, tokens: &Value, cost: &Value) -> Option<Va
         _ => [false; 9],
     };
     let mut coverage = Object::new();
-    for (key, flag) in [
-        "hasInputTokens",
-        "hasOutputTokens",
-        "hasReasoningTokens",
-        "hasCacheReadTokens",
-        "hasCacheCreateTokens",
-        "hasToolCalls",
-        "hasToolResultEvents",
-        "hasSessionRelationships",
-        "hasRawContent",
-    ]
-    .iter()
-    .zip(flags)
-    {
+    for (key, flag) in COVERAGE_KEYS.iter().zip(flags) {
         coverage.insert(*key, Value::Bool(flag));
     }
     let mut f = Object::new();
