@@ -18,7 +18,8 @@
 use std::cell::RefCell;
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::types::{Value as SqlValue, ValueRef};
@@ -256,6 +257,48 @@ pub struct SqliteStore {
     local_freed: Condvar,
     window: Mutex<Window>,
     checkpointer: Mutex<Option<Checkpointer>>,
+    /// Frames in the log after this handle's last commit (SQLite's WAL
+    /// hook); declared after `conn`, which points at it, so it outlives it.
+    log_frames: Arc<AtomicI64>,
+}
+
+/// Log size, in frames (pages), at which a commit wakes the checkpoint
+/// thread: SQLite's own automatic checkpoint threshold. Checkpointing after
+/// every commit instead would copy and sync the same hot index pages once
+/// per append call.
+const CHECKPOINT_FRAMES: i64 = 1000;
+
+/// Log size at which the checkpoint thread makes writers wait until the
+/// log is copied and starts over.
+const LOG_FRAMES_CAP: i64 = 4 * CHECKPOINT_FRAMES;
+
+/// SQLite's WAL hook: runs on the committing thread after each commit of
+/// the connection it is registered on.
+extern "C" fn note_log_frames(
+    frames_out: *mut std::ffi::c_void,
+    _db: *mut rusqlite::ffi::sqlite3,
+    _schema: *const std::ffi::c_char,
+    frames: std::ffi::c_int,
+) -> std::ffi::c_int {
+    // SAFETY: `frames_out` is the `AtomicI64` of the store's `log_frames`,
+    // registered in `watch_log` and alive as long as the connection is.
+    let out = unsafe { &*(frames_out as *const AtomicI64) };
+    out.store(i64::from(frames), Ordering::Relaxed);
+    rusqlite::ffi::SQLITE_OK
+}
+
+/// Register `note_log_frames` on `conn`, writing into `out`.
+fn watch_log(conn: &Connection, out: &Arc<AtomicI64>) {
+    // SAFETY: the handle is `conn`'s own, used on this thread while we hold
+    // it; the pointer handed over stays valid for the connection's life
+    // (see `SqliteStore::log_frames`), and the hook only stores into it.
+    unsafe {
+        rusqlite::ffi::sqlite3_wal_hook(
+            conn.handle(),
+            Some(note_log_frames),
+            Arc::as_ptr(out) as *mut std::ffi::c_void,
+        );
+    }
 }
 
 /// Checkpoints the WAL from a thread of its own, so an append call does
@@ -271,7 +314,7 @@ impl Checkpointer {
     /// `None` when the thread or its connection cannot be had; SQLite then
     /// checkpoints when the last connection closes, and a checkpoint of
     /// another connection (a reference process) still applies.
-    fn start(path: &Path) -> Option<Checkpointer> {
+    fn start(path: &Path, log_frames: Arc<AtomicI64>) -> Option<Checkpointer> {
         let conn = Connection::open(path).ok()?;
         conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))
             .ok()?;
@@ -283,7 +326,17 @@ impl Checkpointer {
                 // A busy or failed checkpoint is simply tried again after
                 // the next commit.
                 while rx.recv().is_ok() {
-                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                    // Back to back commits outrun a passive checkpoint (the
+                    // log starts over only when a transaction begins with
+                    // every frame copied): past the cap, writers wait while
+                    // the log is copied and reset.
+                    let mode = if log_frames.load(Ordering::Relaxed) >= LOG_FRAMES_CAP {
+                        "RESTART"
+                    } else {
+                        "PASSIVE"
+                    };
+                    let _ =
+                        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()));
                 }
                 // The store is closing: copy the rest and empty the log, so
                 // the file alone holds every commit and the next first
@@ -375,13 +428,17 @@ impl SqliteStore {
             local_freed: Condvar::new(),
             window: Mutex::new(Window::default()),
             checkpointer: Mutex::new(None),
+            log_frames: Arc::new(AtomicI64::new(0)),
         };
         store.migrate()?;
-        let checkpointer = Checkpointer::start(path);
+        let checkpointer = Checkpointer::start(path, Arc::clone(&store.log_frames));
         {
             let conn = store.conn();
             match checkpointer {
-                Some(_) => no_checkpoint_on_close(&conn).map_err(sql)?,
+                Some(_) => {
+                    no_checkpoint_on_close(&conn).map_err(sql)?;
+                    watch_log(&conn, &store.log_frames);
+                }
                 // Without the thread, SQLite's own checkpoints stay on.
                 None => conn
                     .execute_batch("PRAGMA wal_autocheckpoint = 1000;")
@@ -455,7 +512,7 @@ impl SqliteStore {
         let conn = self.conn();
         let out = transaction(&conn, f, |e| self.err(e));
         drop(conn);
-        if out.is_ok() {
+        if out.is_ok() && self.log_frames.load(Ordering::Relaxed) >= CHECKPOINT_FRAMES {
             if let Some(c) = self
                 .checkpointer
                 .lock()
@@ -1375,6 +1432,46 @@ mod tests {
             .query_row("SELECT count(*) FROM turns", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 300);
+    }
+
+    /// Checkpoints run once the log reaches `CHECKPOINT_FRAMES`, and reset
+    /// it past `LOG_FRAMES_CAP` when commits come back to back: the log
+    /// stays near that cap while far more is written.
+    #[test]
+    fn the_log_is_checkpointed_as_it_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("burn.sqlite");
+        let s = SqliteStore::open(&path).unwrap();
+        let page: i64 = s
+            .conn()
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        // The cap plus what commits add while the reset waits its turn on
+        // a busy machine; without checkpoints the log passes it by batch
+        // 120 or so.
+        let cap = 2 * LOG_FRAMES_CAP * (page + 24) + 32;
+        let wal = dir.path().join("burn.sqlite-wal");
+        let filler = "x".repeat(400);
+        let (mut written, mut resets, mut last) = (0, 0, 0);
+        for b in 0..200 {
+            let turns = (0..100)
+                .map(|i| {
+                    let n = b * 100 + i;
+                    crate::json::parse(&format!(
+                        r#"{{"v":1,"source":"codex","sessionId":"s{b}","messageId":"m{n}","turnIndex":{i},"ts":"2026-01-01T00:00:00.000Z","model":"{filler}","usage":{{"input":{n},"output":1,"reasoning":0,"cacheRead":0,"cacheCreate5m":0,"cacheCreate1h":0}},"toolCalls":[]}}"#
+                    ))
+                    .unwrap()
+                })
+                .collect();
+            written += s.append_turns(turns).unwrap();
+            let frames = s.log_frames.load(Ordering::Relaxed);
+            resets += usize::from(frames < last);
+            last = frames;
+            let len = std::fs::metadata(&wal).unwrap().len() as i64;
+            assert!(len <= cap, "log of {len} bytes after batch {b} (cap {cap})");
+        }
+        assert_eq!(written, 20_000);
+        assert!(resets >= 2, "the log started over {resets} times");
     }
 
     #[test]
