@@ -17,6 +17,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashSet, VecDeque};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
@@ -638,31 +639,6 @@ impl SqliteStore {
 
     /// Records of `t` in rowid order: paged over the whole table, or,
     /// for a session, through the `(source, session_id)` index.
-    fn rows<'a>(
-        &'a self,
-        t: &Table,
-        q: &Query,
-    ) -> Result<Box<dyn Iterator<Item = Result<Value>> + 'a>> {
-        let session = q.session_id.as_deref().filter(|s| !s.is_empty());
-        if let (true, Some(sid)) = (t.by_session, session) {
-            let source = q.source.as_deref().filter(|s| !s.is_empty());
-            let rows = self.session_rows(t.name, sid, source)?;
-            return Ok(Box::new(
-                rows.into_iter().filter_map(|j| parse_record(&j)).map(Ok),
-            ));
-        }
-        Ok(Box::new(Paged {
-            store: self,
-            sql: format!(
-                "SELECT rowid, record_json FROM {} WHERE rowid > ?1 ORDER BY rowid LIMIT {PAGE}",
-                t.name
-            ),
-            after: i64::MIN,
-            buf: VecDeque::new(),
-            done: false,
-        }))
-    }
-
     /// `record_json` of a session's rows, in rowid order. Sources are
     /// found by seeking the index from one distinct value to the next.
     fn session_rows(&self, table: &str, sid: &str, source: Option<&str>) -> Result<Vec<String>> {
@@ -779,6 +755,14 @@ impl SqliteStore {
 
     /// Wait until no other thread of this handle holds `name`, then claim it.
     fn claim_local(&self, name: &str) -> LocalClaim<'_> {
+        self.wait_and_claim(name);
+        LocalClaim {
+            store: self,
+            name: name.to_string(),
+        }
+    }
+
+    fn wait_and_claim(&self, name: &str) {
         let mut held = self.local.lock().unwrap_or_else(|p| p.into_inner());
         while held.contains(name) {
             held = self
@@ -787,10 +771,49 @@ impl SqliteStore {
                 .unwrap_or_else(|p| p.into_inner());
         }
         held.insert(name.to_string());
-        LocalClaim {
-            store: self,
-            name: name.to_string(),
+    }
+
+    fn unclaim(&self, name: &str) {
+        let mut held = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        held.remove(name);
+        self.local_freed.notify_all();
+    }
+
+    /// [`Store::query_records`] for a caller that keeps the cursor past
+    /// a borrow of the store (the Node addon's query cursors).
+    pub fn query_shared(self: &Arc<Self>, kind: Kind, q: &Query) -> Result<SharedRecords<'static>> {
+        records(Arc::clone(self), kind, q)
+    }
+
+    /// Take lock `name` for a holder that is not a closure on one thread
+    /// (a JavaScript `withLock` whose body awaits): the same row protocol
+    /// and in-process queue as [`Store::with_lock`], held until the
+    /// returned guard is dropped.
+    pub fn acquire_detached(self: &Arc<Self>, name: &str) -> Result<DetachedRow> {
+        self.wait_and_claim(name);
+        match self.acquire_row(name) {
+            Ok(acquired_at) => Ok(DetachedRow {
+                store: Arc::clone(self),
+                name: name.to_string(),
+                acquired_at,
+            }),
+            Err(e) => {
+                self.unclaim(name);
+                Err(e)
+            }
         }
+    }
+
+    /// Count `names` as held by the calling thread until the guard drops,
+    /// so library calls made on behalf of a detached holder re-enter its
+    /// locks instead of waiting for them.
+    pub fn assume_held(&self, names: &[String]) -> AssumedHeld {
+        let keys: Vec<(PathBuf, String)> = names
+            .iter()
+            .map(|n| (self.path.clone(), n.clone()))
+            .filter(|k| HELD.with(|h| h.borrow_mut().insert(k.clone())))
+            .collect();
+        AssumedHeld { keys }
     }
 
     fn content_rows(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<String>> {
@@ -1070,17 +1093,68 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Records streamed out of the store, owning or borrowing it (`S`).
+pub type SharedRecords<'a> = Box<dyn Iterator<Item = Result<Value>> + Send + 'a>;
+
+/// The records of `kind` passing `q`, turns with their stamps folded.
+fn records<'a, S>(store: S, kind: Kind, q: &Query) -> Result<SharedRecords<'a>>
+where
+    S: Deref<Target = SqliteStore> + Send + 'a,
+{
+    let t = table(kind).ok_or_else(|| Error::InvalidInput("stamps are not queried".into()))?;
+    let filters = Filters::new(q);
+    if kind == Kind::Turn {
+        let stamps = store.stamps()?;
+        let rows = rows(store, &t, q)?;
+        return Ok(Box::new(rows.filter_map(move |r| match r {
+            Ok(rec) => enrich_turn(rec, &stamps, &filters).map(Ok),
+            Err(e) => Some(Err(e)),
+        })));
+    }
+    let rows = rows(store, &t, q)?;
+    Ok(Box::new(rows.filter(move |r| match r {
+        Ok(rec) => passes(kind, rec, &filters),
+        Err(_) => true,
+    })))
+}
+
+/// A table's records in rowid order: one session's through its index,
+/// all of them a page at a time.
+fn rows<'a, S>(store: S, t: &Table, q: &Query) -> Result<SharedRecords<'a>>
+where
+    S: Deref<Target = SqliteStore> + Send + 'a,
+{
+    let session = q.session_id.as_deref().filter(|s| !s.is_empty());
+    if let (true, Some(sid)) = (t.by_session, session) {
+        let source = q.source.as_deref().filter(|s| !s.is_empty());
+        let rows = store.session_rows(t.name, sid, source)?;
+        return Ok(Box::new(
+            rows.into_iter().filter_map(|j| parse_record(&j)).map(Ok),
+        ));
+    }
+    Ok(Box::new(Paged {
+        store,
+        sql: format!(
+            "SELECT rowid, record_json FROM {} WHERE rowid > ?1 ORDER BY rowid LIMIT {PAGE}",
+            t.name
+        ),
+        after: i64::MIN,
+        buf: VecDeque::new(),
+        done: false,
+    }))
+}
+
 /// Rows of a table in rowid order, a page at a time, so a query holds
 /// neither the table in memory nor the connection between pages.
-struct Paged<'a> {
-    store: &'a SqliteStore,
+struct Paged<S> {
+    store: S,
     sql: String,
     after: i64,
     buf: VecDeque<String>,
     done: bool,
 }
 
-impl Paged<'_> {
+impl<S: Deref<Target = SqliteStore>> Paged<S> {
     fn fill(&mut self) -> Result<()> {
         let conn = self.store.conn();
         let mut stmt = conn
@@ -1103,7 +1177,7 @@ impl Paged<'_> {
     }
 }
 
-impl Iterator for Paged<'_> {
+impl<S: Deref<Target = SqliteStore>> Iterator for Paged<S> {
     type Item = Result<Value>;
 
     fn next(&mut self) -> Option<Result<Value>> {
@@ -1133,9 +1207,40 @@ struct LocalClaim<'a> {
 
 impl Drop for LocalClaim<'_> {
     fn drop(&mut self) {
-        let mut held = self.store.local.lock().unwrap_or_else(|p| p.into_inner());
-        held.remove(&self.name);
-        self.store.local_freed.notify_all();
+        self.store.unclaim(&self.name);
+    }
+}
+
+/// A lock taken by [`SqliteStore::acquire_detached`]; dropping it deletes
+/// the row and lets the next holder of this process in.
+#[derive(Debug)]
+pub struct DetachedRow {
+    store: Arc<SqliteStore>,
+    name: String,
+    acquired_at: i64,
+}
+
+impl Drop for DetachedRow {
+    fn drop(&mut self) {
+        self.store.release_row(&self.name, self.acquired_at);
+        self.store.unclaim(&self.name);
+    }
+}
+
+/// Marks of [`SqliteStore::assume_held`]; removes only the ones it added.
+#[derive(Debug)]
+pub struct AssumedHeld {
+    keys: Vec<(PathBuf, String)>,
+}
+
+impl Drop for AssumedHeld {
+    fn drop(&mut self) {
+        HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            for k in &self.keys {
+                h.remove(k);
+            }
+        });
     }
 }
 
@@ -1257,21 +1362,7 @@ impl Store for SqliteStore {
     }
 
     fn query_records(&self, kind: Kind, q: &Query) -> Result<Records<'_>> {
-        let t = table(kind).ok_or_else(|| Error::InvalidInput("stamps are not queried".into()))?;
-        let filters = Filters::new(q);
-        if kind == Kind::Turn {
-            let stamps = self.stamps()?;
-            let rows = self.rows(&t, q)?;
-            return Ok(Box::new(rows.filter_map(move |r| match r {
-                Ok(rec) => enrich_turn(rec, &stamps, &filters).map(Ok),
-                Err(e) => Some(Err(e)),
-            })));
-        }
-        let rows = self.rows(&t, q)?;
-        Ok(Box::new(rows.filter(move |r| match r {
-            Ok(rec) => passes(kind, rec, &filters),
-            Err(_) => true,
-        })))
+        Ok(records(self, kind, q)?)
     }
 
     fn entries(&self) -> Result<Records<'_>> {
@@ -1284,7 +1375,7 @@ impl Store for SqliteStore {
             Kind::UserTurn,
         ] {
             let t = table(kind).ok_or_else(|| Error::InvalidInput("no table".into()))?;
-            let rows = self.rows(&t, &Query::default())?;
+            let rows = rows(self, &t, &Query::default())?;
             parts.push(Box::new(
                 rows.map(move |r| r.map(|rec| wrap_record(kind, rec))),
             ));
