@@ -442,7 +442,8 @@ fn rebuild(ctx: &Ctx, target: RebuildTarget) -> Result<u8> {
 fn rebuild_index(ctx: &Ctx, json: bool) -> Result<(Vec<String>, Value)> {
     let p = ctx.progress(json, "rebuilding ledger indexes");
     let r = ctx
-        .ledger()?
+        .store
+        .require_file_for("state rebuild index", "index sidecars")?
         .rebuild_index_with_progress(&mut p.callback())?;
     p.finish();
     let mut lines = vec![format!(
@@ -682,10 +683,13 @@ fn reset(ctx: &Ctx, force: bool, delete_content: bool, json: bool) -> Result<u8>
     } else {
         ResetScope::Derived
     };
+    let ledger = ctx
+        .store
+        .require_file_for("state reset", "derived files (index sidecars, archive)")?;
     let summary = if force {
-        ctx.ledger()?.reset_derived(scope)?
+        ledger.reset_derived(scope)?
     } else {
-        ctx.ledger()?.reset_plan(scope)?
+        ledger.reset_plan(scope)?
     };
     if json {
         return print_json(&summary.to_value());

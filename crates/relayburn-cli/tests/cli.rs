@@ -1301,6 +1301,28 @@ fn archive_commands_refuse_other_backends() {
 }
 
 #[test]
+fn index_and_reset_commands_name_what_other_backends_lack() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, want) in [
+        (
+            &["state", "rebuild", "index"][..],
+            "burn: state rebuild index requires RELAYBURN_STORAGE=file (got sqlite): \
+             the sqlite store keeps no index sidecars\n",
+        ),
+        (
+            &["state", "reset", "--force"],
+            "burn: state reset requires RELAYBURN_STORAGE=file (got sqlite): \
+             the sqlite store keeps no derived files (index sidecars, archive)\n",
+        ),
+    ] {
+        let o = burn_with(dir.path(), SQLITE, args);
+        assert_eq!(code(&o), 1, "{args:?}");
+        assert_eq!(stderr(&o), want, "{args:?}");
+    }
+    assert!(!dir.path().join("ledger.idx").exists());
+}
+
+#[test]
 fn unknown_and_reserved_backends_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let o = burn_with(

@@ -74,6 +74,16 @@ pub enum Error {
     /// An archive operation while another storage backend is selected.
     #[error("archive operations require RELAYBURN_STORAGE=file (got {0})")]
     ArchiveNeedsFileStorage(&'static str),
+    /// An operation on files only file storage keeps (the index sidecars,
+    /// the derived files a reset deletes) while another backend is selected.
+    #[error(
+        "{what} requires RELAYBURN_STORAGE=file (got {kind}): the {kind} store keeps no {files}"
+    )]
+    NeedsFileStorage {
+        what: &'static str,
+        kind: &'static str,
+        files: &'static str,
+    },
     /// A `burn.sqlite` migrated by a newer release.
     #[error("sqlite store is at schema version {found} but this build only knows up to {known}; please upgrade @relayburn/ledger")]
     StoreSchemaTooNew { found: i64, known: i64 },

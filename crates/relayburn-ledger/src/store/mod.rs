@@ -130,6 +130,15 @@ impl dyn Store + '_ {
         out.ok_or_else(|| Error::Internal(format!("lock {name}: the body did not run")))
     }
 
+    /// `what` works on `files` that only file storage keeps.
+    pub fn require_file_for(&self, what: &'static str, files: &'static str) -> Result<&Ledger> {
+        self.as_file().ok_or(Error::NeedsFileStorage {
+            what,
+            kind: self.kind().as_str(),
+            files,
+        })
+    }
+
     /// Archive operations need file storage; the reference's error otherwise.
     pub fn require_file(&self) -> Result<&Ledger> {
         self.as_file()

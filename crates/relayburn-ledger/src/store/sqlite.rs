@@ -17,8 +17,10 @@
 
 use std::cell::RefCell;
 use std::collections::{HashSet, VecDeque};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::types::{Value as SqlValue, ValueRef};
@@ -44,9 +46,11 @@ mod status;
 mod tests;
 mod window;
 
-use checkpoint::{no_checkpoint_on_close, Checkpointer};
+use checkpoint::{no_checkpoint_on_close, watch_log, Checkpointer, CHECKPOINT_FRAMES};
 use locks::RowGuard;
-use paged::Paged;
+pub use locks::{AssumedHeld, DetachedRow};
+pub use paged::SharedRecords;
+use paged::{records, rows};
 use schema::{table, Table, MIGRATIONS};
 pub use status::SqliteStatus;
 use window::Window;
@@ -84,6 +88,9 @@ pub struct SqliteStore {
     local_freed: Condvar,
     window: Mutex<Window>,
     checkpointer: Mutex<Option<Checkpointer>>,
+    /// Frames in the log after this handle's last commit (SQLite's WAL
+    /// hook); declared after `conn`, which points at it, so it outlives it.
+    log_frames: Arc<AtomicI64>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -130,13 +137,17 @@ impl SqliteStore {
             local_freed: Condvar::new(),
             window: Mutex::new(Window::default()),
             checkpointer: Mutex::new(None),
+            log_frames: Arc::new(AtomicI64::new(0)),
         };
         store.migrate()?;
-        let checkpointer = Checkpointer::start(path);
+        let checkpointer = Checkpointer::start(path, Arc::clone(&store.log_frames));
         {
             let conn = store.conn();
             match checkpointer {
-                Some(_) => no_checkpoint_on_close(&conn).map_err(sql)?,
+                Some(_) => {
+                    no_checkpoint_on_close(&conn).map_err(sql)?;
+                    watch_log(&conn, &store.log_frames);
+                }
                 // Without the thread, SQLite's own checkpoints stay on.
                 None => conn
                     .execute_batch("PRAGMA wal_autocheckpoint = 1000;")
@@ -210,7 +221,7 @@ impl SqliteStore {
         let conn = self.conn();
         let out = transaction(&conn, f, |e| self.err(e));
         drop(conn);
-        if out.is_ok() {
+        if out.is_ok() && self.log_frames.load(Ordering::Relaxed) >= CHECKPOINT_FRAMES {
             if let Some(c) = self
                 .checkpointer
                 .lock()
@@ -329,31 +340,6 @@ impl SqliteStore {
 
     /// Records of `t` in rowid order: paged over the whole table, or,
     /// for a session, through the `(source, session_id)` index.
-    fn rows<'a>(
-        &'a self,
-        t: &Table,
-        q: &Query,
-    ) -> Result<Box<dyn Iterator<Item = Result<Value>> + 'a>> {
-        let session = q.session_id.as_deref().filter(|s| !s.is_empty());
-        if let (true, Some(sid)) = (t.by_session, session) {
-            let source = q.source.as_deref().filter(|s| !s.is_empty());
-            let rows = self.session_rows(t.name, sid, source)?;
-            return Ok(Box::new(
-                rows.into_iter().filter_map(|j| parse_record(&j)).map(Ok),
-            ));
-        }
-        Ok(Box::new(Paged {
-            store: self,
-            sql: format!(
-                "SELECT rowid, record_json FROM {} WHERE rowid > ?1 ORDER BY rowid LIMIT {PAGE}",
-                t.name
-            ),
-            after: i64::MIN,
-            buf: VecDeque::new(),
-            done: false,
-        }))
-    }
-
     /// `record_json` of a session's rows, in rowid order. Sources are
     /// found by seeking the index from one distinct value to the next.
     fn session_rows(&self, table: &str, sid: &str, source: Option<&str>) -> Result<Vec<String>> {
@@ -396,6 +382,12 @@ impl SqliteStore {
         }
         rows.sort_unstable_by_key(|r| r.0);
         Ok(rows.into_iter().map(|r| r.1).collect())
+    }
+
+    /// [`Store::query_records`] for a caller that keeps the cursor past
+    /// a borrow of the store (the Node addon's query cursors).
+    pub fn query_shared(self: &Arc<Self>, kind: Kind, q: &Query) -> Result<SharedRecords<'static>> {
+        records(Arc::clone(self), kind, q)
     }
 
     fn content_rows(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<String>> {
@@ -589,21 +581,7 @@ impl Store for SqliteStore {
     }
 
     fn query_records(&self, kind: Kind, q: &Query) -> Result<Records<'_>> {
-        let t = table(kind).ok_or_else(|| Error::invalid("kind", "stamps are not queried"))?;
-        let filters = Filters::new(q);
-        if kind == Kind::Turn {
-            let stamps = self.stamps()?;
-            let rows = self.rows(&t, q)?;
-            return Ok(Box::new(rows.filter_map(move |r| match r {
-                Ok(rec) => enrich_turn(rec, &stamps, &filters).map(Ok),
-                Err(e) => Some(Err(e)),
-            })));
-        }
-        let rows = self.rows(&t, q)?;
-        Ok(Box::new(rows.filter(move |r| match r {
-            Ok(rec) => passes(kind, rec, &filters),
-            Err(_) => true,
-        })))
+        Ok(records(self, kind, q)?)
     }
 
     fn entries(&self) -> Result<Records<'_>> {
@@ -616,7 +594,7 @@ impl Store for SqliteStore {
             Kind::UserTurn,
         ] {
             let t = table(kind).ok_or_else(|| Error::Internal("no table".into()))?;
-            let rows = self.rows(&t, &Query::default())?;
+            let rows = rows(self, &t, &Query::default())?;
             parts.push(Box::new(
                 rows.map(move |r| r.map(|rec| wrap_record(kind, rec))),
             ));

@@ -76,6 +76,14 @@ impl SqliteStore {
 
     /// Wait until no other thread of this handle holds `name`, then claim it.
     pub(super) fn claim_local(&self, name: &str) -> LocalClaim<'_> {
+        self.wait_and_claim(name);
+        LocalClaim {
+            store: self,
+            name: name.to_string(),
+        }
+    }
+
+    pub(super) fn wait_and_claim(&self, name: &str) {
         let mut held = self.local.lock().unwrap_or_else(|p| p.into_inner());
         while held.contains(name) {
             held = self
@@ -84,10 +92,43 @@ impl SqliteStore {
                 .unwrap_or_else(|p| p.into_inner());
         }
         held.insert(name.to_string());
-        LocalClaim {
-            store: self,
-            name: name.to_string(),
+    }
+
+    pub(super) fn unclaim(&self, name: &str) {
+        let mut held = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        held.remove(name);
+        self.local_freed.notify_all();
+    }
+
+    /// Take lock `name` for a holder that is not a closure on one thread
+    /// (a JavaScript `withLock` whose body awaits): the same row protocol
+    /// and in-process queue as [`Store::with_lock`], held until the
+    /// returned guard is dropped.
+    pub fn acquire_detached(self: &Arc<Self>, name: &str) -> Result<DetachedRow> {
+        self.wait_and_claim(name);
+        match self.acquire_row(name) {
+            Ok(acquired_at) => Ok(DetachedRow {
+                store: Arc::clone(self),
+                name: name.to_string(),
+                acquired_at,
+            }),
+            Err(e) => {
+                self.unclaim(name);
+                Err(e)
+            }
         }
+    }
+
+    /// Count `names` as held by the calling thread until the guard drops,
+    /// so library calls made on behalf of a detached holder re-enter its
+    /// locks instead of waiting for them.
+    pub fn assume_held(&self, names: &[String]) -> AssumedHeld {
+        let keys: Vec<(PathBuf, String)> = names
+            .iter()
+            .map(|n| (self.path.clone(), n.clone()))
+            .filter(|k| HELD.with(|h| h.borrow_mut().insert(k.clone())))
+            .collect();
+        AssumedHeld { keys }
     }
 }
 
@@ -99,9 +140,40 @@ pub(super) struct LocalClaim<'a> {
 
 impl Drop for LocalClaim<'_> {
     fn drop(&mut self) {
-        let mut held = self.store.local.lock().unwrap_or_else(|p| p.into_inner());
-        held.remove(&self.name);
-        self.store.local_freed.notify_all();
+        self.store.unclaim(&self.name);
+    }
+}
+
+/// A lock taken by [`SqliteStore::acquire_detached`]; dropping it deletes
+/// the row and lets the next holder of this process in.
+#[derive(Debug)]
+pub struct DetachedRow {
+    store: Arc<SqliteStore>,
+    name: String,
+    acquired_at: i64,
+}
+
+impl Drop for DetachedRow {
+    fn drop(&mut self) {
+        self.store.release_row(&self.name, self.acquired_at);
+        self.store.unclaim(&self.name);
+    }
+}
+
+/// Marks of [`SqliteStore::assume_held`]; removes only the ones it added.
+#[derive(Debug)]
+pub struct AssumedHeld {
+    keys: Vec<(PathBuf, String)>,
+}
+
+impl Drop for AssumedHeld {
+    fn drop(&mut self) {
+        HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            for k in &self.keys {
+                h.remove(k);
+            }
+        });
     }
 }
 

@@ -1,18 +1,70 @@
-//! Streaming a table in rowid order, a page at a time.
+//! Reading records: one session through its index, or a whole table in
+//! rowid order a page at a time.
 
 use super::*;
 
-/// Rows of a table in rowid order, a page at a time, so a query holds
-/// neither the table in memory nor the connection between pages.
-pub(super) struct Paged<'a> {
-    pub(super) store: &'a SqliteStore,
-    pub(super) sql: String,
-    pub(super) after: i64,
-    pub(super) buf: VecDeque<String>,
-    pub(super) done: bool,
+/// Records streamed out of the store, owning or borrowing it (`S`).
+pub type SharedRecords<'a> = Box<dyn Iterator<Item = Result<Value>> + Send + 'a>;
+
+/// The records of `kind` passing `q`, turns with their stamps folded.
+pub(super) fn records<'a, S>(store: S, kind: Kind, q: &Query) -> Result<SharedRecords<'a>>
+where
+    S: Deref<Target = SqliteStore> + Send + 'a,
+{
+    let t = table(kind).ok_or_else(|| Error::invalid("kind", "stamps are not queried"))?;
+    let filters = Filters::new(q);
+    if kind == Kind::Turn {
+        let stamps = store.stamps()?;
+        let rows = rows(store, &t, q)?;
+        return Ok(Box::new(rows.filter_map(move |r| match r {
+            Ok(rec) => enrich_turn(rec, &stamps, &filters).map(Ok),
+            Err(e) => Some(Err(e)),
+        })));
+    }
+    let rows = rows(store, &t, q)?;
+    Ok(Box::new(rows.filter(move |r| match r {
+        Ok(rec) => passes(kind, rec, &filters),
+        Err(_) => true,
+    })))
 }
 
-impl Paged<'_> {
+/// A table's records in rowid order: one session's through its index,
+/// all of them a page at a time.
+pub(super) fn rows<'a, S>(store: S, t: &Table, q: &Query) -> Result<SharedRecords<'a>>
+where
+    S: Deref<Target = SqliteStore> + Send + 'a,
+{
+    let session = q.session_id.as_deref().filter(|s| !s.is_empty());
+    if let (true, Some(sid)) = (t.by_session, session) {
+        let source = q.source.as_deref().filter(|s| !s.is_empty());
+        let rows = store.session_rows(t.name, sid, source)?;
+        return Ok(Box::new(
+            rows.into_iter().filter_map(|j| parse_record(&j)).map(Ok),
+        ));
+    }
+    Ok(Box::new(Paged {
+        store,
+        sql: format!(
+            "SELECT rowid, record_json FROM {} WHERE rowid > ?1 ORDER BY rowid LIMIT {PAGE}",
+            t.name
+        ),
+        after: i64::MIN,
+        buf: VecDeque::new(),
+        done: false,
+    }))
+}
+
+/// Rows of a table in rowid order, a page at a time, so a query holds
+/// neither the table in memory nor the connection between pages.
+pub(super) struct Paged<S> {
+    store: S,
+    sql: String,
+    after: i64,
+    buf: VecDeque<String>,
+    done: bool,
+}
+
+impl<S: Deref<Target = SqliteStore>> Paged<S> {
     pub(super) fn fill(&mut self) -> Result<()> {
         let conn = self.store.conn();
         let mut stmt = conn
@@ -35,7 +87,7 @@ impl Paged<'_> {
     }
 }
 
-impl Iterator for Paged<'_> {
+impl<S: Deref<Target = SqliteStore>> Iterator for Paged<S> {
     type Item = Result<Value>;
 
     fn next(&mut self) -> Option<Result<Value>> {

@@ -1,3 +1,4 @@
+use super::checkpoint::LOG_FRAMES_CAP;
 use super::*;
 
 #[test]
@@ -49,6 +50,46 @@ fn closing_empties_the_log_without_the_exclusive_close_checkpoint() {
         .query_row("SELECT count(*) FROM turns", [], |r| r.get(0))
         .unwrap();
     assert_eq!(n, 300);
+}
+
+/// Checkpoints run once the log reaches `CHECKPOINT_FRAMES`, and reset
+/// it past `LOG_FRAMES_CAP` when commits come back to back: the log
+/// stays near that cap while far more is written.
+#[test]
+fn the_log_is_checkpointed_as_it_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("burn.sqlite");
+    let s = SqliteStore::open(&path).unwrap();
+    let page: i64 = s
+        .conn()
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap();
+    // The cap plus what commits add while the reset waits its turn on
+    // a busy machine; without checkpoints the log passes it by batch
+    // 120 or so.
+    let cap = 2 * LOG_FRAMES_CAP * (page + 24) + 32;
+    let wal = dir.path().join("burn.sqlite-wal");
+    let filler = "x".repeat(400);
+    let (mut written, mut resets, mut last) = (0, 0, 0);
+    for b in 0..200 {
+        let turns = (0..100)
+            .map(|i| {
+                let n = b * 100 + i;
+                crate::json::parse(&format!(
+                    r#"{{"v":1,"source":"codex","sessionId":"s{b}","messageId":"m{n}","turnIndex":{i},"ts":"2026-01-01T00:00:00.000Z","model":"{filler}","usage":{{"input":{n},"output":1,"reasoning":0,"cacheRead":0,"cacheCreate5m":0,"cacheCreate1h":0}},"toolCalls":[]}}"#
+                ))
+                .unwrap()
+            })
+            .collect();
+        written += s.append_turns(turns).unwrap();
+        let frames = s.log_frames.load(Ordering::Relaxed);
+        resets += usize::from(frames < last);
+        last = frames;
+        let len = std::fs::metadata(&wal).unwrap().len() as i64;
+        assert!(len <= cap, "log of {len} bytes after batch {b} (cap {cap})");
+    }
+    assert_eq!(written, 20_000);
+    assert!(resets >= 2, "the log started over {resets} times");
 }
 
 #[test]

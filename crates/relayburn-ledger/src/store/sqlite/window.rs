@@ -13,7 +13,7 @@ use super::*;
 /// again in full, as the reference reads it on every call.
 #[derive(Debug, Default)]
 pub(super) struct Window {
-    pub(super) rows: VecDeque<(i64, Option<Hash16>)>,
+    rows: VecDeque<(i64, Option<Hash16>)>,
 }
 
 impl Window {
