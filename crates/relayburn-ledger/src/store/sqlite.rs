@@ -594,7 +594,7 @@ impl Store for SqliteStore {
             Kind::UserTurn,
         ] {
             let t = table(kind).ok_or_else(|| Error::Internal("no table".into()))?;
-            let rows = rows(self, &t, &Query::default())?;
+            let rows = rows(self, t, &Query::default())?;
             parts.push(Box::new(
                 rows.map(move |r| r.map(|rec| wrap_record(kind, rec))),
             ));

@@ -15,13 +15,13 @@ where
     let filters = Filters::new(q);
     if kind == Kind::Turn {
         let stamps = store.stamps()?;
-        let rows = rows(store, &t, q)?;
+        let rows = rows(store, t, q)?;
         return Ok(Box::new(rows.filter_map(move |r| match r {
             Ok(rec) => enrich_turn(rec, &stamps, &filters).map(Ok),
             Err(e) => Some(Err(e)),
         })));
     }
-    let rows = rows(store, &t, q)?;
+    let rows = rows(store, t, q)?;
     Ok(Box::new(rows.filter(move |r| match r {
         Ok(rec) => passes(kind, rec, &filters),
         Err(_) => true,
