@@ -405,20 +405,18 @@ pub fn invalidate_index_cache() {
     }
 }
 
-#[napi]
-pub fn build_archive(env: Env, home: String, held: Vec<String>) -> napi::Result<JsObject> {
-    spawn_on(&env, home, held, |l| Ok(l.build_archive()?.to_value()))
+/// `#[napi]` functions of `(home, held)` that run one archive operation
+/// of the ledger under the caller's held locks and resolve to its report.
+macro_rules! archive_ops {
+    ($($name:ident),* $(,)?) => {$(
+        #[napi]
+        pub fn $name(env: Env, home: String, held: Vec<String>) -> napi::Result<JsObject> {
+            spawn_on(&env, home, held, |l| Ok(l.$name()?.to_value()))
+        }
+    )*};
 }
 
-#[napi]
-pub fn rebuild_archive(env: Env, home: String, held: Vec<String>) -> napi::Result<JsObject> {
-    spawn_on(&env, home, held, |l| Ok(l.rebuild_archive()?.to_value()))
-}
-
-#[napi]
-pub fn vacuum_archive(env: Env, home: String, held: Vec<String>) -> napi::Result<JsObject> {
-    spawn_on(&env, home, held, |l| Ok(l.vacuum_archive()?.to_value()))
-}
+archive_ops!(build_archive, rebuild_archive, vacuum_archive);
 
 #[napi]
 pub fn archive_status(env: Env, home: String) -> napi::Result<JsObject> {
