@@ -25,15 +25,6 @@ pub const LATEST_VERSION: i32 = 1;
 /// Advisory lock key for migrations ("relayburn" in ASCII, folded).
 const MIGRATION_LOCK: i64 = 0x7265_6c61_7962_7572;
 
-/// Record tables; every one has `id_hash` as its key.
-pub const RECORD_TABLES: [&str; 5] = [
-    "turns",
-    "compactions",
-    "relationships",
-    "tool_result_events",
-    "user_turns",
-];
-
 /// Every table the current version needs.
 pub const TABLES: [&str; 10] = [
     "schema_state",

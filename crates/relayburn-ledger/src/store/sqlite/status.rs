@@ -1,6 +1,7 @@
 //! `burn state status` and `burn state check` for a SQLite store.
 
 use super::*;
+use crate::store::tables::RECORD_TABLES;
 
 /// What `burn state status` reports for a SQLite store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,17 +50,6 @@ impl SqliteStatus {
     }
 }
 
-/// Tables counted by [`SqliteStore::status`].
-pub(super) const COUNTED: [&str; 7] = [
-    "turns",
-    "compactions",
-    "relationships",
-    "tool_result_events",
-    "user_turns",
-    "stamps",
-    "content",
-];
-
 impl SqliteStore {
     /// Sizes, row counts and lock rows; reads only.
     pub fn status(&self) -> Result<SqliteStatus> {
@@ -67,7 +57,12 @@ impl SqliteStore {
         let e = |e| self.err(e);
         let one = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).map_err(e);
         let mut rows = Vec::new();
-        for t in COUNTED {
+        // Every record table, then stamps and content.
+        let counted = RECORD_TABLES
+            .iter()
+            .map(|t| t.name)
+            .chain(["stamps", "content"]);
+        for t in counted {
             let n = one(&format!("SELECT count(*) FROM {t}"))?;
             rows.push((t, u64::try_from(n).unwrap_or(0)));
         }
