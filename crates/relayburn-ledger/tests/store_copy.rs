@@ -171,17 +171,18 @@ fn fixture_home_in_postgres_answers_as_file_and_sqlite() {
     assert_eq!((r.stamps_read, r.stamps_added), (15, 15));
     assert_eq!((r.content_read, r.content_added), (3, 3));
     let again = copy(&src, &pg, &mut |_, _| {}).unwrap();
-    assert!(again.records.iter().all(|e| e.2 == 0), "{:?}", again.records);
+    assert!(
+        again.records.iter().all(|e| e.2 == 0),
+        "{:?}",
+        again.records
+    );
     assert_eq!((again.stamps_added, again.content_added), (0, 0));
 
     let sq_dir = tempfile::tempdir().unwrap();
     let sq = SqliteStore::open(&sq_dir.path().join("burn.sqlite")).unwrap();
     copy(&src, &sq, &mut |_, _| {}).unwrap();
     let lines = |s: &dyn Store| -> Vec<String> {
-        s.entries()
-            .unwrap()
-            .map(|v| v.unwrap().to_json())
-            .collect()
+        s.entries().unwrap().map(|v| v.unwrap().to_json()).collect()
     };
     let (want, got) = (lines(&sq), lines(&pg));
     // 1,589 distinct turns, 18 + 7 + 1,340 + 732 other records, 15 stamps.
