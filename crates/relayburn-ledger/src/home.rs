@@ -391,6 +391,18 @@ mod tests {
             r#"unsupported RELAYBURN_STORAGE="" (expected file, sqlite, postgres, or http)"#
         );
         let pg = env(Some("postgres"), None).storage().unwrap();
+        assert_eq!(pg.postgres_url, None);
+        let with_url = Env {
+            postgres_url: Some(Secret("postgres://u:pw@h/d".into())),
+            ..env(Some("postgres"), None)
+        };
+        let st = with_url.storage().unwrap();
+        assert_eq!(st.kind, StorageKind::Postgres);
+        assert_eq!(
+            st.postgres_url.as_ref().map(|s| s.0.as_str()),
+            Some("postgres://u:pw@h/d")
+        );
+        assert!(!format!("{st:?}").contains("pw@"));
         assert_eq!(
             pg.require_file().unwrap_err().to_string(),
             "archive operations require RELAYBURN_STORAGE=file (got postgres)"

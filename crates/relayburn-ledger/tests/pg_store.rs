@@ -243,7 +243,7 @@ fn a_process_killed_holding_a_named_lock_frees_it_at_once() {
     assert_eq!(
         e,
         format!(
-            "postgres {name}: could not acquire lock 'ingest' after 7 attempts (~150ms): another process holds it"
+            "postgres {name}: could not acquire lock 'ingest' after 8 attempts (~150ms): another process holds it"
         )
     );
     assert!(!e.contains(&team_support::password(&admin)), "{e}");

@@ -80,7 +80,7 @@ impl Locks {
         f()
     }
 
-    /// Try until the budget is spent.
+    /// Try, then try again after each delay of the budget.
     fn acquire(&self, name: &str, key: i64, o: &LockOptions) -> Result<()> {
         let total = o.fast_retries + o.slow_retries;
         for attempt in 0..=total {
@@ -100,7 +100,7 @@ impl Locks {
         Err(Error::PostgresLockTimeout {
             target: self.target.name().to_string(),
             name: name.to_string(),
-            attempts: total,
+            attempts: total + 1,
             budget_ms: u64::try_from(budget.as_millis()).unwrap_or(u64::MAX),
         })
     }
