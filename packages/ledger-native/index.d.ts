@@ -429,5 +429,7 @@ export function withLock<T>(name: string, fn: () => Promise<T>): Promise<T>;
 export function rebuildIndex(): Promise<{ ids: number; content: number }>;
 export function invalidateIndexCache(): void;
 export const __resetIndexCacheForTesting: typeof invalidateIndexCache;
+/** Choose the storage again from `RELAYBURN_STORAGE` at the next call. */
+export function __resetStorageForTesting(): void;
 /** Append a stamp line as given, its `ts` included (for replaying recorded scripts). */
 export function __appendStampLineForTesting(line: StampLine): Promise<void>;

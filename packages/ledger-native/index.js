@@ -60,51 +60,79 @@ export function contentFilePath(sessionId) {
 const STORAGE_KINDS = ['file', 'sqlite', 'postgres', 'http'];
 let storage;
 
-// Chosen once per process, on first use, as the reference does.
-function fileStorage() {
+function storageKind() {
+  const raw = process.env['RELAYBURN_STORAGE'] ?? 'file';
+  if (!STORAGE_KINDS.includes(raw)) {
+    throw new Error(
+      `unsupported RELAYBURN_STORAGE=${JSON.stringify(raw)} ` +
+        '(expected file, sqlite, postgres, or http)',
+    );
+  }
+  return raw;
+}
+
+// The storage backend, chosen once per process on first use as the
+// reference chooses its adapter: file storage follows RELAYBURN_HOME at
+// every call, the SQLite store's path is fixed when it is chosen.
+function selected() {
   if (storage === undefined) {
-    const raw = process.env['RELAYBURN_STORAGE'] ?? 'file';
-    if (!STORAGE_KINDS.includes(raw)) {
-      throw new Error(
-        `unsupported RELAYBURN_STORAGE=${JSON.stringify(raw)} ` +
-          '(expected file, sqlite, postgres, or http)',
-      );
+    const kind = storageKind();
+    if (kind !== 'file' && kind !== 'sqlite') {
+      throw new Error(`RELAYBURN_STORAGE=${kind} is not supported in this build`);
     }
-    storage = raw;
+    storage = kind === 'sqlite' ? { kind, sqlitePath: sqlitePath() } : { kind };
   }
-  if (storage !== 'file') {
-    throw new Error(`RELAYBURN_STORAGE=${storage} is not supported in this build`);
-  }
+  return storage;
+}
+
+// Choose the storage again from the environment at the next call (the
+// reference's adapter factory has the same hook for its tests).
+export function __resetStorageForTesting() {
+  storage = undefined;
+  native.closeSqliteStores();
+}
+
+// Where a call goes, as the addon takes it.
+function target() {
+  const s = selected();
+  return { home: ledgerHome(), storage: s.kind, sqlitePath: s.sqlitePath };
+}
+
+// What names a lock: the lockfile for file storage, the store for SQLite.
+function lockKey(t, name) {
+  return t.storage === 'sqlite' ? `sqlite:${t.sqlitePath}\0${name}` : path.join(t.home, `${name}.lock`);
 }
 
 // ---------------------------------------------------------------- locks
 
-// Lock paths held by the current async context (re-entrancy).
+// Lock keys held by the current async context (re-entrancy).
 const heldLocks = new AsyncLocalStorage();
 
-// Lock path → lock name, for every lock this process has taken.
+// Lock key → lock name, for every lock this process has taken.
 const lockNames = new Map();
 
-// Names of this home's locks that the current context holds; the addon
-// lets nested calls re-enter them instead of waiting on our own file.
-function held(home) {
+// Names of the target's locks that the current context holds; the addon
+// lets nested calls re-enter them instead of waiting on our own lock.
+function held(t) {
   const out = [];
-  for (const lp of heldLocks.getStore() ?? []) {
-    const name = lockNames.get(lp);
-    if (name !== undefined && path.join(home, `${name}.lock`) === lp) out.push(name);
+  for (const key of heldLocks.getStore() ?? []) {
+    const name = lockNames.get(key);
+    if (name !== undefined && lockKey(t, name) === key) out.push(name);
   }
   return out;
 }
 
+// Held on the selected storage's lock (a lockfile, or a row of the SQLite
+// store's `locks`), re-entrant within one async context.
 export async function withLock(name, fn) {
-  fileStorage();
-  const lp = lockPath(name);
+  const t = target();
+  const key = lockKey(t, String(name));
   const current = heldLocks.getStore();
-  if (current?.has(lp)) return fn();
-  const id = JSON.parse(await native.acquireLock(ledgerHome(), String(name)));
-  lockNames.set(lp, String(name));
+  if (current?.has(key)) return fn();
+  const id = JSON.parse(await native.acquireLock(t, String(name)));
+  lockNames.set(key, String(name));
   const next = new Set(current ?? []);
-  next.add(lp);
+  next.add(key);
   try {
     return await heldLocks.run(next, fn);
   } finally {
@@ -112,11 +140,18 @@ export async function withLock(name, fn) {
   }
 }
 
-// Run `call(home, heldNames)` in the addon and parse its JSON answer.
+// Run `call(target, heldNames)` on the selected storage and parse its
+// JSON answer.
 async function run(call) {
-  fileStorage();
-  const home = ledgerHome();
-  return JSON.parse(await call(home, held(home)));
+  const t = target();
+  return JSON.parse(await call(t, held(t)));
+}
+
+// Run `call(home, heldNames)` on the home's files (whatever the storage:
+// hwm, cursors, config, the index sidecars and the archive are files).
+async function runFiles(call) {
+  const t = target();
+  return JSON.parse(await call(t.home, held(t)));
 }
 
 function list(value, what) {
@@ -128,7 +163,7 @@ function list(value, what) {
 
 const appender = (kind, what) => async (records) => {
   const text = list(records, what);
-  const warnings = await run((home, h) => native.append(home, kind, text, h));
+  const warnings = await run((t, h) => native.append(t, kind, text, h));
   for (const w of warnings) process.stderr.write(`${w}\n`);
 };
 
@@ -149,14 +184,14 @@ export async function stamp(selector, enrichment) {
   }
   const s = JSON.stringify(selector);
   const e = JSON.stringify(enrichment);
-  await run((home, h) => native.stamp(home, s, e, h));
+  await run((t, h) => native.stamp(t, s, e, h));
 }
 
 // Append a stamp line exactly as given, its `ts` included (what the
 // reference's storage adapter does under `stamp`); for replaying scripts.
 export async function __appendStampLineForTesting(line) {
   const text = JSON.stringify(line);
-  await run((home, h) => native.appendStampLine(home, text, h));
+  await run((t, h) => native.appendStampLine(t, text, h));
 }
 
 // -------------------------------------------------------------- queries
@@ -169,9 +204,9 @@ const orphans = new FinalizationRegistry((box) => {
 });
 
 async function* cursor(kind, q, box) {
-  fileStorage();
+  const t = target();
   const text = JSON.stringify(q);
-  box.id = JSON.parse(await native.openQuery(ledgerHome(), kind, text));
+  box.id = JSON.parse(await native.openQuery(t, kind, text));
   try {
     for (;;) {
       const batch = JSON.parse(await native.nextBatch(box.id, BATCH_BYTES));
@@ -222,36 +257,38 @@ function archiveStorage() {
 
 export async function buildArchive() {
   archiveStorage();
-  return run((home, h) => native.buildArchive(home, h));
+  return runFiles((home, h) => native.buildArchive(home, h));
 }
 
 export async function rebuildArchive() {
   archiveStorage();
-  return run((home, h) => native.rebuildArchive(home, h));
+  return runFiles((home, h) => native.rebuildArchive(home, h));
 }
 
 export async function vacuumArchive() {
   archiveStorage();
-  return run((home, h) => native.vacuumArchive(home, h));
+  return runFiles((home, h) => native.vacuumArchive(home, h));
 }
 
 export async function getArchiveStatus() {
   archiveStorage();
-  return run((home) => native.archiveStatus(home));
+  return runFiles((home) => native.archiveStatus(home));
 }
 
 export async function archiveAvailable() {
-  return run((home) => native.archiveAvailable(home));
+  return runFiles((home) => native.archiveAvailable(home));
 }
 
 export async function queryAllFromArchive(q = {}) {
+  archiveStorage();
   const text = JSON.stringify(q);
-  return run((home) => native.queryArchive(home, text, true));
+  return runFiles((home) => native.queryArchive(home, text, true));
 }
 
 export async function queryTurnsFromArchive(q = {}) {
+  archiveStorage();
   const text = JSON.stringify(q);
-  return run((home) => native.queryArchive(home, text, false));
+  return runFiles((home) => native.queryArchive(home, text, false));
 }
 
 // -------------------------------------------------------------- content
@@ -260,11 +297,11 @@ export async function readContent(selector) {
   contentFilePath(selector.sessionId);
   const sid = selector.sessionId;
   const mid = selector.messageId === undefined ? null : String(selector.messageId);
-  return run((home) => native.readContent(home, sid, mid));
+  return run((t) => native.readContent(t, sid, mid));
 }
 
 export async function listContentSessionIds() {
-  return new Set(await run((home) => native.listContentSessionIds(home)));
+  return new Set(await run((t) => native.listContentSessionIds(t)));
 }
 
 export async function pruneContent(options) {
@@ -277,7 +314,7 @@ export async function pruneContent(options) {
   let judged = null;
   const recoverable = [];
   if (isRecoverable) {
-    judged = await run((home) => native.pruneCandidates(home, olderThanMs));
+    judged = await run((t) => native.pruneCandidates(t, olderThanMs));
     for (const sessionId of judged) {
       try {
         if (await isRecoverable(sessionId)) recoverable.push(sessionId);
@@ -286,13 +323,16 @@ export async function pruneContent(options) {
       }
     }
   }
-  return run((home, h) => native.pruneContent(home, olderThanMs, judged, recoverable, h));
+  return run((t, h) => native.pruneContent(t, olderThanMs, judged, recoverable, h));
 }
 
 // ------------------------------------------------ index, config, state
 
+// The reference takes this lock through its storage adapter: under
+// SQLite storage it is a row of `locks`, so it is taken here that way and
+// the addon re-enters it.
 export async function rebuildIndex() {
-  return run((home, h) => native.rebuildIndex(home, h));
+  return withLock('ledger-index', () => runFiles((home, h) => native.rebuildIndex(home, h)));
 }
 
 export function invalidateIndexCache() {
@@ -306,7 +346,7 @@ export const DEFAULT_CONFIG = { content: { store: 'full', retentionDays: 90 } };
 export async function loadConfig() {
   const store = process.env['RELAYBURN_CONTENT_STORE'] ?? null;
   const ttl = process.env['RELAYBURN_CONTENT_TTL_DAYS'] ?? null;
-  const { config, warnings } = await run((home) => native.loadConfig(home, store, ttl));
+  const { config, warnings } = await runFiles((home) => native.loadConfig(home, store, ttl));
   for (const w of warnings) process.stderr.write(`${w}\n`);
   return config;
 }
@@ -317,27 +357,29 @@ export function retentionMs(r) {
 }
 
 export async function loadHwm() {
-  return run((home) => native.loadHwm(home));
+  return runFiles((home) => native.loadHwm(home));
 }
 
 export async function saveHwm(map) {
   const text = JSON.stringify(map);
-  await run((home) => native.saveHwm(home, text));
+  await runFiles((home) => native.saveHwm(home, text));
 }
 
 export async function loadCursors() {
-  return run((home) => native.loadCursors(home));
+  return runFiles((home) => native.loadCursors(home));
 }
 
 export async function saveCursors(map) {
   const text = JSON.stringify(map);
-  await run((home, h) => native.saveCursors(home, text, h));
+  await withLock('cursors', () => runFiles((home, h) => native.saveCursors(home, text, h)));
 }
 
 export async function saveCursorChanges(before, after) {
   const b = JSON.stringify(before);
   const a = JSON.stringify(after);
-  await run((home, h) => native.saveCursorChanges(home, b, a, h));
+  await withLock('cursors', () =>
+    runFiles((home, h) => native.saveCursorChanges(home, b, a, h)),
+  );
 }
 
 export async function updateCursors(mutate) {

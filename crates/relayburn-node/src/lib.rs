@@ -27,7 +27,10 @@ use relayburn_ledger::content::IsRecoverable;
 use relayburn_ledger::json::{self, Object};
 use relayburn_ledger::lock::DetachedLock;
 use relayburn_ledger::state::Retention;
-use relayburn_ledger::{Env as LedgerEnv, Error, Kind, Ledger, LedgerHome, Query, Result, Value};
+use relayburn_ledger::store::Store;
+use relayburn_ledger::{
+    Env as LedgerEnv, Error, Kind, Ledger, LedgerHome, Query, Result, SqliteStore, Value,
+};
 
 type Cursor = Box<dyn Iterator<Item = Result<Value>> + Send>;
 
@@ -65,7 +68,7 @@ impl<T> Registry<T> {
 
 static LEDGERS: OnceLock<Mutex<HashMap<String, Arc<Ledger>>>> = OnceLock::new();
 static CURSORS: Registry<Cursor> = Registry::new();
-static LOCKS: Registry<DetachedLock> = Registry::new();
+static LOCKS: Registry<HeldLock> = Registry::new();
 
 fn ledgers() -> MutexGuard<'static, HashMap<String, Arc<Ledger>>> {
     let m = LEDGERS.get_or_init(|| Mutex::new(HashMap::new()));
@@ -80,6 +83,90 @@ fn ledger(home: &str) -> Result<Arc<Ledger>> {
     }
     let l = Arc::new(Ledger::open(LedgerHome::new(home))?);
     Ok(Arc::clone(ledgers().entry(home.to_string()).or_insert(l)))
+}
+
+static SQLITE_STORES: OnceLock<Mutex<HashMap<String, Arc<SqliteStore>>>> = OnceLock::new();
+
+/// One SQLite store per file for the life of the process, as the
+/// reference keeps one adapter (and one connection) per process.
+fn sqlite_store(path: &str) -> Result<Arc<SqliteStore>> {
+    let stores = SQLITE_STORES.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut stores = stores.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = stores.get(path) {
+        return Ok(Arc::clone(s));
+    }
+    let s = Arc::new(SqliteStore::open(std::path::Path::new(path))?);
+    stores.insert(path.to_string(), Arc::clone(&s));
+    Ok(s)
+}
+
+/// Forget the SQLite stores opened so far (tests that choose the storage
+/// again); a store still used by a cursor or a held lock closes after it.
+#[napi]
+pub fn close_sqlite_stores() {
+    if let Some(stores) = SQLITE_STORES.get() {
+        stores.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+/// The storage a call goes to, as `index.js` selected it from
+/// `RELAYBURN_STORAGE` (once per process, as the reference does): file
+/// storage in `home`, or the SQLite store at `sqlitePath`.
+#[napi(object)]
+pub struct Target {
+    pub home: String,
+    pub storage: String,
+    pub sqlite_path: Option<String>,
+}
+
+/// An opened [`Target`].
+enum Handle {
+    File(Arc<Ledger>),
+    Sqlite(Arc<SqliteStore>),
+}
+
+impl Handle {
+    fn open(t: &Target) -> Result<Handle> {
+        match (t.storage.as_str(), &t.sqlite_path) {
+            ("file", _) => Ok(Handle::File(ledger(&t.home)?)),
+            ("sqlite", Some(path)) => Ok(Handle::Sqlite(sqlite_store(path)?)),
+            (other, _) => Err(Error::invalid(
+                "storage",
+                format!("{other:?} is not a storage this addon opens"),
+            )),
+        }
+    }
+
+    fn store(&self) -> &dyn Store {
+        match self {
+            Handle::File(l) => l.as_ref(),
+            Handle::Sqlite(s) => s.as_ref(),
+        }
+    }
+}
+
+/// [`spawn`] with the store `target` names, the caller's locks counted as
+/// held for the duration of the job.
+fn spawn_in(
+    env: &Env,
+    target: Target,
+    held: Vec<String>,
+    job: impl FnOnce(&Handle) -> Result<Value> + Send + 'static,
+) -> napi::Result<JsObject> {
+    spawn(env, move || {
+        let handle = Handle::open(&target)?;
+        let out = match &handle {
+            Handle::File(l) => {
+                let _assumed = l.locks().assume_held(&held);
+                job(&handle)
+            }
+            Handle::Sqlite(s) => {
+                let _assumed = s.assume_held(&held);
+                job(&handle)
+            }
+        };
+        out.map(|v| v.to_json())
+    })
 }
 
 type Work = Box<dyn FnOnce() + Send>;
@@ -183,21 +270,21 @@ fn strings(items: impl IntoIterator<Item = String>) -> Value {
 #[napi]
 pub fn append(
     env: Env,
-    home: String,
+    target: Target,
     kind: String,
     records: String,
     held: Vec<String>,
 ) -> napi::Result<JsObject> {
-    spawn_on(&env, home, held, move |l| {
+    spawn_in(&env, target, held, move |h| {
         let records = parse_array(&records, "records")?;
         if kind == "content" {
-            return Ok(strings(l.append_content(records)?.warnings()));
+            return Ok(strings(h.store().append_content(records)?.warnings()));
         }
         let kind = Kind::ALL
             .into_iter()
             .find(|k| k.as_str() == kind && *k != Kind::Stamp)
             .ok_or_else(|| Error::InvalidInput(format!("unknown record kind {kind:?}")))?;
-        l.append_records(kind, records)?;
+        h.store().append_records(kind, records)?;
         Ok(Value::Array(Vec::new()))
     })
 }
@@ -205,13 +292,13 @@ pub fn append(
 #[napi]
 pub fn stamp(
     env: Env,
-    home: String,
+    target: Target,
     selector: String,
     enrichment: String,
     held: Vec<String>,
 ) -> napi::Result<JsObject> {
-    spawn_on(&env, home, held, move |l| {
-        l.stamp(
+    spawn_in(&env, target, held, move |h| {
+        h.store().stamp(
             parse(&selector, "selector")?,
             parse(&enrichment, "enrichment")?,
         )?;
@@ -224,12 +311,12 @@ pub fn stamp(
 #[napi]
 pub fn append_stamp_line(
     env: Env,
-    home: String,
+    target: Target,
     line: String,
     held: Vec<String>,
 ) -> napi::Result<JsObject> {
-    spawn_on(&env, home, held, move |l| {
-        l.append_stamp(&parse(&line, "stamp line")?)?;
+    spawn_in(&env, target, held, move |h| {
+        h.store().append_stamp(&parse(&line, "stamp line")?)?;
         Ok(Value::Null)
     })
 }
@@ -237,16 +324,26 @@ pub fn append_stamp_line(
 /// Start a ledger query of `kind`; resolves to a cursor id for
 /// [`next_batch`].
 #[napi]
-pub fn open_query(env: Env, home: String, kind: String, q: String) -> napi::Result<JsObject> {
-    spawn_on(&env, home, Vec::new(), move |l| {
+pub fn open_query(env: Env, target: Target, kind: String, q: String) -> napi::Result<JsObject> {
+    spawn_in(&env, target, Vec::new(), move |h| {
         let q = query(&q)?;
-        let cursor: Cursor = match kind.as_str() {
-            "turns" => Box::new(l.query_turns(&q)?),
-            "compactions" => Box::new(l.query_compactions(&q)?),
-            "relationships" => Box::new(l.query_relationships(&q)?),
-            "toolResultEvents" => Box::new(l.query_tool_result_events(&q)?),
-            "userTurns" => Box::new(l.query_user_turns(&q)?),
+        let record_kind = match kind.as_str() {
+            "turns" => Kind::Turn,
+            "compactions" => Kind::Compaction,
+            "relationships" => Kind::Relationship,
+            "toolResultEvents" => Kind::ToolResultEvent,
+            "userTurns" => Kind::UserTurn,
             other => return Err(Error::InvalidInput(format!("unknown query kind {other:?}"))),
+        };
+        let cursor: Cursor = match h {
+            Handle::Sqlite(s) => s.query_shared(record_kind, &q)?,
+            Handle::File(l) => match record_kind {
+                Kind::Turn => Box::new(l.query_turns(&q)?),
+                Kind::Compaction => Box::new(l.query_compactions(&q)?),
+                Kind::Relationship => Box::new(l.query_relationships(&q)?),
+                Kind::ToolResultEvent => Box::new(l.query_tool_result_events(&q)?),
+                _ => Box::new(l.query_user_turns(&q)?),
+            },
         };
         Ok(Value::Number(f64::from(CURSORS.put(cursor))))
     })
@@ -354,21 +451,21 @@ pub fn query_archive(
 #[napi]
 pub fn read_content(
     env: Env,
-    home: String,
+    target: Target,
     session_id: String,
     message_id: Option<String>,
 ) -> napi::Result<JsObject> {
-    spawn_on(&env, home, Vec::new(), move |l| {
+    spawn_in(&env, target, Vec::new(), move |h| {
         Ok(Value::Array(
-            l.read_content(&session_id, message_id.as_deref())?,
+            h.store().read_content(&session_id, message_id.as_deref())?,
         ))
     })
 }
 
 #[napi]
-pub fn list_content_session_ids(env: Env, home: String) -> napi::Result<JsObject> {
-    spawn_on(&env, home, Vec::new(), |l| {
-        Ok(strings(l.list_content_session_ids()?))
+pub fn list_content_session_ids(env: Env, target: Target) -> napi::Result<JsObject> {
+    spawn_in(&env, target, Vec::new(), |h| {
+        Ok(strings(h.store().list_content_session_ids()?))
     })
 }
 
@@ -379,9 +476,9 @@ fn age(older_than_ms: f64) -> Duration {
 
 /// Session ids of the sidecars old enough to prune now.
 #[napi]
-pub fn prune_candidates(env: Env, home: String, older_than_ms: f64) -> napi::Result<JsObject> {
-    spawn_on(&env, home, Vec::new(), move |l| {
-        let c = l.prune_candidates(age(older_than_ms))?;
+pub fn prune_candidates(env: Env, target: Target, older_than_ms: f64) -> napi::Result<JsObject> {
+    spawn_in(&env, target, Vec::new(), move |h| {
+        let c = h.store().prune_candidates(age(older_than_ms))?;
         Ok(strings(c.into_iter().map(|(sid, _)| sid)))
     })
 }
@@ -392,19 +489,19 @@ pub fn prune_candidates(env: Env, home: String, older_than_ms: f64) -> napi::Res
 #[napi]
 pub fn prune_content(
     env: Env,
-    home: String,
+    target: Target,
     older_than_ms: f64,
     judged: Option<Vec<String>>,
     recoverable: Vec<String>,
     held: Vec<String>,
 ) -> napi::Result<JsObject> {
-    spawn_on(&env, home, held, move |l| {
+    spawn_in(&env, target, held, move |h| {
         let keep = |sid: &str| -> Result<bool> {
             Ok(recoverable.iter().any(|r| r == sid)
                 || judged.as_ref().is_some_and(|j| !j.iter().any(|r| r == sid)))
         };
         let pred: Option<IsRecoverable<'_>> = judged.is_some().then_some(&keep);
-        Ok(l.prune_content(age(older_than_ms), pred)?.to_json())
+        Ok(h.store().prune_content(age(older_than_ms), pred)?.to_json())
     })
 }
 
@@ -491,11 +588,21 @@ pub fn save_cursor_changes(
 /// Take lock `name` of `home` for the calling async context; resolves to
 /// an id for [`release_lock`].
 #[napi]
-pub fn acquire_lock(env: Env, home: String, name: String) -> napi::Result<JsObject> {
-    spawn_on(&env, home, Vec::new(), move |l| {
-        let lock = l.locks().acquire_detached(&name)?;
+pub fn acquire_lock(env: Env, target: Target, name: String) -> napi::Result<JsObject> {
+    spawn_in(&env, target, Vec::new(), move |h| {
+        let lock = match h {
+            Handle::File(l) => HeldLock::File(l.locks().acquire_detached(&name)?),
+            Handle::Sqlite(s) => HeldLock::Sqlite(s.acquire_detached(&name)?),
+        };
         Ok(Value::Number(f64::from(LOCKS.put(lock))))
     })
+}
+
+/// A lock held for a JavaScript `withLock`, released when dropped.
+#[allow(dead_code)] // held for its `Drop` only
+enum HeldLock {
+    File(DetachedLock),
+    Sqlite(relayburn_ledger::store::sqlite::DetachedRow),
 }
 
 /// Release a lock taken by [`acquire_lock`]; false when the id is unknown.

@@ -5,12 +5,11 @@
 // result must equal the recorded one (key order included), and so must
 // the archive dump.
 import assert from 'node:assert/strict';
-import { appendFileSync, existsSync, readdirSync, readFileSync, truncateSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 
-import * as ledger from '../index.js';
-import { dumpArchive, normaliseDump, referenceDir, tempHome } from './helpers.js';
+import { dumpArchive, normaliseDump, referenceDir, runStep, sameResult, tempHome } from './helpers.js';
 
 const CASES = [
   'archive-incremental',
@@ -22,52 +21,6 @@ const CASES = [
   'tool-result-events',
   'window',
 ];
-
-const QUERIES = {
-  turns: ledger.queryAll,
-  compactions: ledger.queryCompactions,
-  relationships: ledger.queryRelationships,
-  toolResultEvents: ledger.queryToolResultEvents,
-  userTurns: ledger.queryUserTurns,
-  content: ledger.readContent,
-};
-
-async function runStep(step) {
-  switch (step.op) {
-    case 'appendTurns':
-    case 'appendCompactions':
-    case 'appendRelationships':
-    case 'appendToolResultEvents':
-    case 'appendUserTurns':
-    case 'appendContent':
-      return (await ledger[step.op](step.records)) ?? null;
-    case 'appendStamp':
-      return (await ledger.__appendStampLineForTesting(step.line)) ?? null;
-    case 'rebuildIndex':
-      return ledger.rebuildIndex();
-    case 'invalidateIndexCache':
-      return ledger.invalidateIndexCache() ?? null;
-    case 'buildArchive':
-      return ledger.buildArchive();
-    case 'rebuildArchive':
-      return ledger.rebuildArchive();
-    case 'rawAppend':
-      appendFileSync(ledger.ledgerPath(), step.text);
-      return null;
-    case 'truncateLedger':
-      truncateSync(ledger.ledgerPath(), step.bytes);
-      return null;
-    case 'query': {
-      // The recorded archive query is the reference's queryAllFromArchive.
-      if (step.from === 'archive') return ledger.queryAllFromArchive(step.query);
-      const run = QUERIES[step.kind];
-      assert.ok(run, `unknown query kind ${step.kind}`);
-      return run(step.query);
-    }
-    default:
-      throw new Error(`unknown op ${step.op}`);
-  }
-}
 
 const read = (p) => (existsSync(p) ? readFileSync(p) : null);
 const names = (d) => (existsSync(d) ? readdirSync(d).sort() : []);
@@ -82,18 +35,6 @@ function sameFile(name, want, got) {
   const g = got.toString('utf8').split('\n');
   const i = w.findIndex((line, j) => line !== g[j]);
   assert.fail(`${name} differs at line ${i + 1}\n  want: ${w[i]?.slice(0, 300)}\n  got:  ${g[i]?.slice(0, 300)}`);
-}
-
-// Equal as JSON text, so key order counts too; names the first item that differs.
-function sameResult(what, got, want) {
-  const g = JSON.stringify(got);
-  const w = JSON.stringify(want);
-  if (g === w) return;
-  if (Array.isArray(got) && Array.isArray(want) && got.length === want.length) {
-    const i = want.findIndex((item, j) => JSON.stringify(item) !== JSON.stringify(got[j]));
-    assert.fail(`${what} item ${i} differs\n  want: ${JSON.stringify(want[i]).slice(0, 400)}\n  got:  ${JSON.stringify(got[i]).slice(0, 400)}`);
-  }
-  assert.fail(`${what} differs\n  want: ${w.slice(0, 400)}\n  got:  ${g.slice(0, 400)}`);
 }
 
 test('every recorded case is replayed here', (t) => {

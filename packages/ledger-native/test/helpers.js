@@ -1,10 +1,13 @@
 // Shared by the package's tests: where the fixtures and binaries are,
 // temporary homes, and archive dumps in the fixtures' format.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import assert from 'node:assert/strict';
+import { appendFileSync, existsSync, mkdtempSync, rmSync, truncateSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import * as ledger from '../index.js';
 
 export const packageDir = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 export const repoRoot = path.resolve(packageDir, '../..');
@@ -121,3 +124,64 @@ export function normaliseDump(dump) {
   }
   return out;
 }
+
+// ------------------------------------------------ replaying recorded scripts
+
+const QUERIES = {
+  turns: ledger.queryAll,
+  compactions: ledger.queryCompactions,
+  relationships: ledger.queryRelationships,
+  toolResultEvents: ledger.queryToolResultEvents,
+  userTurns: ledger.queryUserTurns,
+  content: ledger.readContent,
+};
+
+export async function runStep(step) {
+  switch (step.op) {
+    case 'appendTurns':
+    case 'appendCompactions':
+    case 'appendRelationships':
+    case 'appendToolResultEvents':
+    case 'appendUserTurns':
+    case 'appendContent':
+      return (await ledger[step.op](step.records)) ?? null;
+    case 'appendStamp':
+      return (await ledger.__appendStampLineForTesting(step.line)) ?? null;
+    case 'rebuildIndex':
+      return ledger.rebuildIndex();
+    case 'invalidateIndexCache':
+      return ledger.invalidateIndexCache() ?? null;
+    case 'buildArchive':
+      return ledger.buildArchive();
+    case 'rebuildArchive':
+      return ledger.rebuildArchive();
+    case 'rawAppend':
+      appendFileSync(ledger.ledgerPath(), step.text);
+      return null;
+    case 'truncateLedger':
+      truncateSync(ledger.ledgerPath(), step.bytes);
+      return null;
+    case 'query': {
+      // The recorded archive query is the reference's queryAllFromArchive.
+      if (step.from === 'archive') return ledger.queryAllFromArchive(step.query);
+      const run = QUERIES[step.kind];
+      if (!run) throw new Error(`unknown query kind ${step.kind}`);
+      return run(step.query);
+    }
+    default:
+      throw new Error(`unknown op ${step.op}`);
+  }
+}
+
+// Equal as JSON text, so key order counts too; names the first item that differs.
+export function sameResult(what, got, want) {
+  const g = JSON.stringify(got);
+  const w = JSON.stringify(want);
+  if (g === w) return;
+  if (Array.isArray(got) && Array.isArray(want) && got.length === want.length) {
+    const i = want.findIndex((item, j) => JSON.stringify(item) !== JSON.stringify(got[j]));
+    assert.fail(`${what} item ${i} differs\n  want: ${JSON.stringify(want[i]).slice(0, 400)}\n  got:  ${JSON.stringify(got[i]).slice(0, 400)}`);
+  }
+  assert.fail(`${what} differs\n  want: ${w.slice(0, 400)}\n  got:  ${g.slice(0, 400)}`);
+}
+

@@ -17,8 +17,10 @@
 
 use std::cell::RefCell;
 use std::collections::{HashSet, VecDeque};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::types::{Value as SqlValue, ValueRef};
@@ -256,6 +258,48 @@ pub struct SqliteStore {
     local_freed: Condvar,
     window: Mutex<Window>,
     checkpointer: Mutex<Option<Checkpointer>>,
+    /// Frames in the log after this handle's last commit (SQLite's WAL
+    /// hook); declared after `conn`, which points at it, so it outlives it.
+    log_frames: Arc<AtomicI64>,
+}
+
+/// Log size, in frames (pages), at which a commit wakes the checkpoint
+/// thread: SQLite's own automatic checkpoint threshold. Checkpointing after
+/// every commit instead would copy and sync the same hot index pages once
+/// per append call.
+const CHECKPOINT_FRAMES: i64 = 1000;
+
+/// Log size at which the checkpoint thread makes writers wait until the
+/// log is copied and starts over.
+const LOG_FRAMES_CAP: i64 = 4 * CHECKPOINT_FRAMES;
+
+/// SQLite's WAL hook: runs on the committing thread after each commit of
+/// the connection it is registered on.
+extern "C" fn note_log_frames(
+    frames_out: *mut std::ffi::c_void,
+    _db: *mut rusqlite::ffi::sqlite3,
+    _schema: *const std::ffi::c_char,
+    frames: std::ffi::c_int,
+) -> std::ffi::c_int {
+    // SAFETY: `frames_out` is the `AtomicI64` of the store's `log_frames`,
+    // registered in `watch_log` and alive as long as the connection is.
+    let out = unsafe { &*(frames_out as *const AtomicI64) };
+    out.store(i64::from(frames), Ordering::Relaxed);
+    rusqlite::ffi::SQLITE_OK
+}
+
+/// Register `note_log_frames` on `conn`, writing into `out`.
+fn watch_log(conn: &Connection, out: &Arc<AtomicI64>) {
+    // SAFETY: the handle is `conn`'s own, used on this thread while we hold
+    // it; the pointer handed over stays valid for the connection's life
+    // (see `SqliteStore::log_frames`), and the hook only stores into it.
+    unsafe {
+        rusqlite::ffi::sqlite3_wal_hook(
+            conn.handle(),
+            Some(note_log_frames),
+            Arc::as_ptr(out) as *mut std::ffi::c_void,
+        );
+    }
 }
 
 /// Checkpoints the WAL from a thread of its own, so an append call does
@@ -271,7 +315,7 @@ impl Checkpointer {
     /// `None` when the thread or its connection cannot be had; SQLite then
     /// checkpoints when the last connection closes, and a checkpoint of
     /// another connection (a reference process) still applies.
-    fn start(path: &Path) -> Option<Checkpointer> {
+    fn start(path: &Path, log_frames: Arc<AtomicI64>) -> Option<Checkpointer> {
         let conn = Connection::open(path).ok()?;
         conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))
             .ok()?;
@@ -283,7 +327,17 @@ impl Checkpointer {
                 // A busy or failed checkpoint is simply tried again after
                 // the next commit.
                 while rx.recv().is_ok() {
-                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                    // Back to back commits outrun a passive checkpoint (the
+                    // log starts over only when a transaction begins with
+                    // every frame copied): past the cap, writers wait while
+                    // the log is copied and reset.
+                    let mode = if log_frames.load(Ordering::Relaxed) >= LOG_FRAMES_CAP {
+                        "RESTART"
+                    } else {
+                        "PASSIVE"
+                    };
+                    let _ =
+                        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()));
                 }
                 // The store is closing: copy the rest and empty the log, so
                 // the file alone holds every commit and the next first
@@ -375,13 +429,17 @@ impl SqliteStore {
             local_freed: Condvar::new(),
             window: Mutex::new(Window::default()),
             checkpointer: Mutex::new(None),
+            log_frames: Arc::new(AtomicI64::new(0)),
         };
         store.migrate()?;
-        let checkpointer = Checkpointer::start(path);
+        let checkpointer = Checkpointer::start(path, Arc::clone(&store.log_frames));
         {
             let conn = store.conn();
             match checkpointer {
-                Some(_) => no_checkpoint_on_close(&conn).map_err(sql)?,
+                Some(_) => {
+                    no_checkpoint_on_close(&conn).map_err(sql)?;
+                    watch_log(&conn, &store.log_frames);
+                }
                 // Without the thread, SQLite's own checkpoints stay on.
                 None => conn
                     .execute_batch("PRAGMA wal_autocheckpoint = 1000;")
@@ -455,7 +513,7 @@ impl SqliteStore {
         let conn = self.conn();
         let out = transaction(&conn, f, |e| self.err(e));
         drop(conn);
-        if out.is_ok() {
+        if out.is_ok() && self.log_frames.load(Ordering::Relaxed) >= CHECKPOINT_FRAMES {
             if let Some(c) = self
                 .checkpointer
                 .lock()
@@ -581,31 +639,6 @@ impl SqliteStore {
 
     /// Records of `t` in rowid order: paged over the whole table, or,
     /// for a session, through the `(source, session_id)` index.
-    fn rows<'a>(
-        &'a self,
-        t: &Table,
-        q: &Query,
-    ) -> Result<Box<dyn Iterator<Item = Result<Value>> + 'a>> {
-        let session = q.session_id.as_deref().filter(|s| !s.is_empty());
-        if let (true, Some(sid)) = (t.by_session, session) {
-            let source = q.source.as_deref().filter(|s| !s.is_empty());
-            let rows = self.session_rows(t.name, sid, source)?;
-            return Ok(Box::new(
-                rows.into_iter().filter_map(|j| parse_record(&j)).map(Ok),
-            ));
-        }
-        Ok(Box::new(Paged {
-            store: self,
-            sql: format!(
-                "SELECT rowid, record_json FROM {} WHERE rowid > ?1 ORDER BY rowid LIMIT {PAGE}",
-                t.name
-            ),
-            after: i64::MIN,
-            buf: VecDeque::new(),
-            done: false,
-        }))
-    }
-
     /// `record_json` of a session's rows, in rowid order. Sources are
     /// found by seeking the index from one distinct value to the next.
     fn session_rows(&self, table: &str, sid: &str, source: Option<&str>) -> Result<Vec<String>> {
@@ -722,6 +755,14 @@ impl SqliteStore {
 
     /// Wait until no other thread of this handle holds `name`, then claim it.
     fn claim_local(&self, name: &str) -> LocalClaim<'_> {
+        self.wait_and_claim(name);
+        LocalClaim {
+            store: self,
+            name: name.to_string(),
+        }
+    }
+
+    fn wait_and_claim(&self, name: &str) {
         let mut held = self.local.lock().unwrap_or_else(|p| p.into_inner());
         while held.contains(name) {
             held = self
@@ -730,10 +771,49 @@ impl SqliteStore {
                 .unwrap_or_else(|p| p.into_inner());
         }
         held.insert(name.to_string());
-        LocalClaim {
-            store: self,
-            name: name.to_string(),
+    }
+
+    fn unclaim(&self, name: &str) {
+        let mut held = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        held.remove(name);
+        self.local_freed.notify_all();
+    }
+
+    /// [`Store::query_records`] for a caller that keeps the cursor past
+    /// a borrow of the store (the Node addon's query cursors).
+    pub fn query_shared(self: &Arc<Self>, kind: Kind, q: &Query) -> Result<SharedRecords<'static>> {
+        records(Arc::clone(self), kind, q)
+    }
+
+    /// Take lock `name` for a holder that is not a closure on one thread
+    /// (a JavaScript `withLock` whose body awaits): the same row protocol
+    /// and in-process queue as [`Store::with_lock`], held until the
+    /// returned guard is dropped.
+    pub fn acquire_detached(self: &Arc<Self>, name: &str) -> Result<DetachedRow> {
+        self.wait_and_claim(name);
+        match self.acquire_row(name) {
+            Ok(acquired_at) => Ok(DetachedRow {
+                store: Arc::clone(self),
+                name: name.to_string(),
+                acquired_at,
+            }),
+            Err(e) => {
+                self.unclaim(name);
+                Err(e)
+            }
         }
+    }
+
+    /// Count `names` as held by the calling thread until the guard drops,
+    /// so library calls made on behalf of a detached holder re-enter its
+    /// locks instead of waiting for them.
+    pub fn assume_held(&self, names: &[String]) -> AssumedHeld {
+        let keys: Vec<(PathBuf, String)> = names
+            .iter()
+            .map(|n| (self.path.clone(), n.clone()))
+            .filter(|k| HELD.with(|h| h.borrow_mut().insert(k.clone())))
+            .collect();
+        AssumedHeld { keys }
     }
 
     fn content_rows(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<String>> {
@@ -1013,17 +1093,68 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Records streamed out of the store, owning or borrowing it (`S`).
+pub type SharedRecords<'a> = Box<dyn Iterator<Item = Result<Value>> + Send + 'a>;
+
+/// The records of `kind` passing `q`, turns with their stamps folded.
+fn records<'a, S>(store: S, kind: Kind, q: &Query) -> Result<SharedRecords<'a>>
+where
+    S: Deref<Target = SqliteStore> + Send + 'a,
+{
+    let t = table(kind).ok_or_else(|| Error::InvalidInput("stamps are not queried".into()))?;
+    let filters = Filters::new(q);
+    if kind == Kind::Turn {
+        let stamps = store.stamps()?;
+        let rows = rows(store, &t, q)?;
+        return Ok(Box::new(rows.filter_map(move |r| match r {
+            Ok(rec) => enrich_turn(rec, &stamps, &filters).map(Ok),
+            Err(e) => Some(Err(e)),
+        })));
+    }
+    let rows = rows(store, &t, q)?;
+    Ok(Box::new(rows.filter(move |r| match r {
+        Ok(rec) => passes(kind, rec, &filters),
+        Err(_) => true,
+    })))
+}
+
+/// A table's records in rowid order: one session's through its index,
+/// all of them a page at a time.
+fn rows<'a, S>(store: S, t: &Table, q: &Query) -> Result<SharedRecords<'a>>
+where
+    S: Deref<Target = SqliteStore> + Send + 'a,
+{
+    let session = q.session_id.as_deref().filter(|s| !s.is_empty());
+    if let (true, Some(sid)) = (t.by_session, session) {
+        let source = q.source.as_deref().filter(|s| !s.is_empty());
+        let rows = store.session_rows(t.name, sid, source)?;
+        return Ok(Box::new(
+            rows.into_iter().filter_map(|j| parse_record(&j)).map(Ok),
+        ));
+    }
+    Ok(Box::new(Paged {
+        store,
+        sql: format!(
+            "SELECT rowid, record_json FROM {} WHERE rowid > ?1 ORDER BY rowid LIMIT {PAGE}",
+            t.name
+        ),
+        after: i64::MIN,
+        buf: VecDeque::new(),
+        done: false,
+    }))
+}
+
 /// Rows of a table in rowid order, a page at a time, so a query holds
 /// neither the table in memory nor the connection between pages.
-struct Paged<'a> {
-    store: &'a SqliteStore,
+struct Paged<S> {
+    store: S,
     sql: String,
     after: i64,
     buf: VecDeque<String>,
     done: bool,
 }
 
-impl Paged<'_> {
+impl<S: Deref<Target = SqliteStore>> Paged<S> {
     fn fill(&mut self) -> Result<()> {
         let conn = self.store.conn();
         let mut stmt = conn
@@ -1046,7 +1177,7 @@ impl Paged<'_> {
     }
 }
 
-impl Iterator for Paged<'_> {
+impl<S: Deref<Target = SqliteStore>> Iterator for Paged<S> {
     type Item = Result<Value>;
 
     fn next(&mut self) -> Option<Result<Value>> {
@@ -1076,9 +1207,40 @@ struct LocalClaim<'a> {
 
 impl Drop for LocalClaim<'_> {
     fn drop(&mut self) {
-        let mut held = self.store.local.lock().unwrap_or_else(|p| p.into_inner());
-        held.remove(&self.name);
-        self.store.local_freed.notify_all();
+        self.store.unclaim(&self.name);
+    }
+}
+
+/// A lock taken by [`SqliteStore::acquire_detached`]; dropping it deletes
+/// the row and lets the next holder of this process in.
+#[derive(Debug)]
+pub struct DetachedRow {
+    store: Arc<SqliteStore>,
+    name: String,
+    acquired_at: i64,
+}
+
+impl Drop for DetachedRow {
+    fn drop(&mut self) {
+        self.store.release_row(&self.name, self.acquired_at);
+        self.store.unclaim(&self.name);
+    }
+}
+
+/// Marks of [`SqliteStore::assume_held`]; removes only the ones it added.
+#[derive(Debug)]
+pub struct AssumedHeld {
+    keys: Vec<(PathBuf, String)>,
+}
+
+impl Drop for AssumedHeld {
+    fn drop(&mut self) {
+        HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            for k in &self.keys {
+                h.remove(k);
+            }
+        });
     }
 }
 
@@ -1200,21 +1362,7 @@ impl Store for SqliteStore {
     }
 
     fn query_records(&self, kind: Kind, q: &Query) -> Result<Records<'_>> {
-        let t = table(kind).ok_or_else(|| Error::InvalidInput("stamps are not queried".into()))?;
-        let filters = Filters::new(q);
-        if kind == Kind::Turn {
-            let stamps = self.stamps()?;
-            let rows = self.rows(&t, q)?;
-            return Ok(Box::new(rows.filter_map(move |r| match r {
-                Ok(rec) => enrich_turn(rec, &stamps, &filters).map(Ok),
-                Err(e) => Some(Err(e)),
-            })));
-        }
-        let rows = self.rows(&t, q)?;
-        Ok(Box::new(rows.filter(move |r| match r {
-            Ok(rec) => passes(kind, rec, &filters),
-            Err(_) => true,
-        })))
+        Ok(records(self, kind, q)?)
     }
 
     fn entries(&self) -> Result<Records<'_>> {
@@ -1227,7 +1375,7 @@ impl Store for SqliteStore {
             Kind::UserTurn,
         ] {
             let t = table(kind).ok_or_else(|| Error::InvalidInput("no table".into()))?;
-            let rows = self.rows(&t, &Query::default())?;
+            let rows = rows(self, &t, &Query::default())?;
             parts.push(Box::new(
                 rows.map(move |r| r.map(|rec| wrap_record(kind, rec))),
             ));
@@ -1375,6 +1523,46 @@ mod tests {
             .query_row("SELECT count(*) FROM turns", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 300);
+    }
+
+    /// Checkpoints run once the log reaches `CHECKPOINT_FRAMES`, and reset
+    /// it past `LOG_FRAMES_CAP` when commits come back to back: the log
+    /// stays near that cap while far more is written.
+    #[test]
+    fn the_log_is_checkpointed_as_it_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("burn.sqlite");
+        let s = SqliteStore::open(&path).unwrap();
+        let page: i64 = s
+            .conn()
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        // The cap plus what commits add while the reset waits its turn on
+        // a busy machine; without checkpoints the log passes it by batch
+        // 120 or so.
+        let cap = 2 * LOG_FRAMES_CAP * (page + 24) + 32;
+        let wal = dir.path().join("burn.sqlite-wal");
+        let filler = "x".repeat(400);
+        let (mut written, mut resets, mut last) = (0, 0, 0);
+        for b in 0..200 {
+            let turns = (0..100)
+                .map(|i| {
+                    let n = b * 100 + i;
+                    crate::json::parse(&format!(
+                        r#"{{"v":1,"source":"codex","sessionId":"s{b}","messageId":"m{n}","turnIndex":{i},"ts":"2026-01-01T00:00:00.000Z","model":"{filler}","usage":{{"input":{n},"output":1,"reasoning":0,"cacheRead":0,"cacheCreate5m":0,"cacheCreate1h":0}},"toolCalls":[]}}"#
+                    ))
+                    .unwrap()
+                })
+                .collect();
+            written += s.append_turns(turns).unwrap();
+            let frames = s.log_frames.load(Ordering::Relaxed);
+            resets += usize::from(frames < last);
+            last = frames;
+            let len = std::fs::metadata(&wal).unwrap().len() as i64;
+            assert!(len <= cap, "log of {len} bytes after batch {b} (cap {cap})");
+        }
+        assert_eq!(written, 20_000);
+        assert!(resets >= 2, "the log started over {resets} times");
     }
 
     #[test]
