@@ -24,9 +24,13 @@
 //! [`Value::to_json`] wrote.
 //!
 //! Locks: named locks are session-level advisory locks on a connection of
-//! their own ([`lock`]); the server releases them when a client dies.
+//! their own (the `lock` submodule); the server releases them when a
+//! client dies.
 
 mod lock;
+mod paged;
+mod rows;
+mod status;
 mod window;
 
 use std::collections::{HashSet, VecDeque};
@@ -42,7 +46,7 @@ use crate::content::{ContentAppendSummary, IsRecoverable, PruneResult};
 use crate::error::{Error, Result};
 use crate::home::{is_valid_session_id, StorageKind};
 use crate::index::{turn_fingerprint, Hash16, Hash16Set};
-use crate::json::{self, format_number, Object, Value};
+use crate::json::{self, Object, Value};
 use crate::lock::LockOptions;
 use crate::query::{enrich_turn, narrowing, passes, Filters, Query, Stamps};
 use crate::records::{wrap_record, Kind};
@@ -50,6 +54,9 @@ use crate::team::schema;
 use crate::team::Target;
 use crate::writer::spawn_env_relationship;
 
+use paged::Paged;
+use rows::{bind, row_values, table, Batch, Bound, Column, Table, Ty};
+pub use status::PostgresStatus;
 use window::Window;
 
 /// The `machine_id` of the rows the store writes.
@@ -57,212 +64,6 @@ pub const STORE_MACHINE: &str = "#store";
 
 /// Rows fetched per step of a streaming query.
 const PAGE: i64 = 1000;
-
-/// How a derived column is bound.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Ty {
-    Text,
-    Int,
-}
-
-/// A record table: columns copied out of the record after `id_hash` (and
-/// `content_fp` for turns), and which the reference declares `NOT NULL`.
-struct Table {
-    name: &'static str,
-    columns: &'static [(&'static str, &'static str, Ty, bool)],
-}
-
-fn table(kind: Kind) -> Option<Table> {
-    use Ty::{Int, Text};
-    const SST: &[(&str, &str, Ty, bool)] = &[
-        ("source", "source", Text, true),
-        ("session_id", "sessionId", Text, true),
-        ("ts", "ts", Text, true),
-    ];
-    Some(match kind {
-        Kind::Turn => Table {
-            name: "turns",
-            columns: &[
-                ("source", "source", Text, true),
-                ("session_id", "sessionId", Text, true),
-                ("message_id", "messageId", Text, true),
-                ("turn_index", "turnIndex", Int, true),
-                ("ts", "ts", Text, true),
-                ("project", "project", Text, false),
-                ("project_key", "projectKey", Text, false),
-            ],
-        },
-        Kind::Compaction => Table {
-            name: "compactions",
-            columns: SST,
-        },
-        Kind::Relationship => Table {
-            name: "relationships",
-            columns: &[
-                ("source", "source", Text, true),
-                ("session_id", "sessionId", Text, true),
-                ("related_session_id", "relatedSessionId", Text, false),
-                ("ts", "ts", Text, false),
-            ],
-        },
-        Kind::ToolResultEvent => Table {
-            name: "tool_result_events",
-            columns: &[
-                ("source", "source", Text, true),
-                ("session_id", "sessionId", Text, true),
-                ("ts", "ts", Text, false),
-            ],
-        },
-        Kind::UserTurn => Table {
-            name: "user_turns",
-            columns: SST,
-        },
-        Kind::Stamp => return None,
-    })
-}
-
-/// One column's values for a batch, bound as one array parameter.
-enum Column {
-    Text(Vec<Option<String>>),
-    Int(Vec<Option<i64>>),
-}
-
-impl Column {
-    fn param(&self) -> &(dyn ToSql + Sync) {
-        match self {
-            Column::Text(v) => v,
-            Column::Int(v) => v,
-        }
-    }
-}
-
-/// Rows of one table ready to insert, column by column.
-struct Batch {
-    names: Vec<&'static str>,
-    columns: Vec<Column>,
-    len: usize,
-}
-
-impl Batch {
-    fn new(t: &Table, with_fp: bool) -> Batch {
-        let mut names = vec!["id_hash"];
-        let mut columns = vec![Column::Text(Vec::new())];
-        if with_fp {
-            names.push("content_fp");
-            columns.push(Column::Text(Vec::new()));
-        }
-        for (col, _, ty, _) in t.columns {
-            names.push(col);
-            columns.push(match ty {
-                Ty::Text => Column::Text(Vec::new()),
-                Ty::Int => Column::Int(Vec::new()),
-            });
-        }
-        names.push("record_json");
-        columns.push(Column::Text(Vec::new()));
-        Batch {
-            names,
-            columns,
-            len: 0,
-        }
-    }
-
-    /// Add a row made by [`row_values`].
-    fn push(&mut self, values: Vec<Bound>) -> Result<()> {
-        for (c, v) in self.columns.iter_mut().zip(values) {
-            match (c, v) {
-                (Column::Text(c), Bound::Text(v)) => c.push(v),
-                (Column::Int(c), Bound::Int(v)) => c.push(v),
-                _ => return Err(Error::Internal("column type mismatch".into())),
-            }
-        }
-        self.len += 1;
-        Ok(())
-    }
-
-    /// `INSERT … SELECT … FROM unnest(…)`: every row in one statement,
-    /// numbered `after + 1, after + 2, …` in batch order.
-    fn insert_sql(&self, table: &str) -> String {
-        let n = self.names.len();
-        let arrays: Vec<String> = self
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| match c {
-                Column::Text(_) => format!("${}::text[]", i + 1),
-                Column::Int(_) => format!("${}::bigint[]", i + 1),
-            })
-            .collect();
-        format!(
-            "INSERT INTO {table} ({cols}, machine_id, ledger_offset, ledger_part) \
-             SELECT {cols}, ${m}, ${b}::bigint + u.n, 0 \
-             FROM unnest({arrays}) WITH ORDINALITY AS u({cols}, n) \
-             ON CONFLICT DO NOTHING",
-            cols = self.names.join(", "),
-            arrays = arrays.join(", "),
-            m = n + 1,
-            b = n + 2,
-        )
-    }
-}
-
-/// A record's row in [`Batch`] column order; `fp` for turns. A value that
-/// cannot be bound, or a missing required one, is an error.
-fn row_values(t: &Table, id: Hash16, fp: Option<Hash16>, r: &Value) -> Result<Vec<Bound>> {
-    let mut values: Vec<Bound> = vec![Bound::Text(Some(id.hex()))];
-    if let Some(fp) = fp {
-        values.push(Bound::Text(Some(fp.hex())));
-    }
-    for (col, field, ty, required) in t.columns {
-        let v = bind(r.get(field), col, *ty)?;
-        if *required && v.is_null() {
-            return Err(Error::invalid(
-                *field,
-                format!("{}.{col} is NOT NULL: the record has no {field}", t.name),
-            ));
-        }
-        values.push(v);
-    }
-    values.push(Bound::Text(Some(r.to_json())));
-    Ok(values)
-}
-
-/// A value bound to a column.
-enum Bound {
-    Text(Option<String>),
-    Int(Option<i64>),
-}
-
-impl Bound {
-    fn is_null(&self) -> bool {
-        matches!(self, Bound::Text(None) | Bound::Int(None))
-    }
-}
-
-/// A JavaScript value for a derived column, as the SQLite store binds
-/// it: strings as text, numbers as JavaScript prints them (an integer
-/// column takes integral numbers; others are stored as NULL, the record
-/// JSON keeps them), null and absent as NULL; booleans, objects and arrays
-/// are refused as `node:sqlite` refuses them.
-fn bind(v: Option<&Value>, column: &str, ty: Ty) -> Result<Bound> {
-    let refused = |other: &Value| {
-        Err(Error::InvalidInput(format!(
-            "{column}: {} cannot be bound to a parameter",
-            other.to_json()
-        )))
-    };
-    Ok(match (ty, v) {
-        (Ty::Text, None | Some(Value::Null)) => Bound::Text(None),
-        (Ty::Int, None | Some(Value::Null)) => Bound::Int(None),
-        (Ty::Text, Some(Value::String(s))) => Bound::Text(Some(s.to_lossy().into_owned())),
-        (Ty::Text, Some(Value::Number(n))) => Bound::Text(Some(format_number(*n))),
-        (Ty::Int, Some(Value::Number(n))) => {
-            Bound::Int((n.fract() == 0.0 && n.abs() < 9.0e15).then_some(*n as i64))
-        }
-        (Ty::Int, Some(Value::String(s))) => Bound::Int(s.to_lossy().parse().ok()),
-        (_, Some(other)) => return refused(other),
-    })
-}
 
 /// An open PostgreSQL store.
 pub struct PostgresStore {
@@ -583,88 +384,6 @@ impl PostgresStore {
             })
             .collect())
     }
-
-    /// Row counts per table (every row, and the store's own), the schema
-    /// version and the sessions holding content; reads only.
-    pub fn status(&self) -> Result<PostgresStatus> {
-        let mut c = self.conn()?;
-        let version: i32 = c
-            .query_one("SELECT version FROM schema_state WHERE id = 1", &[])
-            .map_err(self.db("read schema version"))?
-            .get(0);
-        let mut rows = Vec::new();
-        for t in COUNTED {
-            let r = c
-                .query_one(
-                    &format!("SELECT count(*), count(*) FILTER (WHERE machine_id = $1) FROM {t}"),
-                    &[&STORE_MACHINE],
-                )
-                .map_err(self.db("count rows"))?;
-            let n = |i| u64::try_from(r.get::<_, i64>(i)).unwrap_or(0);
-            rows.push((t, n(0), n(1)));
-        }
-        let sessions: i64 = c
-            .query_one("SELECT count(DISTINCT session_id) FROM content", &[])
-            .map_err(self.db("count content"))?
-            .get(0);
-        Ok(PostgresStatus {
-            target: self.target.name().to_string(),
-            schema: self.schema.clone(),
-            schema_version: version,
-            rows,
-            content_sessions: u64::try_from(sessions).unwrap_or(0),
-        })
-    }
-}
-
-/// Tables counted by [`PostgresStore::status`].
-const COUNTED: [&str; 7] = [
-    "turns",
-    "compactions",
-    "relationships",
-    "tool_result_events",
-    "user_turns",
-    "stamps",
-    "content",
-];
-
-/// What `burn state status` reports for a PostgreSQL store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PostgresStatus {
-    /// `user@host:port/db`, never the password.
-    pub target: String,
-    pub schema: String,
-    pub schema_version: i32,
-    /// `(table, rows, rows the store wrote)`; the rest were pushed.
-    pub rows: Vec<(&'static str, u64, u64)>,
-    /// Distinct sessions holding content.
-    pub content_sessions: u64,
-}
-
-impl PostgresStatus {
-    pub fn to_value(&self) -> Value {
-        let mut rows = Object::new();
-        let mut own = Object::new();
-        for (t, n, o) in &self.rows {
-            rows.insert(*t, Value::Number(*n as f64));
-            own.insert(*t, Value::Number(*o as f64));
-        }
-        crate::records::obj([
-            ("storage", Value::str("postgres")),
-            ("target", Value::str(&self.target)),
-            ("schema", Value::str(&self.schema)),
-            (
-                "schemaVersion",
-                Value::Number(f64::from(self.schema_version)),
-            ),
-            ("rows", Value::Object(rows)),
-            ("storeRows", Value::Object(own)),
-            (
-                "contentSessions",
-                Value::Number(self.content_sessions as f64),
-            ),
-        ])
-    }
 }
 
 /// `"name"` with quotes doubled.
@@ -687,61 +406,6 @@ fn now_ms() -> i64 {
 /// `Date.now() - olderThan`, in whole milliseconds as the reference.
 fn cutoff(older_than: Duration) -> i64 {
     now_ms().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// Rows of a table in store order, a page at a time (keyset paging on the
-/// order key), holding neither the table in memory nor the connection
-/// between pages.
-struct Paged<'a> {
-    store: &'a PostgresStore,
-    sql: String,
-    source: Option<String>,
-    after: (String, i64, i32),
-    buf: VecDeque<String>,
-    done: bool,
-}
-
-impl Paged<'_> {
-    fn fill(&mut self) -> Result<()> {
-        let mut params: Vec<&(dyn ToSql + Sync)> =
-            vec![&self.after.0, &self.after.1, &self.after.2];
-        if let Some(s) = &self.source {
-            params.push(s);
-        }
-        let rows = self
-            .store
-            .conn()?
-            .query(&self.sql, &params)
-            .map_err(self.store.db("query"))?;
-        self.done = (rows.len() as i64) < PAGE;
-        if let Some(last) = rows.last() {
-            self.after = (last.get(0), last.get(1), last.get(2));
-        }
-        self.buf.extend(rows.iter().map(|r| r.get::<_, String>(3)));
-        Ok(())
-    }
-}
-
-impl Iterator for Paged<'_> {
-    type Item = Result<Value>;
-
-    fn next(&mut self) -> Option<Result<Value>> {
-        loop {
-            if let Some(j) = self.buf.pop_front() {
-                match parse_record(&j) {
-                    Some(v) => return Some(Ok(v)),
-                    None => continue,
-                }
-            }
-            if self.done {
-                return None;
-            }
-            if let Err(e) = self.fill() {
-                self.done = true;
-                return Some(Err(e));
-            }
-        }
-    }
 }
 
 impl Store for PostgresStore {
@@ -989,38 +653,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn values_bind_as_the_sqlite_store_binds_them() {
-        assert!(bind(None, "c", Ty::Text).unwrap().is_null());
-        match bind(Some(&Value::Number(2.0)), "c", Ty::Text).unwrap() {
-            Bound::Text(Some(s)) => assert_eq!(s, "2"),
-            _ => panic!("text"),
-        }
-        match bind(Some(&Value::Number(2.5)), "c", Ty::Int).unwrap() {
-            Bound::Int(v) => assert_eq!(v, None),
-            _ => panic!("int"),
-        }
-        assert!(bind(Some(&Value::Bool(true)), "c", Ty::Text).is_err());
-        assert!(bind(Some(&json::parse("{}").unwrap()), "c", Ty::Int).is_err());
-    }
-
-    #[test]
     fn advisory_keys_are_stable_and_distinct() {
         // The first 8 bytes of SHA-256("a\0b\0") (sha256sum: 8fb20ef63ced4145…).
         assert_eq!(advisory_key(&["a", "b"]), -8092389129684434619);
         assert_ne!(advisory_key(&["a", "b"]), advisory_key(&["ab", ""]));
-    }
-
-    #[test]
-    fn the_insert_numbers_rows_after_the_last() {
-        let t = table(Kind::Compaction).unwrap();
-        let b = Batch::new(&t, false);
-        assert_eq!(
-            b.insert_sql("compactions"),
-            "INSERT INTO compactions (id_hash, source, session_id, ts, record_json, machine_id, \
-             ledger_offset, ledger_part) SELECT id_hash, source, session_id, ts, record_json, $6, \
-             $7::bigint + u.n, 0 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
-             $5::text[]) WITH ORDINALITY AS u(id_hash, source, session_id, ts, record_json, n) \
-             ON CONFLICT DO NOTHING"
-        );
     }
 }
