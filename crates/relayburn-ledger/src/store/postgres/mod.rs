@@ -11,10 +11,11 @@
 //! `#` cannot start a pushed machine id, so the store's rows are never
 //! mistaken for a machine's.
 //!
-//! Order: a machine's rows are ordered by `(ledger_offset, ledger_part)`.
-//! The store numbers its own rows `1, 2, …` per table (the next number is
-//! read under the append lock), so they come back in append order, as the
-//! SQLite store's rowid order; machines follow in id order.
+//! Order: rows come back by machine id (the database's collation), each
+//! machine's by `(ledger_offset, ledger_part)`. The store numbers its own
+//! rows `1, 2, …` per table (the next number is read under the append
+//! lock), so they come back in append order, as the SQLite store's rowid
+//! order.
 //!
 //! Writes: one transaction per call, holding a transaction-level advisory
 //! lock of the store, so two processes never both miss each other's
