@@ -112,7 +112,7 @@ pub enum StateCommand {
     /// Copy the records, stamps and content of the selected storage
     /// backend into another one; the source is only read.
     #[command(
-        after_help = "The source is the backend RELAYBURN_STORAGE selects (file by default).\nIdempotent: run it again to resume an interrupted copy; nothing is\nadded twice. Exit 1 when the count check finds something missing.\n\nExamples:\n  burn state copy --to sqlite\n  RELAYBURN_STORAGE=sqlite burn state copy --to file --json"
+        after_help = "The source is the backend RELAYBURN_STORAGE selects (file by default).\nIdempotent: run it again to resume an interrupted copy; nothing is\nadded twice. Exit 1 when the count check finds something missing.\n\nExamples:\n  burn state copy --to sqlite\n  RELAYBURN_POSTGRES_URL=postgres://me@db/burn burn state copy --to postgres\n  RELAYBURN_STORAGE=sqlite burn state copy --to file --json"
     )]
     Copy {
         /// The destination backend.
@@ -183,6 +183,8 @@ pub enum RebuildTarget {
 pub enum CopyTarget {
     File,
     Sqlite,
+    /// The PostgreSQL store at $RELAYBURN_POSTGRES_URL.
+    Postgres,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

@@ -1197,7 +1197,8 @@ fn burn_with(home: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
         .args(args)
         .env_remove("RELAYBURN_HOME")
         .env_remove("RELAYBURN_STORAGE")
-        .env_remove("RELAYBURN_SQLITE_PATH");
+        .env_remove("RELAYBURN_SQLITE_PATH")
+        .env_remove("RELAYBURN_POSTGRES_URL");
     for (k, v) in env {
         c.env(k, v);
     }
@@ -1335,18 +1336,26 @@ fn unknown_and_reserved_backends_are_refused() {
         stderr(&o),
         "burn: unsupported RELAYBURN_STORAGE=\"mysql\" (expected file, sqlite, postgres, or http)\n"
     );
-    for kind in ["postgres", "http"] {
-        let o = burn_with(
-            dir.path(),
-            &[("RELAYBURN_STORAGE", kind)],
-            &["state", "status"],
-        );
-        assert_eq!(code(&o), 1);
-        assert_eq!(
-            stderr(&o),
-            format!("burn: RELAYBURN_STORAGE={kind} is not supported in this build\n")
-        );
-    }
+    let o = burn_with(
+        dir.path(),
+        &[("RELAYBURN_STORAGE", "http")],
+        &["state", "status"],
+    );
+    assert_eq!(code(&o), 1);
+    assert_eq!(
+        stderr(&o),
+        "burn: RELAYBURN_STORAGE=http is not supported in this build\n"
+    );
+    let o = burn_with(
+        dir.path(),
+        &[("RELAYBURN_STORAGE", "postgres")],
+        &["state", "status"],
+    );
+    assert_eq!(code(&o), 1);
+    assert_eq!(
+        stderr(&o),
+        "burn: RELAYBURN_STORAGE=postgres needs RELAYBURN_POSTGRES_URL (postgres://user@host/db)\n"
+    );
 }
 
 #[test]

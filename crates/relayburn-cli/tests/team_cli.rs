@@ -342,3 +342,113 @@ fn a_wrong_password_never_shows_in_any_output() {
         );
     }
 }
+
+/// `burn` with `RELAYBURN_STORAGE` and the server chosen by the caller.
+fn burn_on(home: &Path, storage: &str, url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_burn"))
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env_remove("RELAYBURN_HOME")
+        .env_remove("RELAYBURN_SQLITE_PATH")
+        .env_remove("RELAYBURN_MACHINE_ID")
+        .env("RELAYBURN_STORAGE", storage)
+        .env("RELAYBURN_POSTGRES_URL", url)
+        .output()
+        .expect("run burn")
+}
+
+#[test]
+fn postgres_storage_serves_copy_query_stamp_status_and_check() {
+    let Some(admin) = team_support::server() else {
+        return;
+    };
+    let Some(reference) = reference() else {
+        return;
+    };
+    let url = team_support::fresh_db(&admin, "cli_store");
+    let pw = team_support::password(&admin);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        reference.join("home/ledger.jsonl"),
+        dir.path().join("ledger.jsonl"),
+    )
+    .unwrap();
+    let ok = |o: &Output| {
+        let (out, err) = (text(&o.stdout), text(&o.stderr));
+        assert_eq!(o.status.code(), Some(0), "{err}");
+        assert!(!out.contains(&pw) && !err.contains(&pw));
+        out
+    };
+    // The same home into both keyed stores.
+    ok(&burn_on(
+        dir.path(),
+        "file",
+        &url,
+        &["state", "copy", "--to", "postgres"],
+    ));
+    ok(&burn_on(
+        dir.path(),
+        "file",
+        &url,
+        &["state", "copy", "--to", "sqlite"],
+    ));
+    for kind in [
+        "turns",
+        "compactions",
+        "relationships",
+        "tool-result-events",
+        "user-turns",
+    ] {
+        let pg = ok(&burn_on(dir.path(), "postgres", &url, &["query", kind]));
+        let sq = ok(&burn_on(dir.path(), "sqlite", &url, &["query", kind]));
+        assert!(!pg.is_empty(), "{kind}");
+        assert!(pg == sq, "{kind}: postgres and sqlite answers differ");
+    }
+    let session = |storage: &str, extra: &[&str]| -> usize {
+        let mut args = vec!["query", "turns"];
+        args.extend_from_slice(extra);
+        ok(&burn_on(dir.path(), storage, &url, &args))
+            .lines()
+            .count()
+    };
+    // A session of the fixture ledger: stamp it, find it by the stamp.
+    let sid = "87b8937c-e7aa-42fb-9f0a-77f0fe3062f2";
+    let in_session = session("postgres", &["--session", sid]);
+    assert!(in_session > 0);
+    ok(&burn_on(
+        dir.path(),
+        "postgres",
+        &url,
+        &["stamp", "--session", sid, "squad=blue-4411"],
+    ));
+    assert_eq!(
+        session("postgres", &["--enrich", "squad=blue-4411"]),
+        in_session
+    );
+    assert_eq!(session("sqlite", &["--enrich", "squad=blue-4411"]), 0);
+
+    let o = burn_on(dir.path(), "postgres", &url, &["state", "status", "--json"]);
+    let status = parse(&ok(&o)).unwrap();
+    assert_eq!(
+        status.get("storage").and_then(Value::as_str),
+        Some("postgres")
+    );
+    let rows = status.get("rows").unwrap();
+    // 15 stamps in the fixture, and ours.
+    assert_eq!(rows.get("stamps").and_then(Value::as_f64), Some(16.0));
+    assert_eq!(rows.get("turns").and_then(Value::as_f64), Some(1589.0));
+    ok(&burn_on(dir.path(), "postgres", &url, &["state", "check"]));
+
+    let o = burn_on(
+        dir.path(),
+        "postgres",
+        &url,
+        &["state", "rebuild", "archive"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        text(&o.stderr),
+        "burn: archive operations require RELAYBURN_STORAGE=file (got postgres)\n"
+    );
+}

@@ -71,6 +71,18 @@ pub enum Error {
     /// A storage kind the reference reserves but this build lacks.
     #[error("RELAYBURN_STORAGE={0} is not supported in this build")]
     StorageNotSupported(&'static str),
+    /// `RELAYBURN_STORAGE=postgres` without a server to use.
+    #[error("RELAYBURN_STORAGE=postgres needs RELAYBURN_POSTGRES_URL (postgres://user@host/db)")]
+    PostgresUrlMissing,
+    /// A named lock of the PostgreSQL store stayed held by another session
+    /// for the whole budget. `target` never holds a password.
+    #[error("postgres {target}: could not acquire lock '{name}' after {attempts} attempts (~{budget_ms}ms): another process holds it")]
+    PostgresLockTimeout {
+        target: String,
+        name: String,
+        attempts: u32,
+        budget_ms: u64,
+    },
     /// An archive operation while another storage backend is selected.
     #[error("archive operations require RELAYBURN_STORAGE=file (got {0})")]
     ArchiveNeedsFileStorage(&'static str),

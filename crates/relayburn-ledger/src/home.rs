@@ -214,6 +214,7 @@ impl Env {
             kind: self.storage_kind()?,
             home,
             sqlite_path,
+            postgres_url: self.postgres_url.clone(),
         })
     }
 }
@@ -257,6 +258,9 @@ pub struct Storage {
     pub home: LedgerHome,
     /// The SQLite store's file (used when `kind` is `Sqlite`).
     pub sqlite_path: PathBuf,
+    /// The PostgreSQL server (used when `kind` is `Postgres`):
+    /// `RELAYBURN_POSTGRES_URL`.
+    pub postgres_url: Option<Secret>,
 }
 
 impl Storage {
@@ -265,6 +269,7 @@ impl Storage {
         Storage {
             kind: StorageKind::File,
             sqlite_path: home.sqlite_store(),
+            postgres_url: None,
             home,
         }
     }
@@ -274,6 +279,18 @@ impl Storage {
         Storage {
             kind: StorageKind::Sqlite,
             sqlite_path: home.sqlite_store(),
+            postgres_url: None,
+            home,
+        }
+    }
+
+    /// PostgreSQL storage on the server `url` names; `home` keeps what
+    /// is local to a machine (push state, content of file storage).
+    pub fn postgres(home: LedgerHome, url: impl Into<String>) -> Storage {
+        Storage {
+            kind: StorageKind::Postgres,
+            sqlite_path: home.sqlite_store(),
+            postgres_url: Some(Secret(url.into())),
             home,
         }
     }
@@ -374,6 +391,18 @@ mod tests {
             r#"unsupported RELAYBURN_STORAGE="" (expected file, sqlite, postgres, or http)"#
         );
         let pg = env(Some("postgres"), None).storage().unwrap();
+        assert_eq!(pg.postgres_url, None);
+        let with_url = Env {
+            postgres_url: Some(Secret("postgres://u:pw@h/d".into())),
+            ..env(Some("postgres"), None)
+        };
+        let st = with_url.storage().unwrap();
+        assert_eq!(st.kind, StorageKind::Postgres);
+        assert_eq!(
+            st.postgres_url.as_ref().map(|s| s.0.as_str()),
+            Some("postgres://u:pw@h/d")
+        );
+        assert!(!format!("{st:?}").contains("pw@"));
         assert_eq!(
             pg.require_file().unwrap_err().to_string(),
             "archive operations require RELAYBURN_STORAGE=file (got postgres)"

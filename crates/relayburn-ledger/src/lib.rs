@@ -35,4 +35,4 @@ pub use ledger::Ledger;
 pub use query::Query;
 pub use records::Kind;
 pub use state::check;
-pub use store::{SqliteStore, Store};
+pub use store::{PostgresStore, SqliteStore, Store};

@@ -4,6 +4,7 @@
 //! running a copy again adds nothing; the source is never modified.
 
 mod support;
+mod team_support;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -11,7 +12,7 @@ use std::path::Path;
 use relayburn_ledger::index::record_id;
 use relayburn_ledger::json::parse;
 use relayburn_ledger::store::{copy::copy, Store};
-use relayburn_ledger::{Kind, Ledger, LedgerHome, Query, SqliteStore, Value};
+use relayburn_ledger::{Kind, Ledger, LedgerHome, PostgresStore, Query, SqliteStore, Value};
 
 fn answers(s: &dyn Store, kind: Kind, q: &Query) -> Vec<Value> {
     s.query_records(kind, q)
@@ -137,4 +138,89 @@ fn fixture_home_survives_file_to_sqlite_to_file() {
             ]
         );
     }
+}
+
+/// The fixture home copied into the PostgreSQL store answers every query
+/// of `queries-in.json` as the file home does (one record per id), and
+/// lists its entries byte for byte as the SQLite store holding the same
+/// copy: same records, same order, same stamps.
+#[test]
+fn fixture_home_in_postgres_answers_as_file_and_sqlite() {
+    let reference = reference_or_skip!();
+    let Some(admin) = team_support::server() else {
+        return;
+    };
+    let home = reference.join("home");
+    let src_dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        home.join("ledger.jsonl"),
+        src_dir.path().join("ledger.jsonl"),
+    )
+    .unwrap();
+    let src = Ledger::open(LedgerHome::new(src_dir.path())).unwrap();
+    src.append_content(vec![
+        content("s-1", "m-1", "one"),
+        content("s-1", "m-2", "two \u{1f680}"),
+        content("s-2", "m-1", "other"),
+    ])
+    .unwrap();
+    let pg = PostgresStore::open(&team_support::store_url(&admin, src_dir.path())).unwrap();
+    let r = copy(&src, &pg, &mut |_, _| {}).unwrap();
+    assert!(r.is_complete(), "{:?}", r.missing);
+    assert_eq!(r.refused, 0, "{:?}", r.refused_reasons);
+    assert_eq!((r.stamps_read, r.stamps_added), (15, 15));
+    assert_eq!((r.content_read, r.content_added), (3, 3));
+    let again = copy(&src, &pg, &mut |_, _| {}).unwrap();
+    assert!(
+        again.records.iter().all(|e| e.2 == 0),
+        "{:?}",
+        again.records
+    );
+    assert_eq!((again.stamps_added, again.content_added), (0, 0));
+
+    let sq_dir = tempfile::tempdir().unwrap();
+    let sq = SqliteStore::open(&sq_dir.path().join("burn.sqlite")).unwrap();
+    copy(&src, &sq, &mut |_, _| {}).unwrap();
+    let lines = |s: &dyn Store| -> Vec<String> {
+        s.entries().unwrap().map(|v| v.unwrap().to_json()).collect()
+    };
+    let (want, got) = (lines(&sq), lines(&pg));
+    // 1,589 distinct turns, 18 + 7 + 1,340 + 732 other records, 15 stamps.
+    assert_eq!(got.len(), 1_589 + 18 + 7 + 1_340 + 732 + 15);
+    assert!(want == got, "entries differ from the sqlite store's");
+
+    let queries = parse(&std::fs::read_to_string(home.join("queries-in.json")).unwrap()).unwrap();
+    let mut checked = 0;
+    let mut run = |kind: Kind, q: &Value| {
+        let q = Query::from_json(q);
+        let want = first_per_id(kind, answers(&src, kind, &q));
+        let got = answers(&pg, kind, &q);
+        assert_eq!(got.len(), want.len(), "{kind:?} {q:?}");
+        for (a, b) in want.iter().zip(&got) {
+            assert_eq!(a.to_json(), b.to_json(), "{kind:?} {q:?}");
+        }
+        checked += 1;
+    };
+    for q in queries.get("turns").unwrap().as_array().unwrap() {
+        run(Kind::Turn, q);
+    }
+    for q in queries.get("aux").unwrap().as_array().unwrap() {
+        for kind in [
+            Kind::Compaction,
+            Kind::Relationship,
+            Kind::ToolResultEvent,
+            Kind::UserTurn,
+        ] {
+            run(kind, q);
+        }
+    }
+    assert_eq!(checked, 13 + 3 * 4);
+    assert_eq!(pg.list_content_session_ids().unwrap(), ["s-1", "s-2"]);
+    assert_eq!(
+        pg.read_content("s-1", None).unwrap(),
+        [
+            content("s-1", "m-1", "one"),
+            content("s-1", "m-2", "two \u{1f680}")
+        ]
+    );
 }

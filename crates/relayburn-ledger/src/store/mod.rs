@@ -1,13 +1,15 @@
 //! The storage seam (SPEC §8): every operation the reference's
 //! `StorageAdapter` offers, behind one trait, so callers work the same on
 //! file storage (`ledger.jsonl` and its sidecars, [`Ledger`]) and on the
-//! SQLite store (`burn.sqlite`, [`SqliteStore`]).
+//! SQLite store (`burn.sqlite`, [`SqliteStore`]) and on a PostgreSQL
+//! server ([`PostgresStore`]).
 //!
 //! [`open`] picks the backend a [`Storage`] selection names (see
 //! [`crate::Env::storage`]); a backend is added by implementing [`Store`]
 //! and naming it there.
 
 pub mod copy;
+pub mod postgres;
 pub mod sqlite;
 pub(crate) mod tables;
 
@@ -21,6 +23,7 @@ use crate::ledger::Ledger;
 use crate::query::Query;
 use crate::records::{line_kind, Kind};
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Records streamed out of a store, in the store's order.
@@ -92,6 +95,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// The PostgreSQL store behind this store, for its status.
+    fn as_postgres(&self) -> Option<&PostgresStore> {
+        None
+    }
+
     /// Record enrichment for the turns `selector` picks, stamped now.
     fn stamp(&self, selector: Value, enrichment: Value) -> Result<Value> {
         let line = crate::writer::stamp_line(selector, enrichment)?;
@@ -146,8 +154,8 @@ impl dyn Store + '_ {
     }
 }
 
-/// Open the backend `storage` selects. `postgres` and `http` are refused
-/// as the reference refuses them.
+/// Open the backend `storage` selects. `http` is refused as the
+/// reference refuses it; `postgres` needs `RELAYBURN_POSTGRES_URL`.
 pub fn open(storage: &Storage) -> Result<Box<dyn Store>> {
     open_observed(storage, None)
 }
@@ -167,9 +175,11 @@ pub fn open_observed(
             }))
         }
         StorageKind::Sqlite => Ok(Box::new(SqliteStore::open(&storage.sqlite_path)?)),
-        k @ (StorageKind::Postgres | StorageKind::Http) => {
-            Err(Error::StorageNotSupported(k.as_str()))
-        }
+        StorageKind::Postgres => match &storage.postgres_url {
+            Some(url) => Ok(Box::new(PostgresStore::open(&url.0)?)),
+            None => Err(Error::PostgresUrlMissing),
+        },
+        k @ StorageKind::Http => Err(Error::StorageNotSupported(k.as_str())),
     }
 }
 

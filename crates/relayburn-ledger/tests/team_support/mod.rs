@@ -109,3 +109,38 @@ pub fn home_snapshot(home: &Path) -> Vec<(String, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// The one database the storage-backend tests share; created once.
+const STORE_DB: &str = "store_tests";
+
+/// A URL whose connections work in their own schema of a shared test
+/// database, named after `key` (a temporary directory): opening the same
+/// key again reaches the same store, as a second process would.
+pub fn store_url(admin: &str, key: &Path) -> String {
+    static CREATED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    CREATED.get_or_init(|| {
+        let mut c = Client::connect(admin, NoTls).expect("connect as admin");
+        let exists = c
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&STORE_DB])
+            .expect("look up database")
+            .is_some();
+        if !exists {
+            // Another test process may create it at the same moment.
+            let _ = c.batch_execute(&format!("CREATE DATABASE {STORE_DB}"));
+        }
+    });
+    let url = with_db(admin, STORE_DB);
+    let schema = format!("s_{:016x}", fnv(key.as_os_str().as_encoded_bytes()));
+    let mut c = Client::connect(&url, NoTls).expect("connect to the test database");
+    c.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+        .expect("create schema");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-c%20search_path%3D{schema}")
+}
+
+/// FNV-1a, 64 bits: a short stable name for a path.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
