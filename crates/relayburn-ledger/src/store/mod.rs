@@ -254,3 +254,62 @@ impl Store for Ledger {
         Some(self)
     }
 }
+
+/// What the prune of a store keeping content in a table (SQLite,
+/// PostgreSQL) needs of it.
+pub(crate) trait ContentTable: Store {
+    /// Sessions (or only `only`) whose content rows are all older than
+    /// `cutoff` (ms since the epoch), with their bytes.
+    fn prunable(&self, cutoff: i64, only: Option<&str>) -> Result<Vec<(String, u64)>>;
+
+    /// Delete a session's content rows.
+    fn delete_content(&self, session_id: &str) -> Result<()>;
+}
+
+/// `Date.now() - olderThan`, in whole milliseconds as the reference.
+fn cutoff(older_than: Duration) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    now.saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Sessions old enough to prune; ids that are not safe file names never are.
+pub(crate) fn table_prune_candidates<S: ContentTable>(
+    store: &S,
+    older_than: Duration,
+) -> Result<Vec<(String, u64)>> {
+    let mut rows = store.prunable(cutoff(older_than), None)?;
+    rows.retain(|(s, _)| crate::home::is_valid_session_id(s));
+    Ok(rows)
+}
+
+/// The reference's prune over a content table: each candidate session
+/// under its `content.<id>` lock, judged again there (a write meanwhile
+/// keeps it), kept when `is_recoverable` says so.
+pub(crate) fn prune_table_content<S: ContentTable>(
+    store: &S,
+    older_than: Duration,
+    is_recoverable: Option<IsRecoverable<'_>>,
+) -> Result<PruneResult> {
+    let cutoff = cutoff(older_than);
+    let mut result = PruneResult::default();
+    for (sid, _) in table_prune_candidates(store, older_than)? {
+        let locked: &dyn Store = store;
+        let outcome = locked.with_lock(&format!("content.{sid}"), || {
+            let Some((_, bytes)) = store.prunable(cutoff, Some(&sid))?.into_iter().next() else {
+                return Ok(None);
+            };
+            if let Some(pred) = is_recoverable {
+                if let Ok(true) = pred(&sid) {
+                    return Ok(Some(None));
+                }
+            }
+            store.delete_content(&sid)?;
+            Ok(Some(Some(bytes)))
+        })?;
+        result.tally(outcome);
+    }
+    Ok(result)
+}

@@ -404,11 +404,6 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// `Date.now() - olderThan`, in whole milliseconds as the reference.
-fn cutoff(older_than: Duration) -> i64 {
-    now_ms().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX))
-}
-
 impl Store for PostgresStore {
     fn kind(&self) -> StorageKind {
         StorageKind::Postgres
@@ -606,9 +601,7 @@ impl Store for PostgresStore {
     }
 
     fn prune_candidates(&self, older_than: Duration) -> Result<Vec<(String, u64)>> {
-        let mut rows = self.prunable(cutoff(older_than), None)?;
-        rows.retain(|(s, _)| is_valid_session_id(s));
-        Ok(rows)
+        super::table_prune_candidates(self, older_than)
     }
 
     fn prune_content(
@@ -616,28 +609,7 @@ impl Store for PostgresStore {
         older_than: Duration,
         is_recoverable: Option<IsRecoverable<'_>>,
     ) -> Result<PruneResult> {
-        let cutoff = cutoff(older_than);
-        let mut result = PruneResult::default();
-        for (sid, _) in self.prune_candidates(older_than)? {
-            let store: &dyn Store = self;
-            let outcome = store.with_lock(&format!("content.{sid}"), || {
-                // Judged again under the lock: a write meanwhile keeps it.
-                let Some((_, bytes)) = self.prunable(cutoff, Some(&sid))?.into_iter().next() else {
-                    return Ok(None);
-                };
-                if let Some(pred) = is_recoverable {
-                    if let Ok(true) = pred(&sid) {
-                        return Ok(Some(None));
-                    }
-                }
-                self.conn()?
-                    .execute("DELETE FROM content WHERE session_id = $1", &[&sid])
-                    .map_err(self.db("delete content"))?;
-                Ok(Some(Some(bytes)))
-            })?;
-            result.tally(outcome);
-        }
-        Ok(result)
+        super::prune_table_content(self, older_than, is_recoverable)
     }
 
     fn with_lock_dyn(&self, name: &str, f: &mut dyn FnMut() -> Result<()>) -> Result<()> {
@@ -646,6 +618,19 @@ impl Store for PostgresStore {
 
     fn as_postgres(&self) -> Option<&PostgresStore> {
         Some(self)
+    }
+}
+
+impl super::ContentTable for PostgresStore {
+    fn prunable(&self, cutoff: i64, only: Option<&str>) -> Result<Vec<(String, u64)>> {
+        PostgresStore::prunable(self, cutoff, only)
+    }
+
+    fn delete_content(&self, session_id: &str) -> Result<()> {
+        self.conn()?
+            .execute("DELETE FROM content WHERE session_id = $1", &[&session_id])
+            .map(drop)
+            .map_err(self.db("delete content"))
     }
 }
 
