@@ -149,8 +149,23 @@ impl Default for LockOptions {
 }
 
 impl LockOptions {
-    fn budget(&self) -> Duration {
+    /// Every pause of the retry schedule together.
+    pub fn budget(&self) -> Duration {
         self.fast_retry_delay * self.fast_retries + self.slow_retry_delay * self.slow_retries
+    }
+
+    /// [`LockOptions::budget`] in whole milliseconds, as errors report it.
+    pub fn budget_ms(&self) -> u64 {
+        u64::try_from(self.budget().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The pause after failed attempt `attempt` (from 0): fast ones first.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        if attempt < self.fast_retries {
+            self.fast_retry_delay
+        } else {
+            self.slow_retry_delay
+        }
     }
 }
 

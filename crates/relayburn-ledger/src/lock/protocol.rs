@@ -94,11 +94,7 @@ pub(super) fn acquire_loop(
         if sleeps >= total {
             break;
         }
-        let delay = if sleeps < o.fast_retries {
-            o.fast_retry_delay
-        } else {
-            o.slow_retry_delay
-        };
+        let delay = o.delay(sleeps);
         sleeps += 1;
         observe(&Waiting {
             path,

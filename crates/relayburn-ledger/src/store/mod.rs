@@ -313,3 +313,41 @@ pub(crate) fn prune_table_content<S: ContentTable>(
     }
     Ok(result)
 }
+
+/// A stored record; unparsable JSON and non-objects are skipped.
+pub(crate) fn parse_record(j: &str) -> Option<Value> {
+    crate::json::parse(j)
+        .ok()
+        .filter(|v| v.as_object().is_some())
+}
+
+/// A table read a page of `record_json` texts at a time (the SQLite and
+/// PostgreSQL stores' paged queries).
+pub(crate) trait Pages {
+    /// Texts fetched and not yet handed out.
+    fn buffered(&mut self) -> &mut std::collections::VecDeque<String>;
+    /// Whether the last page has been fetched (or a fetch failed).
+    fn exhausted(&self) -> bool;
+    fn set_exhausted(&mut self);
+    /// Fetch the next page into the buffer, marking the last one.
+    fn fetch(&mut self) -> Result<()>;
+}
+
+/// The next record of `pages`, fetching as needed; after an error, none.
+pub(crate) fn next_record<P: Pages>(pages: &mut P) -> Option<Result<Value>> {
+    loop {
+        if let Some(j) = pages.buffered().pop_front() {
+            match parse_record(&j) {
+                Some(v) => return Some(Ok(v)),
+                None => continue,
+            }
+        }
+        if pages.exhausted() {
+            return None;
+        }
+        if let Err(e) = pages.fetch() {
+            pages.set_exhausted();
+            return Some(Err(e));
+        }
+    }
+}

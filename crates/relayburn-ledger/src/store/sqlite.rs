@@ -488,11 +488,6 @@ fn text(v: ValueRef<'_>) -> String {
     }
 }
 
-/// A stored record; unparsable JSON and non-objects are skipped.
-fn parse_record(j: &str) -> Option<Value> {
-    json::parse(j).ok().filter(|v| v.as_object().is_some())
-}
-
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

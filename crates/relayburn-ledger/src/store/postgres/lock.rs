@@ -90,18 +90,13 @@ impl Locks {
             if attempt == total {
                 break;
             }
-            std::thread::sleep(if attempt < o.fast_retries {
-                o.fast_retry_delay
-            } else {
-                o.slow_retry_delay
-            });
+            std::thread::sleep(o.delay(attempt));
         }
-        let budget = o.fast_retry_delay * o.fast_retries + o.slow_retry_delay * o.slow_retries;
         Err(Error::PostgresLockTimeout {
             target: self.target.name().to_string(),
             name: name.to_string(),
             attempts: total + 1,
-            budget_ms: u64::try_from(budget.as_millis()).unwrap_or(u64::MAX),
+            budget_ms: o.budget_ms(),
         })
     }
 

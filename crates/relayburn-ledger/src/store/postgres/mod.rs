@@ -325,7 +325,9 @@ impl PostgresStore {
                 .map_err(self.db("query"))?;
             let out: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
             return Ok(Box::new(
-                out.into_iter().filter_map(|j| parse_record(&j)).map(Ok),
+                out.into_iter()
+                    .filter_map(|j| crate::store::parse_record(&j))
+                    .map(Ok),
             ));
         }
         let mut sql = format!(
@@ -390,11 +392,6 @@ impl PostgresStore {
 /// `"name"` with quotes doubled.
 fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// A stored record; unparsable JSON and non-objects are skipped.
-fn parse_record(j: &str) -> Option<Value> {
-    json::parse(j).ok().filter(|v| v.as_object().is_some())
 }
 
 fn now_ms() -> i64 {

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 
 use postgres::types::ToSql;
 
-use super::{parse_record, PostgresStore, PAGE};
+use super::{PostgresStore, PAGE};
 use crate::error::Result;
 use crate::json::Value;
 
@@ -45,20 +45,24 @@ impl Iterator for Paged<'_> {
     type Item = Result<Value>;
 
     fn next(&mut self) -> Option<Result<Value>> {
-        loop {
-            if let Some(j) = self.buf.pop_front() {
-                match parse_record(&j) {
-                    Some(v) => return Some(Ok(v)),
-                    None => continue,
-                }
-            }
-            if self.done {
-                return None;
-            }
-            if let Err(e) = self.fill() {
-                self.done = true;
-                return Some(Err(e));
-            }
-        }
+        crate::store::next_record(self)
+    }
+}
+
+impl crate::store::Pages for Paged<'_> {
+    fn buffered(&mut self) -> &mut VecDeque<String> {
+        &mut self.buf
+    }
+
+    fn exhausted(&self) -> bool {
+        self.done
+    }
+
+    fn set_exhausted(&mut self) {
+        self.done = true;
+    }
+
+    fn fetch(&mut self) -> Result<()> {
+        self.fill()
     }
 }

@@ -39,7 +39,9 @@ where
         let source = q.source.as_deref().filter(|s| !s.is_empty());
         let rows = store.session_rows(t.name, sid, source)?;
         return Ok(Box::new(
-            rows.into_iter().filter_map(|j| parse_record(&j)).map(Ok),
+            rows.into_iter()
+                .filter_map(|j| crate::store::parse_record(&j))
+                .map(Ok),
         ));
     }
     Ok(Box::new(Paged {
@@ -91,20 +93,24 @@ impl<S: Deref<Target = SqliteStore>> Iterator for Paged<S> {
     type Item = Result<Value>;
 
     fn next(&mut self) -> Option<Result<Value>> {
-        loop {
-            if let Some(j) = self.buf.pop_front() {
-                match parse_record(&j) {
-                    Some(v) => return Some(Ok(v)),
-                    None => continue,
-                }
-            }
-            if self.done {
-                return None;
-            }
-            if let Err(e) = self.fill() {
-                self.done = true;
-                return Some(Err(e));
-            }
-        }
+        crate::store::next_record(self)
+    }
+}
+
+impl<S: Deref<Target = SqliteStore>> crate::store::Pages for Paged<S> {
+    fn buffered(&mut self) -> &mut VecDeque<String> {
+        &mut self.buf
+    }
+
+    fn exhausted(&self) -> bool {
+        self.done
+    }
+
+    fn set_exhausted(&mut self) {
+        self.done = true;
+    }
+
+    fn fetch(&mut self) -> Result<()> {
+        self.fill()
     }
 }
