@@ -351,3 +351,52 @@ pub(crate) fn next_record<P: Pages>(pages: &mut P) -> Option<Result<Value>> {
         }
     }
 }
+
+/// Lock names held by threads of one store handle. A second thread of the
+/// same handle waits here: the backend's lock (a row, an advisory lock) is
+/// per process or per session, so it would not keep that thread out.
+#[derive(Debug, Default)]
+pub(crate) struct LocalClaims {
+    held: std::sync::Mutex<std::collections::HashSet<String>>,
+    freed: std::sync::Condvar,
+}
+
+impl LocalClaims {
+    /// Wait until no other thread holds `name`, then claim it until the
+    /// guard drops.
+    pub(crate) fn claim(&self, name: &str) -> LocalClaim<'_> {
+        self.wait_and_claim(name);
+        LocalClaim {
+            claims: self,
+            name: name.to_string(),
+        }
+    }
+
+    /// [`LocalClaims::claim`] for a holder that releases with
+    /// [`LocalClaims::unclaim`] itself.
+    pub(crate) fn wait_and_claim(&self, name: &str) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        while held.contains(name) {
+            held = self.freed.wait(held).unwrap_or_else(|p| p.into_inner());
+        }
+        held.insert(name.to_string());
+    }
+
+    pub(crate) fn unclaim(&self, name: &str) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.remove(name);
+        self.freed.notify_all();
+    }
+}
+
+/// A claim of [`LocalClaims::claim`].
+pub(crate) struct LocalClaim<'a> {
+    claims: &'a LocalClaims,
+    name: String,
+}
+
+impl Drop for LocalClaim<'_> {
+    fn drop(&mut self) {
+        self.claims.unclaim(&self.name);
+    }
+}

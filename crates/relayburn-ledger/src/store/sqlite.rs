@@ -20,7 +20,7 @@ use std::collections::{HashSet, VecDeque};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::types::{Value as SqlValue, ValueRef};
@@ -98,8 +98,7 @@ pub struct SqliteStore {
     options: LockOptions,
     /// Lock names held by a thread of this handle: other threads wait here
     /// rather than take each other's row for an orphan.
-    local: Mutex<HashSet<String>>,
-    local_freed: Condvar,
+    local: super::LocalClaims,
     window: Mutex<Window>,
     checkpointer: Mutex<Option<Checkpointer>>,
     /// Frames in the log after this handle's last commit (SQLite's WAL
@@ -147,8 +146,7 @@ impl SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
             options,
-            local: Mutex::new(HashSet::new()),
-            local_freed: Condvar::new(),
+            local: super::LocalClaims::default(),
             window: Mutex::new(Window::default()),
             checkpointer: Mutex::new(None),
             log_frames: Arc::new(AtomicI64::new(0)),
@@ -657,7 +655,7 @@ impl Store for SqliteStore {
         if HELD.with(|h| h.borrow().contains(&key)) {
             return f();
         }
-        let _claim = self.claim_local(name);
+        let _claim = self.local.claim(name);
         let acquired_at = self.acquire_row(name)?;
         HELD.with(|h| h.borrow_mut().insert(key));
         let _row = RowGuard {

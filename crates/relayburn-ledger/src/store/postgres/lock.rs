@@ -13,7 +13,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashSet;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use postgres::Client;
 
@@ -33,8 +33,7 @@ pub(super) struct Locks {
     /// The store as the re-entrancy marks of [`HELD`] name it.
     ident: String,
     conn: Mutex<Option<Client>>,
-    local: Mutex<HashSet<String>>,
-    local_freed: Condvar,
+    local: crate::store::LocalClaims,
 }
 
 impl Locks {
@@ -44,8 +43,7 @@ impl Locks {
             target,
             schema,
             conn: Mutex::new(None),
-            local: Mutex::new(HashSet::new()),
-            local_freed: Condvar::new(),
+            local: crate::store::LocalClaims::default(),
         }
     }
 
@@ -68,7 +66,7 @@ impl Locks {
         if HELD.with(|h| h.borrow().contains(&held)) {
             return f();
         }
-        let _claim = self.claim_local(name);
+        let _claim = self.local.claim(name);
         let key = self.key(name);
         self.acquire(name, key, options)?;
         HELD.with(|h| h.borrow_mut().insert(held.clone()));
@@ -127,36 +125,6 @@ impl Locks {
                 *g = None;
             }
         }
-    }
-
-    /// Wait until no other thread of this store holds `name`, then claim it.
-    fn claim_local(&self, name: &str) -> Claim<'_> {
-        let mut held = self.local.lock().unwrap_or_else(|p| p.into_inner());
-        while held.contains(name) {
-            held = self
-                .local_freed
-                .wait(held)
-                .unwrap_or_else(|p| p.into_inner());
-        }
-        held.insert(name.to_string());
-        Claim {
-            locks: self,
-            name: name.to_string(),
-        }
-    }
-}
-
-/// This store's in-process claim on a lock name.
-struct Claim<'a> {
-    locks: &'a Locks,
-    name: String,
-}
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        let mut held = self.locks.local.lock().unwrap_or_else(|p| p.into_inner());
-        held.remove(&self.name);
-        self.locks.local_freed.notify_all();
     }
 }
 

@@ -69,38 +69,12 @@ impl SqliteStore {
         );
     }
 
-    /// Wait until no other thread of this handle holds `name`, then claim it.
-    pub(super) fn claim_local(&self, name: &str) -> LocalClaim<'_> {
-        self.wait_and_claim(name);
-        LocalClaim {
-            store: self,
-            name: name.to_string(),
-        }
-    }
-
-    pub(super) fn wait_and_claim(&self, name: &str) {
-        let mut held = self.local.lock().unwrap_or_else(|p| p.into_inner());
-        while held.contains(name) {
-            held = self
-                .local_freed
-                .wait(held)
-                .unwrap_or_else(|p| p.into_inner());
-        }
-        held.insert(name.to_string());
-    }
-
-    pub(super) fn unclaim(&self, name: &str) {
-        let mut held = self.local.lock().unwrap_or_else(|p| p.into_inner());
-        held.remove(name);
-        self.local_freed.notify_all();
-    }
-
     /// Take lock `name` for a holder that is not a closure on one thread
     /// (a JavaScript `withLock` whose body awaits): the same row protocol
     /// and in-process queue as [`Store::with_lock`], held until the
     /// returned guard is dropped.
     pub fn acquire_detached(self: &Arc<Self>, name: &str) -> Result<DetachedRow> {
-        self.wait_and_claim(name);
+        self.local.wait_and_claim(name);
         match self.acquire_row(name) {
             Ok(acquired_at) => Ok(DetachedRow {
                 store: Arc::clone(self),
@@ -108,7 +82,7 @@ impl SqliteStore {
                 acquired_at,
             }),
             Err(e) => {
-                self.unclaim(name);
+                self.local.unclaim(name);
                 Err(e)
             }
         }
@@ -127,18 +101,6 @@ impl SqliteStore {
     }
 }
 
-/// This handle's in-process claim on a lock name.
-pub(super) struct LocalClaim<'a> {
-    pub(super) store: &'a SqliteStore,
-    pub(super) name: String,
-}
-
-impl Drop for LocalClaim<'_> {
-    fn drop(&mut self) {
-        self.store.unclaim(&self.name);
-    }
-}
-
 /// A lock taken by [`SqliteStore::acquire_detached`]; dropping it deletes
 /// the row and lets the next holder of this process in.
 #[derive(Debug)]
@@ -151,7 +113,7 @@ pub struct DetachedRow {
 impl Drop for DetachedRow {
     fn drop(&mut self) {
         self.store.release_row(&self.name, self.acquired_at);
-        self.store.unclaim(&self.name);
+        self.store.local.unclaim(&self.name);
     }
 }
 
